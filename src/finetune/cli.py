@@ -1,0 +1,176 @@
+"""The `finetune` command: train, eval, generate, reproduce.
+
+Errors the user can fix (bad config, bad data) print one line and exit with code 2; --debug shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from finetune.errors import UserError
+
+EPILOG = """examples:
+  finetune train configs/default.yaml
+  finetune train configs/default.yaml --set training.epochs=2 --set training.learning_rate=1e-3
+  finetune train configs/default.yaml --output-dir runs/exp1 --resume     # continue after Ctrl-C / SIGTERM
+  torchrun --nproc-per-node 2 -m finetune train configs/default.yaml     # several processes, same global batch
+  finetune eval runs/default
+  finetune generate runs/default "reverse: hello"
+  finetune reproduce runs/default
+
+exit codes: 0 ok, 2 bad config or data, 128+N stopped by signal N (a checkpoint was saved; use --resume)"""
+
+COMPARED = ["steps", "train_loss", "eval_loss", "eval_accuracy"]  # what `reproduce` requires to match exactly
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="finetune", description="Fine-tune language models reproducibly.",
+                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    t = sub.add_parser("train", help="train from a YAML config", description="Train from a YAML config.")
+    t.add_argument("config", help="YAML config file, e.g. configs/default.yaml")
+    t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key (dotted), repeatable: --set training.epochs=3")
+    t.add_argument("--output-dir", help="run directory (default: runs/<name>)")
+    t.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint in the run dir")
+    t.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+    e = sub.add_parser("eval", help="evaluate a finished run's model on its eval data")
+    e.add_argument("run_dir")
+    e.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+    g = sub.add_parser("generate", help="greedy-generate a completion from a run's model")
+    g.add_argument("run_dir")
+    g.add_argument("prompt", help="the user message (chat-format runs) or raw prompt text")
+    g.add_argument("--max-new-tokens", type=int, default=64, help="generation length limit (default 64)")
+    g.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+    r = sub.add_parser("reproduce", help="re-run a run from its manifest and compare metrics")
+    r.add_argument("run_dir")
+    r.add_argument("--output-dir", help="where the re-run goes (default: <run_dir>-reproduce)")
+    r.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    return p
+
+
+def cmd_train(args) -> int:
+    from finetune.config import load_config
+    from finetune.run import train
+
+    cfg = load_config(args.config, args.overrides)
+    run_dir = Path(args.output_dir or Path("runs") / cfg.name)
+    _, code = train(cfg, run_dir, resume=args.resume, argv=sys.argv)
+    return code
+
+
+def _load_run(run_dir: Path):
+    from finetune.config import from_dict
+
+    manifest_path = run_dir / "manifest.json"
+    if not manifest_path.exists():
+        raise UserError(f"{run_dir}: not a run directory (no manifest.json)")
+    manifest = json.loads(manifest_path.read_text())
+    return manifest, from_dict(manifest["config"], str(manifest_path))
+
+
+def _load_model(run_dir: Path, task: str):
+    from finetune.modeling import load_trained, pick_device
+    from finetune.tokenizer import load_tokenizer
+
+    model_dir = run_dir / "model"
+    if not model_dir.exists():
+        raise UserError(f"{run_dir}: no final model (the run did not finish; resume it with finetune train --resume)")
+    return load_trained(model_dir, task).to(pick_device()).eval(), load_tokenizer(str(model_dir))
+
+
+def cmd_eval(args) -> int:
+    from finetune.evaluate import exact_match
+    from finetune.run import load_data
+
+    run_dir = Path(args.run_dir)
+    _, cfg = _load_run(run_dir)
+    model, tokenizer = _load_model(run_dir, cfg.task)
+    _, evals, labels = load_data(cfg)
+    if not evals:
+        raise UserError(f"{run_dir}: the run has no data.eval_file to evaluate on")
+    if cfg.task == "causal_lm":
+        acc, samples = exact_match(model, tokenizer, evals[: cfg.eval.max_samples], cfg.eval.max_new_tokens,
+                                   cfg.eval.batch_size)
+        result = {"eval_accuracy": acc, "metric": "exact_match", "n": len(samples)}
+    else:
+        import torch
+
+        correct = 0
+        for start in range(0, len(evals), cfg.eval.batch_size):
+            batch = evals[start:start + cfg.eval.batch_size]
+            enc = tokenizer([r.text for r in batch], truncation=True, max_length=cfg.data.max_length, padding=True,
+                            return_tensors="pt").to(model.device)
+            with torch.no_grad():
+                pred = model(**enc).logits.argmax(-1).tolist()
+            correct += sum(labels[p] == r.label for p, r in zip(pred, batch))
+        result = {"eval_accuracy": correct / len(evals), "metric": "accuracy", "n": len(evals)}
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def cmd_generate(args) -> int:
+    from finetune.evaluate import generate
+
+    run_dir = Path(args.run_dir)
+    _, cfg = _load_run(run_dir)
+    if cfg.task != "causal_lm":
+        raise UserError(f"{run_dir}: generate needs a causal_lm run, this one is {cfg.task}")
+    model, tokenizer = _load_model(run_dir, cfg.task)
+    if tokenizer.chat_template:
+        prompt = tokenizer.apply_chat_template([{"role": "user", "content": args.prompt}], tokenize=False,
+                                               add_generation_prompt=True)
+        print(generate(model, tokenizer, [prompt], args.max_new_tokens)[0])
+    else:
+        print(generate(model, tokenizer, [args.prompt], args.max_new_tokens, add_special_tokens=True)[0])
+    return 0
+
+
+def cmd_reproduce(args) -> int:
+    from finetune.run import train
+
+    run_dir = Path(args.run_dir)
+    manifest, cfg = _load_run(run_dir)
+    before_path = run_dir / "summary.json"
+    if not before_path.exists():
+        raise UserError(f"{run_dir}: no summary.json to compare with (the run did not finish)")
+    before = json.loads(before_path.read_text())
+    if manifest.get("git", {}).get("dirty"):
+        print("[finetune] note: the original run was made from a dirty tree; code may differ", flush=True)
+    out = Path(args.output_dir or f"{str(run_dir).rstrip('/')}-reproduce")
+    after, code = train(cfg, out, argv=sys.argv)
+    if code:
+        return code
+    rows = [(k, before.get(k), after.get(k), before.get(k) == after.get(k)) for k in COMPARED]
+    print(f"\n{'metric':<15}{'original':>22}{'reproduced':>22}  match")
+    for k, a, b, same in rows:
+        print(f"{k:<15}{a!s:>22}{b!s:>22}  {'yes' if same else 'NO'}")
+    ok = all(r[3] for r in rows)
+    print("reproduced: metrics match exactly" if ok else "NOT reproduced: metrics differ")
+    return 0 if ok else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    handlers = {"train": cmd_train, "eval": cmd_eval, "generate": cmd_generate, "reproduce": cmd_reproduce}
+    try:
+        return handlers[args.command](args)
+    except UserError as e:
+        if args.debug:
+            raise
+        print(f"finetune: error: {e}", file=sys.stderr)
+        return e.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

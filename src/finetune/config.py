@@ -1,0 +1,291 @@
+"""Run configuration as plain dataclasses, loaded from YAML with every key validated.
+
+A bad key, type or value raises ConfigError naming the file, the line, the dotted key and what is allowed, e.g.
+``configs/x.yaml:12: training.lr: unknown key (allowed: batch_size, epochs, ...)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from finetune.errors import ConfigError
+
+
+@dataclass
+class ModelConfig:
+    name_or_path: str | None = None  # a hub id or a local directory, loaded with from_pretrained
+    config: dict | None = None  # or build from scratch: {model_type: llama, hidden_size: 128, ...}
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
+    gradient_checkpointing: bool = False
+
+
+@dataclass
+class TokenizerConfig:
+    name_or_path: str | None = None  # default: the model's own tokenizer
+    build_from_data: bool = False  # build a character-level tokenizer from the training data (tiny runs)
+
+
+@dataclass
+class DataConfig:
+    train_file: str = ""
+    eval_file: str | None = None
+    max_length: int = 512  # longer examples are truncated (with a warning count)
+    packing: bool = False  # causal_lm: pack several examples per row, attention kept within each example
+    labels: list[str] | None = None  # classification: the label set (default: sorted labels of train_file)
+    text_field: str = "text"
+    label_field: str = "label"
+
+
+@dataclass
+class LoraConfig:
+    enabled: bool = False
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.0
+    target_modules: list[str] | None = None  # default: PEFT's choice for the architecture
+
+
+@dataclass
+class TrainingConfig:
+    epochs: float = 1.0
+    max_steps: int | None = None  # overrides epochs when set
+    batch_size: int = 32  # global: summed over processes and accumulation steps
+    grad_accum: int = 1
+    learning_rate: float = 5e-4
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.0
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
+    max_grad_norm: float = 1.0
+    logging_steps: int = 10
+    eval_steps: int | None = None  # default: evaluate at the end of each epoch
+    save_steps: int = 200
+    save_total_limit: int = 2
+    num_workers: int = 0
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 on a GPU that has it, else fp32
+
+
+@dataclass
+class EvalConfig:
+    metric: Literal["auto", "exact_match", "accuracy", "none"] = "auto"  # auto: exact_match (causal_lm), accuracy
+    max_new_tokens: int = 32
+    batch_size: int = 64
+    max_samples: int | None = None
+
+
+@dataclass
+class RunConfig:
+    name: str = "run"
+    task: Literal["causal_lm", "classification"] = "causal_lm"
+    seed: int = 42
+    model: ModelConfig = field(default_factory=ModelConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# --- YAML with line numbers -------------------------------------------------------------------------------------
+
+
+def _node_to_python(node: yaml.Node, lines: dict[tuple, int], path: tuple = ()) -> Any:
+    """Turn a composed YAML node into plain Python, recording the line of each key path."""
+    lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        out = {}
+        for key_node, value_node in node.value:
+            key = key_node.value
+            lines[path + (key,)] = key_node.start_mark.line + 1
+            out[key] = _node_to_python(value_node, lines, path + (key,))
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_node_to_python(v, lines, path + (i,)) for i, v in enumerate(node.value)]
+    return yaml.safe_load(yaml.serialize(node))  # a scalar, resolved by YAML's own rules
+
+
+def parse_yaml(text: str, source: str) -> tuple[dict, dict[tuple, int]]:
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        raise ConfigError(f"{source}{line}: not valid YAML ({getattr(e, 'problem', e)})") from None
+    lines: dict[tuple, int] = {}
+    data = _node_to_python(node, lines) if node is not None else {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}:1: the config must be a mapping of keys to values")
+    return data, lines
+
+
+# --- validation ---------------------------------------------------------------------------------------------------
+
+
+def _describe(tp) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"a list of {_describe(typing.get_args(tp)[0])}"
+    if tp is type(None):
+        return "null"
+    return {bool: "true/false", int: "an integer", float: "a number", str: "a string", dict: "a mapping"}.get(
+        tp, getattr(tp, "__name__", str(tp))
+    )
+
+
+def _coerce(value, tp, where: str):
+    """Return value converted to tp, or raise ConfigError saying what is allowed."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError:
+                continue
+    elif origin is Literal:
+        if value in typing.get_args(tp):
+            return value
+    elif origin is list:
+        if isinstance(value, list):
+            return [_coerce(v, typing.get_args(tp)[0], where) for v in value]
+    elif tp is type(None):
+        if value is None:
+            return None
+    elif tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string; accept it as the number it means
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    elif tp is dict:
+        if isinstance(value, dict):
+            return value
+    raise ConfigError(f"{where}: got {value!r}; allowed: {_describe(tp)}")
+
+
+def _where(source: str, lines: dict, keypath: tuple) -> str:
+    dotted = ".".join(map(str, keypath))
+    line = lines.get(keypath, lines.get(keypath[:1], 1))
+    return f"--set {dotted}" if line == 0 else f"{source}:{line}: {dotted}"
+
+
+def _build(cls, data: dict, lines: dict, source: str, path: tuple = ()):
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        dotted = ".".join(map(str, path + (key,)))
+        where = _where(source, lines, path + (key,))
+        if key not in names:
+            raise ConfigError(f"{where}: unknown key (allowed: {', '.join(names)})")
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}: must be a mapping with keys {', '.join(f.name for f in dataclasses.fields(tp))}")
+            kwargs[key] = _build(tp, value, lines, source, path + (key,))
+        else:
+            kwargs[key] = _coerce(value, tp, where)
+    return cls(**kwargs)
+
+
+def _check_values(cfg: RunConfig, lines: dict, source: str) -> None:
+    """Cross-field rules that types alone cannot express."""
+
+    def fail(dotted: str, message: str):
+        raise ConfigError(f"{_where(source, lines, tuple(dotted.split('.')))}: {message}")
+
+    if not cfg.data.train_file:
+        fail("data.train_file", "is required (a JSONL or CSV file)")
+    if bool(cfg.model.name_or_path) == bool(cfg.model.config):
+        fail("model", "set exactly one of model.name_or_path (hub id or directory) and model.config (build from scratch)")
+    if cfg.model.config and "model_type" not in cfg.model.config:
+        fail("model.config", "needs a model_type (for example llama)")
+    if not cfg.tokenizer.build_from_data and not (cfg.tokenizer.name_or_path or cfg.model.name_or_path):
+        fail("tokenizer", "set tokenizer.name_or_path or tokenizer.build_from_data: true when the model is built from a config")
+    for dotted, value, low in [
+        ("training.batch_size", cfg.training.batch_size, 1),
+        ("training.grad_accum", cfg.training.grad_accum, 1),
+        ("training.logging_steps", cfg.training.logging_steps, 1),
+        ("training.save_steps", cfg.training.save_steps, 1),
+        ("training.save_total_limit", cfg.training.save_total_limit, 1),
+        ("training.num_workers", cfg.training.num_workers, 0),
+        ("data.max_length", cfg.data.max_length, 8),
+        ("lora.r", cfg.lora.r, 1),
+        ("eval.max_new_tokens", cfg.eval.max_new_tokens, 1),
+        ("eval.batch_size", cfg.eval.batch_size, 1),
+    ]:
+        if value < low:
+            fail(dotted, f"got {value}; allowed: an integer >= {low}")
+    if cfg.training.learning_rate <= 0:
+        fail("training.learning_rate", f"got {cfg.training.learning_rate}; allowed: a number > 0")
+    if not 0 <= cfg.training.warmup_ratio < 1:
+        fail("training.warmup_ratio", f"got {cfg.training.warmup_ratio}; allowed: 0 <= x < 1")
+    if cfg.training.max_steps is None and cfg.training.epochs <= 0:
+        fail("training.epochs", f"got {cfg.training.epochs}; allowed: a number > 0")
+    if cfg.training.max_steps is not None and cfg.training.max_steps < 1:
+        fail("training.max_steps", f"got {cfg.training.max_steps}; allowed: an integer >= 1 or null")
+    if cfg.training.batch_size % cfg.training.grad_accum:
+        fail("training.batch_size", f"{cfg.training.batch_size} is not divisible by training.grad_accum={cfg.training.grad_accum}")
+    if cfg.task == "classification" and cfg.data.packing:
+        fail("data.packing", "applies to task causal_lm only")
+    metric = cfg.eval.metric
+    if (cfg.task, metric) in {("causal_lm", "accuracy"), ("classification", "exact_match")}:
+        fail("eval.metric", f"{metric} does not apply to task {cfg.task}")
+
+
+def _apply_overrides(data: dict, lines: dict, overrides: list[str]) -> None:
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item}: expected key=value, for example --set training.epochs=2")
+        dotted, raw = item.split("=", 1)
+        keys = dotted.strip().split(".")
+        node = data
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {dotted}: {k} is not a section")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw
+        node[keys[-1]] = value
+        lines[tuple(keys)] = 0  # line 0 marks "from the command line"
+
+
+def from_dict(data: dict, source: str = "<config>", lines: dict | None = None) -> RunConfig:
+    lines = lines or {}
+    cfg = _build(RunConfig, data, lines, source)
+    _check_values(cfg, lines, source)
+    return cfg
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    data, lines = parse_yaml(path.read_text(), str(path))
+    _apply_overrides(data, lines, overrides or [])
+    return from_dict(data, str(path), lines)

@@ -1,0 +1,47 @@
+"""Task metrics: greedy-decoding exact match for causal LMs, accuracy for classifiers."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from finetune.datafiles import Record
+from finetune.features import reference, render_prompt
+
+
+@torch.no_grad()
+def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, add_special_tokens: bool = False) -> list[str]:
+    """Greedy completions for a batch of prompts (left-padded so that every prompt ends where generation starts)."""
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    try:
+        enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=add_special_tokens).to(model.device)
+        out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    finally:
+        tokenizer.padding_side = side
+    return tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+def exact_match(model, tokenizer, records: list[Record], max_new_tokens: int, batch_size: int,
+                progress: bool = True) -> tuple[float, list[dict]]:
+    """Share of held-out prompts whose greedy completion equals the reference (whitespace-stripped)."""
+    was_training = model.training
+    model.eval()
+    samples = []
+    for start in tqdm(range(0, len(records), batch_size), desc="exact match", disable=not progress, leave=False):
+        batch = records[start:start + batch_size]
+        prompts = [render_prompt(tokenizer, r) for r in batch]
+        outputs = generate(model, tokenizer, prompts, max_new_tokens, add_special_tokens=batch[0].messages is None)
+        for r, prompt, out in zip(batch, prompts, outputs):
+            samples.append({"prompt": prompt, "reference": reference(r), "prediction": out,
+                            "correct": out.strip() == reference(r).strip()})
+    model.train(was_training)
+    return (sum(s["correct"] for s in samples) / max(len(samples), 1)), samples
+
+
+def classification_accuracy(eval_pred) -> dict:
+    """compute_metrics for the Trainer: logits → argmax → accuracy."""
+    logits, labels = eval_pred
+    logits = logits[0] if isinstance(logits, tuple) else logits
+    return {"accuracy": float((np.argmax(logits, axis=-1) == labels).mean())}

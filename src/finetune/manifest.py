@@ -1,0 +1,106 @@
+"""The run manifest: everything needed to know how a run was made and to make it again."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import torch
+
+PACKAGES = ["finetune", "torch", "transformers", "peft", "accelerate", "tokenizers", "safetensors", "numpy"]
+LOCK_GLOB = "environments/*/*.lock*"  # the pinned-environment lockfiles, where the repository has them
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _git(*args, cwd) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def git_info(root: Path) -> dict:
+    commit = _git("rev-parse", "HEAD", cwd=root)
+    status = _git("status", "--porcelain", "--untracked-files=no", cwd=root)
+    return {"commit": commit, "dirty": bool(status) if status is not None else None}
+
+
+def repo_root() -> Path:
+    """The checkout this package runs from (for git and lockfiles); the working directory as a fallback."""
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        if (parent / "pyproject.toml").exists() and (parent / "src" / "finetune").exists():
+            return parent
+    return Path.cwd()
+
+
+def versions() -> dict:
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def hardware() -> dict:
+    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    return {"machine": platform.machine(), "cpu": _cpu_model(), "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "gpu": gpus[0] if gpus else None, "gpu_count": len(gpus),
+            "cuda": torch.version.cuda if gpus else None}
+
+
+def container() -> dict | None:
+    """Inside a container the image id and labels cannot be read from within; `invoke train` passes them in."""
+    if not (Path("/.dockerenv").exists() or os.environ.get("FINETUNE_IMAGE_ID")):
+        return None
+    labels = os.environ.get("FINETUNE_IMAGE_LABELS")
+    return {"image_id": os.environ.get("FINETUNE_IMAGE_ID"), "image": os.environ.get("FINETUNE_IMAGE"),
+            "labels": json.loads(labels) if labels else None}
+
+
+def lock_digests(root: Path) -> dict:
+    return {str(p.relative_to(root)): sha256_file(p) for p in sorted(root.glob(LOCK_GLOB)) if p.is_file()}
+
+
+def build_manifest(config: dict, argv: list[str], data_files: list[str], world_size: int) -> dict:
+    root = repo_root()
+    return {
+        "config": config,
+        "seed": config["seed"],
+        "command": argv,
+        "cwd": os.getcwd(),
+        "runtime": os.environ.get("FINETUNE_RUNTIME", "local"),
+        "world_size": world_size,
+        "git": git_info(root),
+        "versions": versions(),
+        "locks": lock_digests(root),
+        "data": {f: sha256_file(Path(f)) for f in data_files if f and Path(f).is_file()},
+        "hardware": hardware(),
+        "container": container(),
+    }

@@ -1,0 +1,77 @@
+"""Models: by hub id or local directory (`from_pretrained`), or built from a config for tiny runs; LoRA through PEFT."""
+
+from __future__ import annotations
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
+
+from finetune.config import RunConfig
+from finetune.errors import ConfigError
+
+
+def _auto_class(task: str):
+    return AutoModelForCausalLM if task == "causal_lm" else AutoModelForSequenceClassification
+
+
+def build_model(cfg: RunConfig, tokenizer, labels: list[str] | None = None):
+    auto = _auto_class(cfg.task)
+    extra = {}
+    if cfg.task == "classification":
+        extra = {"num_labels": len(labels), "id2label": dict(enumerate(labels)), "label2id": {l: i for i, l in enumerate(labels)}}
+    if cfg.model.config:
+        spec = dict(cfg.model.config)
+        model_type = spec.pop("model_type")
+        try:
+            config = AutoConfig.for_model(model_type, **spec, **extra)
+        except ValueError as e:
+            raise ConfigError(f"model.config.model_type: {e}") from None
+        config.vocab_size = len(tokenizer)
+        config.pad_token_id, config.bos_token_id, config.eos_token_id = (
+            tokenizer.pad_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id)
+        model = auto.from_config(config, attn_implementation=cfg.model.attn_implementation)
+    else:
+        try:
+            model = auto.from_pretrained(cfg.model.name_or_path, attn_implementation=cfg.model.attn_implementation, **extra)
+        except OSError as e:
+            raise ConfigError(f"model.name_or_path: cannot load {cfg.model.name_or_path!r}: {str(e).splitlines()[0]}") from None
+        if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+            model.resize_token_embeddings(len(tokenizer))
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    if cfg.model.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    if cfg.lora.enabled:
+        model = apply_lora(cfg, model)
+    return model
+
+
+def apply_lora(cfg: RunConfig, model):
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    task_type = TaskType.CAUSAL_LM if cfg.task == "causal_lm" else TaskType.SEQ_CLS
+    lora = LoraConfig(task_type=task_type, r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                      target_modules=cfg.lora.target_modules)
+    try:
+        return get_peft_model(model, lora)
+    except ValueError as e:
+        raise ConfigError(f"lora.target_modules: {str(e).splitlines()[0]}") from None
+
+
+def load_trained(model_dir, task: str):
+    """Load a run's final model (full weights or a LoRA adapter) for evaluation or generation."""
+    if (model_dir / "adapter_config.json").exists():
+        from peft import AutoPeftModelForCausalLM, AutoPeftModelForSequenceClassification
+
+        auto = AutoPeftModelForCausalLM if task == "causal_lm" else AutoPeftModelForSequenceClassification
+        return auto.from_pretrained(model_dir)
+    return _auto_class(task).from_pretrained(model_dir)
+
+
+def count_parameters(model) -> dict:
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"total": total, "trainable": trainable}
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")

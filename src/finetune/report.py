@@ -1,0 +1,63 @@
+"""After a run: the loss plot, summary.json and the short human summary printed at the end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def read_metrics(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def plot_loss(metrics: list[dict], out: Path, title: str) -> Path | None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # no screen needed
+    import matplotlib.pyplot as plt
+
+    train = [(m["step"], m["loss"]) for m in metrics if "loss" in m]
+    evals = [(m["step"], m["eval_loss"]) for m in metrics if "eval_loss" in m]
+    if not train and not evals:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    if train:
+        ax.plot(*zip(*train), label="train loss", color="tab:blue")
+    if evals:
+        ax.plot(*zip(*evals), "o-", label="eval loss", color="tab:orange")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_yscale("log")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+def write_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)  # atomic: a reader never sees half a file
+
+
+def human_summary(summary: dict, run_dir: Path) -> str:
+    def fmt(key, spec=".4f"):
+        v = summary.get(key)
+        return "n/a" if v is None else format(v, spec)
+
+    lines = [
+        f"status        {summary['status']}  ({summary['steps']} steps, {fmt('wall_seconds', '.1f')} s)",
+        f"train loss    {fmt('train_loss')}",
+        f"eval loss     {fmt('eval_loss')}",
+    ]
+    if summary.get("eval_accuracy") is not None:
+        before = summary.get("initial_eval_accuracy")
+        prefix = f"{before:.3f} before -> " if before is not None else ""
+        lines.append(f"eval accuracy {prefix}{summary['eval_accuracy']:.3f}  ({summary.get('metric')})")
+    lines += [f"throughput    {fmt('tokens_per_second', ',.0f')} tokens/s", f"run dir       {run_dir}"]
+    return "\n".join(lines)

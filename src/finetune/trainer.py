@@ -1,0 +1,139 @@
+"""What we add to the Hugging Face Trainer: atomic checkpoints, a clean stop on SIGTERM/SIGINT, metrics.jsonl,
+and a count of the real (non-pad) tokens trained on, for an honest tokens/s figure."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from transformers import Trainer, TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
+
+STAGING = ".checkpoint-staging"  # not matched by get_last_checkpoint's "checkpoint-<n>" pattern
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class FinetuneTrainer(Trainer):
+    """A Trainer whose checkpoints appear whole or not at all, and that counts real tokens."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.tokens_trained = 0
+        self._staging = False
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        num_tokens = inputs.pop("num_tokens", None)
+        if num_tokens is not None and model.training:
+            self.tokens_trained += int(num_tokens)
+        return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        inputs.pop("num_tokens", None)
+        return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
+
+    def _get_output_dir(self, trial):
+        run_dir = super()._get_output_dir(trial)
+        return os.path.join(run_dir, STAGING) if self._staging else run_dir
+
+    def _save_checkpoint(self, model, trial):
+        """Write the checkpoint into a staging folder, then rename it into place: a crash leaves no half checkpoint."""
+        run_dir = Path(super()._get_output_dir(trial))
+        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        staged, final = run_dir / STAGING / name, run_dir / name
+        if self.args.should_save and staged.exists():
+            shutil.rmtree(staged)
+        self.accelerator.wait_for_everyone()
+        self._staging = True
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._staging = False
+        self.accelerator.wait_for_everyone()  # every rank has written its RNG state into the staging folder
+        if self.args.should_save:
+            if final.exists():  # re-saving the same step (e.g. a stop right after a scheduled save)
+                shutil.rmtree(final)
+            os.replace(staged, final)
+            _fsync_dir(run_dir)
+            rotate_checkpoints(output_dir=str(run_dir), save_total_limit=self.args.save_total_limit, use_mtime=False)
+        self.accelerator.wait_for_everyone()
+
+
+class GracefulStop(TrainerCallback):
+    """On SIGTERM (a preempted VM, `docker stop`) or SIGINT (Ctrl-C): finish the step, checkpoint, stop.
+
+    A second SIGINT stops at once. Under torchrun the flag is agreed across ranks, so all stop at the same step.
+    """
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._previous = {}
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._previous[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame):
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+        print(f"\n[finetune] {signal.Signals(signum).name} received: saving a checkpoint at the end of this step, "
+              "then stopping (resume with --resume)", flush=True)
+
+    def restore(self):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _agreed(self) -> bool:
+        flag = self.signum is not None
+        if dist.is_available() and dist.is_initialized():
+            t = torch.tensor([int(flag)])
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)
+            flag = bool(t.item())
+            if flag and self.signum is None:
+                self.signum = signal.SIGTERM
+        return flag
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self._agreed():
+            control.should_save = True
+            control.should_training_stop = True
+            control.should_evaluate = False
+
+
+class MetricsLog(TrainerCallback):
+    """Append every log event (train loss, eval loss, learning rate...) as one JSON line to metrics.jsonl."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.start = time.time()
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        row = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4),
+               "time": round(time.time() - self.start, 3), **logs}
+        with self.path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+class StepCounter(TrainerCallback):
+    """Records the step at which training (re)started, so tokens/s covers this process's own work only."""
+
+    def __init__(self):
+        self.first_step = None
+        self.started = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.first_step = state.global_step
+        self.started = time.perf_counter()
