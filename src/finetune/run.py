@@ -136,10 +136,8 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False, argv: list[str] |
     stopper = GracefulStop()
     metrics_path = run_dir / "metrics.jsonl"
     callbacks = [stopper, MetricsLog(metrics_path)]
-    if is_main():
-        from torch.utils.tensorboard import SummaryWriter
-
-        callbacks.append(TensorBoardCallback(tb_writer=SummaryWriter(str(run_dir / "tensorboard"))))
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "tensorboard")  # read by TensorBoardCallback
+    callbacks.append(TensorBoardCallback())  # writes on the main process only
     trainer = FinetuneTrainer(
         model=model, args=args, processing_class=tokenizer,
         train_dataset=features.ListDataset(train_ex), eval_dataset=features.ListDataset(eval_ex) if eval_ex else None,
