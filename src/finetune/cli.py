@@ -60,9 +60,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def cmd_train(args) -> int:
     from finetune.config import load_config
+
+    cfg = load_config(args.config, args.overrides)  # before importing torch: config errors answer at once
     from finetune.run import train
 
-    cfg = load_config(args.config, args.overrides)
     run_dir = Path(args.output_dir or Path("runs") / cfg.name)
     _, code = train(cfg, run_dir, resume=args.resume, argv=sys.argv)
     return code

@@ -7,6 +7,7 @@ A bad key, type or value raises ConfigError naming the file, the line, the dotte
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -100,7 +101,7 @@ class RunConfig:
 
 def _node_to_python(node: yaml.Node, lines: dict[tuple, int], path: tuple = ()) -> Any:
     """Turn a composed YAML node into plain Python, recording the line of each key path."""
-    lines[path] = node.start_mark.line + 1
+    lines.setdefault(path, node.start_mark.line + 1)  # a key's own line wins over its value's first line
     if isinstance(node, yaml.MappingNode):
         out = {}
         for key_node, value_node in node.value:
@@ -110,18 +111,18 @@ def _node_to_python(node: yaml.Node, lines: dict[tuple, int], path: tuple = ()) 
         return out
     if isinstance(node, yaml.SequenceNode):
         return [_node_to_python(v, lines, path + (i,)) for i, v in enumerate(node.value)]
-    return yaml.safe_load(yaml.serialize(node))  # a scalar, resolved by YAML's own rules
+    return yaml.constructor.SafeConstructor().construct_object(node, deep=True)  # a scalar, by YAML's own rules
 
 
 def parse_yaml(text: str, source: str) -> tuple[dict, dict[tuple, int]]:
+    lines: dict[tuple, int] = {}
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = _node_to_python(node, lines) if node is not None else {}
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""
         raise ConfigError(f"{source}{line}: not valid YAML ({getattr(e, 'problem', e)})") from None
-    lines: dict[tuple, int] = {}
-    data = _node_to_python(node, lines) if node is not None else {}
     if not isinstance(data, dict):
         raise ConfigError(f"{source}:1: the config must be a mapping of keys to values")
     return data, lines
@@ -239,6 +240,11 @@ def _check_values(cfg: RunConfig, lines: dict, source: str) -> None:
     ]:
         if value < low:
             fail(dotted, f"got {value}; allowed: an integer >= {low}")
+    for dotted in ("training.learning_rate", "training.epochs", "training.weight_decay", "training.max_grad_norm",
+                   "lora.dropout"):
+        section, key = dotted.split(".")
+        if not math.isfinite(getattr(getattr(cfg, section), key)):
+            fail(dotted, "allowed: a finite number")
     if cfg.training.learning_rate <= 0:
         fail("training.learning_rate", f"got {cfg.training.learning_rate}; allowed: a number > 0")
     if not 0 <= cfg.training.warmup_ratio < 1:
@@ -272,7 +278,9 @@ def _apply_overrides(data: dict, lines: dict, overrides: list[str]) -> None:
         except yaml.YAMLError:
             value = raw
         node[keys[-1]] = value
-        lines[tuple(keys)] = 0  # line 0 marks "from the command line"
+        for i in range(1, len(keys)):  # line 0 marks "from the command line"; new sections come from it too
+            lines.setdefault(tuple(keys[:i]), 0)
+        lines[tuple(keys)] = 0
 
 
 def from_dict(data: dict, source: str = "<config>", lines: dict | None = None) -> RunConfig:
@@ -286,6 +294,10 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
-    data, lines = parse_yaml(path.read_text(), str(path))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    data, lines = parse_yaml(text, str(path))
     _apply_overrides(data, lines, overrides or [])
     return from_dict(data, str(path), lines)

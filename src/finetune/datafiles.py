@@ -33,13 +33,22 @@ def _rows(path: Path):
     if not path.is_file():
         raise DataError(path, None, "data file not found")
     if path.suffix.lower() == ".csv":
-        with path.open(newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            for row in reader:
-                yield reader.line_num, row
+        try:
+            with path.open(newline="", encoding="utf-8") as f:
+                reader = csv.DictReader(f)
+                for row in reader:
+                    yield reader.line_num, row
+        except UnicodeDecodeError as e:
+            raise DataError(path, None, f"not UTF-8 text ({e.reason} at byte {e.start})") from None
+        except csv.Error as e:
+            raise DataError(path, reader.line_num, f"not valid CSV ({e})") from None
         return
-    with path.open(encoding="utf-8") as f:
-        for number, raw in enumerate(f, start=1):
+    with path.open("rb") as f:
+        for number, data in enumerate(f, start=1):
+            try:
+                raw = data.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(path, number, f"not UTF-8 text ({e.reason} at column {e.start + 1})") from None
             if not raw.strip():
                 continue
             try:

@@ -82,6 +82,12 @@ def make_datasets(cfg: RunConfig, tokenizer, train, evals, labels):
     return train_ex, eval_ex, stats
 
 
+def check_enough_rows(cfg: RunConfig, train_ex: list) -> None:
+    if len(train_ex) < cfg.training.batch_size:  # the last partial batch is dropped, so there would be no step
+        raise DataError(cfg.data.train_file, None, f"{len(train_ex)} training rows are fewer than one batch "
+                        f"(training.batch_size={cfg.training.batch_size}); lower the batch size or add data")
+
+
 def precision_flags(cfg: RunConfig) -> dict:
     p = cfg.training.precision
     if p == "auto":
@@ -104,6 +110,7 @@ def training_arguments(cfg: RunConfig, run_dir: Path, has_eval: bool) -> Trainin
         lr_scheduler_type=t.lr_scheduler, max_grad_norm=t.max_grad_norm,
         logging_steps=t.logging_steps, eval_strategy=eval_strategy, eval_steps=t.eval_steps,
         save_strategy="steps", save_steps=t.save_steps, save_total_limit=t.save_total_limit,
+        dataloader_drop_last=True,  # equal global batches for any process count (no padded last batch)
         dataloader_num_workers=t.num_workers, dataloader_persistent_workers=t.num_workers > 0,
         report_to="none", disable_tqdm=not is_main(), remove_unused_columns=False,
         use_cpu=not torch.cuda.is_available(), **precision_flags(cfg),
@@ -128,6 +135,7 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False, argv: list[str] |
     train_records, eval_records, labels = load_data(cfg)
     tokenizer = make_tokenizer(cfg, run_dir, resume, train_records + eval_records)
     train_ex, eval_ex, stats = make_datasets(cfg, tokenizer, train_records, eval_records, labels)
+    check_enough_rows(cfg, train_ex)
     set_seed(cfg.seed)  # model init does not depend on how much randomness data prep used
     model = build_model(cfg, tokenizer, labels)
     model.config.use_cache = False  # training; also lets packed rows get their block-diagonal mask
@@ -166,7 +174,7 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False, argv: list[str] |
         result = trainer.train(resume_from_checkpoint=checkpoint if resume else None)
     finally:
         stopper.restore()
-    tokens = trainer.tokens_trained * world_size()  # every rank trains on its own share of equal-sized batches
+    tokens = int(trainer.accelerator.reduce(torch.tensor(trainer.tokens_trained), reduction="sum"))  # all ranks
     summary = {"status": "completed", "steps": trainer.state.global_step, "train_loss": result.training_loss,
                "tokens_trained": tokens, "train_seconds": result.metrics["train_runtime"],
                "tokens_per_second": tokens / result.metrics["train_runtime"] if result.metrics["train_runtime"] else None,

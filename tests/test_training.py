@@ -1,0 +1,157 @@
+"""Real (tiny) training runs through the CLI: the default learns, resume after SIGTERM, determinism and
+`reproduce`, torchrun with 2 processes, LoRA, classification with pretrained MiniLM vs random init."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from transformers import AutoTokenizer
+
+from conftest import DEFAULT_CONFIG, REPO, SHORT, cli_env, read_json, rel_diff, run_cli
+from finetune.trainer import STAGING
+
+pytestmark = pytest.mark.slow
+
+
+def test_default_run_learns_and_writes_every_artifact(tmp_path):
+    out = tmp_path / "default"
+    proc = run_cli("train", DEFAULT_CONFIG, "--output-dir", out)
+    summary = read_json(out / "summary.json")
+    assert summary["status"] == "completed"
+    assert summary["initial_eval_accuracy"] <= 0.05, "the untrained model should score about 0"
+    assert summary["eval_accuracy"] >= 0.90, summary
+    for key in ("steps", "train_loss", "eval_loss", "tokens_per_second", "wall_seconds"):
+        assert summary[key] is not None and summary[key] > 0, key
+    assert f"run dir       {out}" in proc.stdout  # the human summary names the run directory
+
+    manifest = read_json(out / "manifest.json")
+    assert manifest["config"]["name"] == "default" and manifest["seed"] == 42
+    assert manifest["command"][1:3] == ["train", str(DEFAULT_CONFIG)]
+    assert set(manifest["git"]) == {"commit", "dirty"}
+    assert manifest["versions"]["torch"].startswith("2.13.0")
+    assert manifest["hardware"]["cpu_count"] >= 1 and manifest["hardware"]["gpu_count"] == 0
+    assert set(manifest["data"]) == {"data/reversal/train.jsonl", "data/reversal/eval.jsonl"}
+
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert any("loss" in m for m in metrics) and any("eval_loss" in m for m in metrics)
+    assert (out / "loss.png").stat().st_size > 10_000
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+    assert list(out.glob("checkpoint-*"))
+    tok = AutoTokenizer.from_pretrained(out / "model")  # saved with the run, loadable with AutoTokenizer
+    assert tok.chat_template
+    assert run_cli("generate", out, "reverse: hello").stdout.strip() == "olleh"
+
+
+def _wait_for_step(path, step: int, proc, timeout: float = 120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert proc.poll() is None, f"training ended early: {proc.communicate()}"
+        if path.exists():
+            steps = [json.loads(line)["step"] for line in path.read_text().splitlines() if line.strip()]
+            if steps and max(steps) >= step:
+                return
+        time.sleep(0.2)
+    raise AssertionError(f"no step {step} in {path} within {timeout}s")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_interrupted_then_resumed_matches_uninterrupted(tmp_path, reference_run, sig):
+    out = tmp_path / "interrupted"
+    cmd = [sys.executable, "-m", "finetune", "train", str(DEFAULT_CONFIG), "--output-dir", str(out), *SHORT]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_step(out / "metrics.jsonl", 15, proc)
+    proc.send_signal(sig)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + sig, stderr[-3000:]
+    assert read_json(out / "summary.json")["status"] == "interrupted"
+    checkpoints = list(out.glob("checkpoint-*"))
+    assert len(checkpoints) == 1 and 15 <= int(checkpoints[0].name.split("-")[1]) < 60
+    assert not (out / STAGING).exists() or not any((out / STAGING).iterdir())
+    assert (checkpoints[0] / "trainer_state.json").exists() and (checkpoints[0] / "optimizer.pt").exists()
+
+    run_cli("train", DEFAULT_CONFIG, "--output-dir", out, "--resume", *SHORT)
+    resumed, reference = read_json(out / "summary.json"), read_json(reference_run / "summary.json")
+    assert resumed["status"] == "completed" and resumed["steps"] == reference["steps"] == 60
+    assert rel_diff(resumed["eval_loss"], reference["eval_loss"]) < 1e-4, (resumed["eval_loss"], reference["eval_loss"])
+
+
+def test_half_written_checkpoint_is_ignored_on_resume(tmp_path, reference_run):
+    """A crash while saving leaves only the staging folder; resume must neither use nor keep it."""
+    out = tmp_path / "crashed"
+    out.mkdir()
+    junk = out / STAGING / "checkpoint-30"
+    junk.mkdir(parents=True)
+    (junk / "model.safetensors").write_bytes(b"truncated")
+    run_cli("train", DEFAULT_CONFIG, "--output-dir", out, "--resume", *SHORT)
+    assert not junk.exists()
+    assert rel_diff(read_json(out / "summary.json")["eval_loss"], read_json(reference_run / "summary.json")["eval_loss"]) < 1e-4
+
+
+def test_existing_run_dir_needs_resume(reference_run):
+    proc = run_cli("train", DEFAULT_CONFIG, "--output-dir", reference_run, *SHORT, check=False)
+    assert proc.returncode == 2 and "--resume" in proc.stderr
+
+
+def test_same_seed_same_metrics_and_reproduce(tmp_path, reference_run):
+    proc = run_cli("reproduce", reference_run, "--output-dir", tmp_path / "again")
+    assert "reproduced: metrics match exactly" in proc.stdout
+    a, b = read_json(reference_run / "summary.json"), read_json(tmp_path / "again" / "summary.json")
+    for key in ("steps", "train_loss", "eval_loss", "eval_accuracy", "tokens_trained"):
+        assert a[key] == b[key], key
+
+
+def test_reproduce_reports_a_mismatch(tmp_path):
+    """Guard against a `reproduce` that always says yes: a recorded eval loss that differs must be reported."""
+    run = tmp_path / "tampered"
+    run_cli("train", DEFAULT_CONFIG, "--output-dir", run, *SHORT)
+    summary = read_json(run / "summary.json")
+    (run / "summary.json").write_text(json.dumps({**summary, "eval_loss": summary["eval_loss"] * 1.5}))
+    proc = run_cli("reproduce", run, "--output-dir", tmp_path / "again", check=False)
+    assert proc.returncode == 1 and "NOT reproduced" in proc.stdout
+
+
+def test_torchrun_two_processes_match_one(tmp_path, reference_run):
+    out = tmp_path / "ddp"
+    run_cli("--nproc-per-node", "2", "-m", "finetune", "train", DEFAULT_CONFIG, "--output-dir", out, *SHORT,
+            launcher=[sys.executable, "-m"], module="torch.distributed.run")
+    ddp, single = read_json(out / "summary.json"), read_json(reference_run / "summary.json")
+    assert read_json(out / "manifest.json")["world_size"] == 2
+    assert ddp["steps"] == single["steps"] == 60  # same global batch => same number of optimizer steps
+    assert ddp["tokens_trained"] == single["tokens_trained"]
+    assert rel_diff(ddp["eval_loss"], single["eval_loss"]) < 0.01, (ddp["eval_loss"], single["eval_loss"])
+
+
+def test_lora_on_a_tiny_model_from_a_local_directory(tmp_path, reference_run):
+    """LoRA on top of the reference run's saved model, loaded with from_pretrained from its directory."""
+    out = tmp_path / "lora"
+    model_dir = reference_run / "model"
+    proc = run_cli("train", DEFAULT_CONFIG, "--output-dir", out, *SHORT, "--set", "model.config=null",
+                   "--set", f"model.name_or_path={model_dir}", "--set", "tokenizer.build_from_data=false",
+                   "--set", "lora.enabled=true", "--set", "lora.r=8", "--set", "training.learning_rate=1e-2")
+    trainable, total = [int(x.replace(",", "")) for x in
+                        proc.stdout.split("parameters trainable")[0].split(", ")[-1].split(" of ")]
+    assert 0 < trainable < 0.2 * total
+    assert (out / "model" / "adapter_config.json").exists()
+    lora, base = read_json(out / "summary.json"), read_json(reference_run / "summary.json")
+    assert lora["eval_loss"] < base["eval_loss"], (lora["eval_loss"], base["eval_loss"])
+    run_cli("generate", out, "reverse: abc")  # the adapter loads back through PEFT
+    assert json.loads(run_cli("eval", out).stdout)["eval_accuracy"] == pytest.approx(lora["eval_accuracy"])
+
+
+def test_pretrained_minilm_beats_random_init_on_held_out_words(tmp_path, minilm_dir):
+    common = ["--set", "eval.metric=accuracy", "--set", "training.epochs=3"]
+    cfg = REPO / "configs" / "classification.yaml"
+    run_cli("train", cfg, "--output-dir", tmp_path / "pretrained", *common, "--set", f"model.name_or_path={minilm_dir}")
+    random_init = ("{model_type: bert, hidden_size: 384, num_hidden_layers: 6, num_attention_heads: 12, "
+                   "intermediate_size: 1536}")
+    run_cli("train", cfg, "--output-dir", tmp_path / "random", *common, "--set", "model.name_or_path=null",
+            "--set", f"model.config={random_init}", "--set", f"tokenizer.name_or_path={minilm_dir}",
+            "--set", "training.learning_rate=5e-4")
+    pre, rnd = read_json(tmp_path / "pretrained" / "summary.json"), read_json(tmp_path / "random" / "summary.json")
+    assert pre["eval_accuracy"] >= 0.85, pre
+    assert pre["eval_accuracy"] >= rnd["eval_accuracy"] + 0.2, (pre["eval_accuracy"], rnd["eval_accuracy"])
