@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -16,7 +17,8 @@ from finetune.errors import UserError
 EPILOG = """examples:
   finetune train configs/default.yaml
   finetune train configs/default.yaml --set training.epochs=2 --set training.learning_rate=1e-3
-  finetune train configs/default.yaml --output-dir runs/exp1 --resume     # continue after Ctrl-C / SIGTERM
+  finetune train configs/default.yaml --resume               # continue the latest runs/default* after Ctrl-C
+  finetune train configs/default.yaml --output-dir runs/exp1 --resume
   torchrun --nproc-per-node 2 -m finetune train configs/default.yaml     # several processes, same global batch
   finetune eval runs/default
   finetune generate runs/default "reverse: hello"
@@ -37,8 +39,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("config", help="YAML config file, e.g. configs/default.yaml")
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key (dotted), repeatable: --set training.epochs=3")
-    t.add_argument("--output-dir", help="run directory (default: runs/<name>)")
-    t.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint in the run dir")
+    t.add_argument("--output-dir", help="run directory (default: runs/<name>, or runs/<name>-<n> if that exists)")
+    t.add_argument("--resume", action="store_true",
+                   help="continue from the last complete checkpoint (default run dir: the latest runs/<name>*)")
     t.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     e = sub.add_parser("eval", help="evaluate a finished run's model on its eval data")
@@ -64,9 +67,21 @@ def cmd_train(args) -> int:
     cfg = load_config(args.config, args.overrides)  # before importing torch: config errors answer at once
     from finetune.run import train
 
-    run_dir = Path(args.output_dir or Path("runs") / cfg.name)
+    run_dir = Path(args.output_dir) if args.output_dir else default_run_dir(cfg.name, args.resume)
     _, code = train(cfg, run_dir, resume=args.resume, argv=sys.argv)
     return code
+
+
+def default_run_dir(name: str, resume: bool, root: Path = Path("runs")) -> Path:
+    """runs/<name>, or runs/<name>-<n> when taken; with --resume, the most recent of them."""
+    runs = [p for p in root.glob(f"{name}*") if p.is_dir() and re.fullmatch(rf"{re.escape(name)}(-\d+)?", p.name)]
+    if resume:
+        return max(runs, key=lambda p: p.stat().st_mtime) if runs else root / name
+    n, candidate = 1, root / name
+    while candidate.exists():
+        n += 1
+        candidate = root / f"{name}-{n}"
+    return candidate
 
 
 def _load_run(run_dir: Path):

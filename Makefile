@@ -1,0 +1,52 @@
+# Bootstrap and everyday commands. Needs only CPython 3.11 and make: `make train` / `make test` create .venv from
+# the hashed lockfiles (the CPU runtime lock + the dev layer), so the host matches the CPU image package for package.
+# Richer tasks (containers, lock, bench) live in tasks.py: `.venv/bin/invoke --list`.
+
+PYTHON ?= python3
+VENV   ?= .venv
+CONFIG ?= configs/default.yaml
+ARGS   ?=
+# Lock platform of this machine (conda naming); the locks live in environments/<variant>/pip.<platform>.lock.
+PLATFORM := $(if $(filter aarch64 arm64,$(shell uname -m)),linux-aarch64,linux-64)
+LOCKS  := environments/cpu/pip.$(PLATFORM).lock environments/dev/pip.$(PLATFORM).lock
+# Where pip finds torch's CPU build (+cpu wheels are not on PyPI). A wheel folder you set in PIP_FIND_LINKS wins.
+TORCH_FIND_LINKS ?= $(if $(PIP_FIND_LINKS),,https://download.pytorch.org/whl/cpu/torch/)
+PIP := $(VENV)/bin/python -m pip
+
+.DEFAULT_GOAL := help
+.PHONY: help venv train test test-fast lock lock-check bench clean
+
+help: ## show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(VENV)/.installed: $(LOCKS) pyproject.toml
+	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if v == (3, 11) else f"make: the locks target CPython 3.11 (as the images do); {sys.executable} is {v[0]}.{v[1]}. Run: make PYTHON=python3.11 ...")'
+	@for f in $(LOCKS); do [ -f $$f ] || { echo "make: $$f is missing: this platform has no lock yet (see environments/README)"; exit 2; }; done
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --require-hashes --no-deps $(if $(TORCH_FIND_LINKS),--find-links $(TORCH_FIND_LINKS)) $(addprefix -r ,$(LOCKS))
+	$(PIP) install --quiet --no-deps -e .
+	@touch $@
+
+venv: $(VENV)/.installed ## create .venv from the locks (CPU runtime + dev layer); re-run after a lock changes
+
+train: venv ## fine-tune the embedded default (tiny model, offline, ~1 min on 2 cores); CONFIG=... ARGS=...
+	$(VENV)/bin/finetune train $(CONFIG) $(ARGS)
+
+test: venv ## run the whole test suite (real tiny training runs included)
+	$(VENV)/bin/python -m pytest $(ARGS)
+
+test-fast: venv ## run the tests that take seconds (skips the slow training tests)
+	$(VENV)/bin/python -m pytest -m "not slow" $(ARGS)
+
+lock: venv ## regenerate the hashed lockfiles from environments/*/environment.yml
+	$(VENV)/bin/python environments/lock.py
+
+lock-check: venv ## fail if any lock is stale against its environment.yml
+	$(VENV)/bin/python environments/lock.py --check
+
+bench: venv ## throughput: our pipeline vs a plain Hugging Face Trainer (prints a table, writes JSON)
+	$(VENV)/bin/python benchmarks/throughput.py $(ARGS)
+
+clean: ## remove .venv, caches and runs/
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache benchmarks/results
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
