@@ -26,11 +26,17 @@ def choose_runtime(c, runtime: str | None, local: bool) -> tuple[str, str]:
     if runtime not in RUNTIMES:
         raise Exit(f"--runtime {runtime!r}: allowed: {', '.join(RUNTIMES)}", code=2)
     if runtime == "docker":
-        raise Exit("--runtime docker: the training image is not part of this checkout yet (docker/ arrives with the "
-                   "container images); use --local", code=2)
+        raise Exit(
+            "--runtime docker: the training image is not part of this checkout yet (docker/ arrives with the "
+            "container images); use --local",
+            code=2,
+        )
     if runtime == "auto":
-        engine = "a Docker engine answers, but no training image is defined yet" if _docker_answers(c) else \
-            "no Docker engine answers"
+        engine = (
+            "a Docker engine answers, but no training image is defined yet"
+            if _docker_answers(c)
+            else "no Docker engine answers"
+        )
         return "local", f"auto: {engine}"
     return "local", "--local" if local else "--runtime local"
 
@@ -58,8 +64,13 @@ def train(c, config=None, set_=None, local=False, runtime=None, output_dir=None,
     c.run(f"FINETUNE_RUNTIME={chosen} {_venv_bin(c, 'finetune')} {shlex.join(args)}")
 
 
-@task(help={"fast": "skip the slow (real training) tests", "k": "only tests matching this pytest -k expression",
-            "args": "extra pytest arguments, quoted"})
+@task(
+    help={
+        "fast": "skip the slow (real training) tests",
+        "k": "only tests matching this pytest -k expression",
+        "args": "extra pytest arguments, quoted",
+    }
+)
 def test(c, fast=False, k=None, args=""):
     """Run the test suite with the local environment's pytest."""
     cmd = [_venv_bin(c, "python"), "-m", "pytest"]
@@ -70,8 +81,10 @@ def test(c, fast=False, k=None, args=""):
     c.run(shlex.join(cmd) + (f" {args}" if args else ""))
 
 
-@task(help={"variant": "lock only this variant (cpu, cuda, dev); repeatable", "check": "only check freshness"},
-      iterable=["variant"])
+@task(
+    help={"variant": "lock only this variant (cpu, cuda, dev); repeatable", "check": "only check freshness"},
+    iterable=["variant"],
+)
 def lock(c, variant=None, check=False):
     """Regenerate the hashed lockfiles from environments/*/environment.yml (or --check that they are fresh)."""
     cmd = [_venv_bin(c, "python"), "environments/lock.py", *(a for v in variant or [] for a in ("--variant", v))]

@@ -12,7 +12,8 @@ A layer variant (LAYERS below: dev on cpu) is resolved together with its base an
 base's lock, and its lock holds only the packages the base does not have.
 
 The conda layer (python, pip) would be locked by conda-lock, but conda-forge is not reachable from where this was
-built: this script says so plainly and keeps the exact pins written in environment.yml. Nothing here is ever written by hand.
+built: this script says so plainly and keeps the exact pins written in environment.yml.
+Nothing here is ever written by hand.
 Every lock records the digest of its inputs: environment file, tool and version, platform, python, base lock.
 """
 
@@ -48,10 +49,18 @@ def load_env(variant: str) -> dict:
     pip = next((d["pip"] for d in deps if isinstance(d, dict) and "pip" in d), [])
     conda = [d for d in deps if isinstance(d, str)]
     layer_of = LAYERS.get(variant)
-    pythons = [d.split("=", 1)[1] for d in (load_env(layer_of)["conda"] if layer_of else conda) if d.startswith("python=")]
-    return {"path": path, "text": path.read_text(), "pip": [str(p) for p in pip], "conda": conda,
-            "platforms": env.get("platforms", ["linux-64"]), "layer_of": layer_of,
-            "python": ".".join(pythons[0].split(".")[:2]) if pythons else "3.11"}
+    pythons = [
+        d.split("=", 1)[1] for d in (load_env(layer_of)["conda"] if layer_of else conda) if d.startswith("python=")
+    ]
+    return {
+        "path": path,
+        "text": path.read_text(),
+        "pip": [str(p) for p in pip],
+        "conda": conda,
+        "platforms": env.get("platforms", ["linux-64"]),
+        "layer_of": layer_of,
+        "python": ".".join(pythons[0].split(".")[:2]) if pythons else "3.11",
+    }
 
 
 def lock_path(variant: str, platform: str) -> Path:
@@ -66,8 +75,13 @@ def uv_version() -> str:
 
 
 def input_digest(env: dict, platform: str, tool: str, base_lock: Path | None) -> str:
-    parts = {"environment.yml": env["text"], "tool": f"uv {tool}", "platform": platform, "python": env["python"],
-             "base_lock": hashlib.sha256(base_lock.read_bytes()).hexdigest() if base_lock else None}
+    parts = {
+        "environment.yml": env["text"],
+        "tool": f"uv {tool}",
+        "platform": platform,
+        "python": env["python"],
+        "base_lock": hashlib.sha256(base_lock.read_bytes()).hexdigest() if base_lock else None,
+    }
     return "sha256:" + hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
@@ -101,9 +115,24 @@ def compile_lock(variant: str, platform: str, tool: str) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
         req_in = Path(tmp) / "requirements.in"
         req_in.write_text("\n".join(requirements) + "\n")
-        cmd = [sys.executable, "-m", "uv", "pip", "compile", str(req_in), "--generate-hashes", "--no-header",
-               "--no-annotate", "--python-version", env["python"], "--python-platform", UV_PLATFORMS[platform],
-               "--quiet", "-o", str(Path(tmp) / "out.lock")]
+        cmd = [
+            sys.executable,
+            "-m",
+            "uv",
+            "pip",
+            "compile",
+            str(req_in),
+            "--generate-hashes",
+            "--no-header",
+            "--no-annotate",
+            "--python-version",
+            env["python"],
+            "--python-platform",
+            UV_PLATFORMS[platform],
+            "--quiet",
+            "-o",
+            str(Path(tmp) / "out.lock"),
+        ]
         if platform == "linux-64" and variant != "cuda":  # the CPU build of torch: +cpu wheels, not PyPI's CUDA one
             for link in find_links or ["https://download.pytorch.org/whl/cpu/torch/"]:
                 cmd += ["--find-links", link]
@@ -118,9 +147,13 @@ def compile_lock(variant: str, platform: str, tool: str) -> Path:
         skip = locked_names(base_lock)
         blocks = re.split(r"\n(?=\S)", body.strip())
         body = "\n".join(b for b in blocks if b.split("==")[0].lower() not in skip) + "\n"
-    header = [HEADER.format(env=env["path"].relative_to(HERE.parent)), f"# tool: uv {tool}",
-              f"# platform: {platform}", *[f"# input: {r}" for r in env["pip"]],
-              f"# input-digest: {input_digest(env, platform, tool, base_lock)}"]
+    header = [
+        HEADER.format(env=env["path"].relative_to(HERE.parent)),
+        f"# tool: uv {tool}",
+        f"# platform: {platform}",
+        *[f"# input: {r}" for r in env["pip"]],
+        f"# input-digest: {input_digest(env, platform, tool, base_lock)}",
+    ]
     out = lock_path(variant, platform)
     out.write_text("\n".join(header) + "\n" + body)
     print(f"wrote {out.relative_to(HERE.parent)} ({len(locked_names(out))} packages)")
@@ -135,7 +168,9 @@ def check(selected: list[str], tool: str) -> int:
             path = lock_path(variant, platform)
             name = f"{variant} ({platform})"
             if not path.exists():
-                print(f"STALE {name}: {path.relative_to(HERE.parent)} is missing; run `invoke lock --variant {variant}`")
+                print(
+                    f"STALE {name}: {path.relative_to(HERE.parent)} is missing; run `invoke lock --variant {variant}`"
+                )
                 stale += 1
                 continue
             head = read_header(path)
@@ -147,9 +182,13 @@ def check(selected: list[str], tool: str) -> int:
             removed = sorted(set(head["inputs"]) - set(env["pip"]))
             why = "; ".join([*(f"added {a}" for a in added), *(f"removed {r}" for r in removed)])
             if not why:
-                why = (f"the tool changed (lock made with {head.get('tool')}, now uv {tool})"
-                       if head.get("tool") != f"uv {tool}" else
-                       "its base lock changed" if base else "environment.yml changed outside its pip list")
+                why = (
+                    f"the tool changed (lock made with {head.get('tool')}, now uv {tool})"
+                    if head.get("tool") != f"uv {tool}"
+                    else "its base lock changed"
+                    if base
+                    else "environment.yml changed outside its pip list"
+                )
             print(f"STALE {name}: {why}; run `invoke lock --variant {variant}` and commit the lock")
             stale += 1
     return 1 if stale else 0
@@ -159,8 +198,10 @@ def conda_layer(selected: list[str]) -> None:
     for variant in selected:
         env = load_env(variant)
         if env["conda"]:
-            print(f"conda layer of {variant}: conda-forge is not reachable from here, so it is not conda-locked; "
-                  f"the exact pins in environment.yml stand: {', '.join(env['conda'])}")
+            print(
+                f"conda layer of {variant}: conda-forge is not reachable from here, so it is not conda-locked; "
+                f"the exact pins in environment.yml stand: {', '.join(env['conda'])}"
+            )
 
 
 def main(argv=None) -> int:

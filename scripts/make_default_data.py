@@ -25,8 +25,9 @@ def make(seed: int, n_train: int, n_eval: int, min_len: int, max_len: int):
             words.append(word)
 
     def example(word):
-        return {"messages": [{"role": "user", "content": f"reverse: {word}"},
-                             {"role": "assistant", "content": word[::-1]}]}
+        return {
+            "messages": [{"role": "user", "content": f"reverse: {word}"}, {"role": "assistant", "content": word[::-1]}]
+        }
 
     return [example(w) for w in words[:n_train]], [example(w) for w in words[n_train:]]
 

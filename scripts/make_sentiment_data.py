@@ -14,22 +14,39 @@ import random
 from pathlib import Path
 
 TEMPLATES = [
-    "the movie was {w}", "i found the book {w}", "honestly the food was {w}", "the service here is {w}",
-    "what a {w} experience", "the hotel room felt {w}", "our trip was {w}", "that concert was {w}",
-    "the new phone is {w}", "this game is {w}", "the lecture was {w}", "my day has been {w}",
+    "the movie was {w}",
+    "i found the book {w}",
+    "honestly the food was {w}",
+    "the service here is {w}",
+    "what a {w} experience",
+    "the hotel room felt {w}",
+    "our trip was {w}",
+    "that concert was {w}",
+    "the new phone is {w}",
+    "this game is {w}",
+    "the lecture was {w}",
+    "my day has been {w}",
 ]
 WORDS = {
-    "train": {"positive": ["great", "wonderful", "excellent", "lovely", "amazing", "delightful"],
-              "negative": ["terrible", "awful", "horrible", "dreadful", "disgusting", "miserable"]},
-    "eval": {"positive": ["fantastic", "superb", "brilliant", "marvelous", "pleasant", "enjoyable"],
-             "negative": ["atrocious", "lousy", "appalling", "abysmal", "unpleasant", "boring"]},
+    "train": {
+        "positive": ["great", "wonderful", "excellent", "lovely", "amazing", "delightful"],
+        "negative": ["terrible", "awful", "horrible", "dreadful", "disgusting", "miserable"],
+    },
+    "eval": {
+        "positive": ["fantastic", "superb", "brilliant", "marvelous", "pleasant", "enjoyable"],
+        "negative": ["atrocious", "lousy", "appalling", "abysmal", "unpleasant", "boring"],
+    },
 }
 
 
 def make(split: str, seed: int) -> list[dict]:
     rng = random.Random(f"{seed}-{split}")
-    rows = [{"text": t.format(w=w), "label": label}
-            for label, words in WORDS[split].items() for w in words for t in TEMPLATES]
+    rows = [
+        {"text": t.format(w=w), "label": label}
+        for label, words in WORDS[split].items()
+        for w in words
+        for t in TEMPLATES
+    ]
     rng.shuffle(rows)
     return rows
 

@@ -17,8 +17,16 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO / "configs" / "default.yaml"
 # A short version of the default run: same model and data, fewer steps, logs every 5 steps, no scheduled saves.
-SHORT = ["--set", "training.max_steps=60", "--set", "training.logging_steps=5", "--set", "training.save_steps=1000",
-         "--set", "eval.max_samples=50"]
+SHORT = [
+    "--set",
+    "training.max_steps=60",
+    "--set",
+    "training.logging_steps=5",
+    "--set",
+    "training.save_steps=1000",
+    "--set",
+    "eval.max_samples=50",
+]
 
 
 def cli_env() -> dict:
@@ -31,8 +39,10 @@ def run_cli(*args, timeout: int = 600, check: bool = True, module: str = "finetu
     cmd = [*(launcher or [sys.executable, "-m"]), module, *map(str, args)]
     proc = subprocess.run(cmd, cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n--- stdout\n{proc.stdout[-3000:]}\n"
-                             f"--- stderr\n{proc.stderr[-5000:]}")
+        raise AssertionError(
+            f"{' '.join(cmd)} exited {proc.returncode}\n--- stdout\n{proc.stdout[-3000:]}\n"
+            f"--- stderr\n{proc.stderr[-5000:]}"
+        )
     return proc
 
 

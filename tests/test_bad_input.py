@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -72,8 +71,17 @@ def _env() -> dict:
 
 
 def _train(config, output_dir: Path, *extra: str, debug: bool = False) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "finetune", *(["--debug"] if debug else []), "train", str(config),
-           "--output-dir", str(output_dir), *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "finetune",
+        *(["--debug"] if debug else []),
+        "train",
+        str(config),
+        "--output-dir",
+        str(output_dir),
+        *extra,
+    ]
     return subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
 
 
@@ -101,7 +109,7 @@ def _assert_user_error(proc: subprocess.CompletedProcess, *expected: str) -> str
     for text in expected:
         assert text in line, f"{text!r} not in the error line\n{report}"
     assert "[finetune]" not in proc.stdout, f"training started before the error\n{report}"
-    return line[len(PREFIX):]
+    return line[len(PREFIX) :]
 
 
 # --- the cases: each writes its files into tmp_path and returns (config, [texts the error line must hold]) ----------
@@ -125,12 +133,15 @@ def _empty_dataset(tmp_path):
 
 
 def _label_outside_label_set(tmp_path):
-    train = _write_lines(tmp_path / "train.jsonl", [
-        '{"text": "good film", "label": "pos"}',
-        '{"text": "bad film", "label": "neg"}',
-        '{"text": "a film", "label": "neutral"}',
-        '{"text": "great film", "label": "pos"}',
-    ])
+    train = _write_lines(
+        tmp_path / "train.jsonl",
+        [
+            '{"text": "good film", "label": "pos"}',
+            '{"text": "bad film", "label": "neg"}',
+            '{"text": "a film", "label": "neutral"}',
+            '{"text": "great film", "label": "pos"}',
+        ],
+    )
     config = tmp_path / "run.yaml"
     config.write_text(CLASSIFICATION_YAML.format(train=train))
     return config, [f"{train}:3: ", "'neutral'", "neg, pos"]

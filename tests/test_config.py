@@ -75,7 +75,9 @@ def _write(tmp_path: Path, text: str, name: str = "run.yaml") -> Path:
 
 def _line_of(path: Path, needle: str) -> int:
     """1-based number of the one line of the file that starts with needle (ignoring indentation)."""
-    hits = [i for i, line in enumerate(path.read_text().splitlines(), start=1) if line.strip().startswith(needle.strip())]
+    hits = [
+        i for i, line in enumerate(path.read_text().splitlines(), start=1) if line.strip().startswith(needle.strip())
+    ]
     assert len(hits) == 1, f"{needle!r} is on lines {hits} of {path}; the test needs exactly one"
     return hits[0]
 
@@ -193,14 +195,17 @@ def test_unknown_top_level_key(tmp_path):
     _assert_names_allowed(message, _allowed(RunConfig))
 
 
-@pytest.mark.parametrize("section, key", [
-    ("training", "lr"),
-    ("data", "trainfile"),
-    ("model", "hidden_size"),
-    ("tokenizer", "name"),
-    ("eval", "metrics"),
-    ("lora", "rank"),
-])
+@pytest.mark.parametrize(
+    "section, key",
+    [
+        ("training", "lr"),
+        ("data", "trainfile"),
+        ("model", "hidden_size"),
+        ("tokenizer", "name"),
+        ("eval", "metrics"),
+        ("lora", "rank"),
+    ],
+)
 def test_unknown_nested_key_names_file_line_dotted_key_and_allowed(tmp_path, section, key):
     text = VALID if f"\n{section}:\n" in VALID else VALID + f"{section}:\n  enabled: false\n"
     text = _replace(text, f"\n{section}:\n", f"\n{section}:\n  {key}: 5\n")
@@ -229,16 +234,25 @@ def test_section_that_is_not_a_mapping(tmp_path):
 # --- wrong types and values -----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("old, new, dotted, shown, allowed", [
-    ("batch_size: 16", 'batch_size: "big"', "training.batch_size", "'big'", "an integer"),
-    ("batch_size: 16", "batch_size: true", "training.batch_size", "True", "an integer"),  # a bool is not an int
-    ("batch_size: 16", "batch_size: 16.5", "training.batch_size", "16.5", "an integer"),
-    ("epochs: 3", "epochs: many", "training.epochs", "'many'", "a number"),
-    ("max_length: 64", "max_length: [64]", "data.max_length", "[64]", "an integer"),
-    ("build_from_data: true", "build_from_data: sometimes", "tokenizer.build_from_data", "'sometimes'", "true/false"),
-    ("name: tiny", "name: [a, b]", "name", "['a', 'b']", "a string"),
-    ("max_new_tokens: 8", "max_new_tokens: lots", "eval.max_new_tokens", "'lots'", "an integer"),
-])
+@pytest.mark.parametrize(
+    "old, new, dotted, shown, allowed",
+    [
+        ("batch_size: 16", 'batch_size: "big"', "training.batch_size", "'big'", "an integer"),
+        ("batch_size: 16", "batch_size: true", "training.batch_size", "True", "an integer"),  # a bool is not an int
+        ("batch_size: 16", "batch_size: 16.5", "training.batch_size", "16.5", "an integer"),
+        ("epochs: 3", "epochs: many", "training.epochs", "'many'", "a number"),
+        ("max_length: 64", "max_length: [64]", "data.max_length", "[64]", "an integer"),
+        (
+            "build_from_data: true",
+            "build_from_data: sometimes",
+            "tokenizer.build_from_data",
+            "'sometimes'",
+            "true/false",
+        ),
+        ("name: tiny", "name: [a, b]", "name", "['a', 'b']", "a string"),
+        ("max_new_tokens: 8", "max_new_tokens: lots", "eval.max_new_tokens", "'lots'", "an integer"),
+    ],
+)
 def test_wrong_type_names_the_value_and_what_is_allowed(tmp_path, old, new, dotted, shown, allowed):
     path = _write(tmp_path, _replace(VALID, old, new))
     message = _error(path)
@@ -268,11 +282,19 @@ def test_wrong_literal_task_names_the_choices(tmp_path):
     assert "allowed: one of 'causal_lm', 'classification'" in message
 
 
-@pytest.mark.parametrize("old, new, dotted, choices", [
-    ("epochs: 3", "lr_scheduler: step", "training.lr_scheduler", ["linear", "cosine", "constant", "constant_with_warmup"]),
-    ("epochs: 3", "precision: fp8", "training.precision", ["auto", "fp32", "bf16", "fp16"]),
-    ("max_new_tokens: 8", "metric: bleu", "eval.metric", ["auto", "exact_match", "accuracy", "none"]),
-])
+@pytest.mark.parametrize(
+    "old, new, dotted, choices",
+    [
+        (
+            "epochs: 3",
+            "lr_scheduler: step",
+            "training.lr_scheduler",
+            ["linear", "cosine", "constant", "constant_with_warmup"],
+        ),
+        ("epochs: 3", "precision: fp8", "training.precision", ["auto", "fp32", "bf16", "fp16"]),
+        ("max_new_tokens: 8", "metric: bleu", "eval.metric", ["auto", "exact_match", "accuracy", "none"]),
+    ],
+)
 def test_wrong_literal_in_a_section_names_every_choice(tmp_path, old, new, dotted, choices):
     path = _write(tmp_path, _replace(VALID, old, new))
     message = _error(path)
@@ -281,12 +303,15 @@ def test_wrong_literal_in_a_section_names_every_choice(tmp_path, old, new, dotte
         assert repr(choice) in message, f"{choice} missing from: {message}"
 
 
-@pytest.mark.parametrize("old, new, dotted", [
-    ("batch_size: 16", "batch_size: 0", "training.batch_size"),
-    ("learning_rate: 0.001", "learning_rate: -1.0", "training.learning_rate"),
-    ("epochs: 3", "warmup_ratio: 1.5", "training.warmup_ratio"),
-    ("max_length: 64", "max_length: 4", "data.max_length"),
-])
+@pytest.mark.parametrize(
+    "old, new, dotted",
+    [
+        ("batch_size: 16", "batch_size: 0", "training.batch_size"),
+        ("learning_rate: 0.001", "learning_rate: -1.0", "training.learning_rate"),
+        ("epochs: 3", "warmup_ratio: 1.5", "training.warmup_ratio"),
+        ("max_length: 64", "max_length: 4", "data.max_length"),
+    ],
+)
 def test_out_of_range_value_names_its_line_and_the_range(tmp_path, old, new, dotted):
     path = _write(tmp_path, _replace(VALID, old, new))
     message = _error(path)
@@ -299,7 +324,7 @@ def test_invalid_yaml_names_the_line(tmp_path):
     message = _error(path)
     assert message.startswith(f"{path}:"), message
     assert "not valid YAML" in message
-    line = int(message[len(str(path)) + 1:].split(":", 1)[0])
+    line = int(message[len(str(path)) + 1 :].split(":", 1)[0])
     assert line >= _line_of(path, "max_length: [64")  # where the parser noticed, never before the broken line
 
 
@@ -315,15 +340,18 @@ def test_config_that_is_not_a_mapping(tmp_path):
 
 def test_set_overrides_are_parsed_as_yaml_values(tmp_path):
     path = _write(tmp_path, VALID)
-    cfg = load_config(path, [
-        "training.epochs=2",
-        "training.max_steps=5",
-        "training.learning_rate=1e-3",
-        "data.packing=true",
-        "name=other",
-        "data.labels=[b, a]",
-        "model.config.hidden_size=64",
-    ])
+    cfg = load_config(
+        path,
+        [
+            "training.epochs=2",
+            "training.max_steps=5",
+            "training.learning_rate=1e-3",
+            "data.packing=true",
+            "name=other",
+            "data.labels=[b, a]",
+            "model.config.hidden_size=64",
+        ],
+    )
     assert cfg.training.epochs == 2 and isinstance(cfg.training.epochs, float)
     assert cfg.training.max_steps == 5 and isinstance(cfg.training.max_steps, int)
     assert cfg.training.learning_rate == pytest.approx(1e-3) and isinstance(cfg.training.learning_rate, float)
@@ -336,7 +364,9 @@ def test_set_overrides_are_parsed_as_yaml_values(tmp_path):
 
 
 def test_set_empty_value_is_null_and_last_set_wins(tmp_path):
-    path = _write(tmp_path, VALID.replace("  max_length: 64\n", "  max_length: 64\n  eval_file: data/reversal/eval.jsonl\n"))
+    path = _write(
+        tmp_path, VALID.replace("  max_length: 64\n", "  max_length: 64\n  eval_file: data/reversal/eval.jsonl\n")
+    )
     assert load_config(path).data.eval_file == "data/reversal/eval.jsonl"
     cfg = load_config(path, ["data.eval_file=", "training.epochs=2", "training.epochs=4"])
     assert cfg.data.eval_file is None
@@ -348,16 +378,19 @@ def test_set_creates_a_section_absent_from_the_file(tmp_path):
     assert cfg.lora.enabled is True and cfg.lora.r == 4
 
 
-@pytest.mark.parametrize("override, starts, contains", [
-    ("training.lr=1", "--set training.lr: unknown key", _allowed(TrainingConfig)),
-    ("lr=1", "--set lr: unknown key", _allowed(RunConfig)),
-    ("training.batch_size=big", "--set training.batch_size: got 'big'", ["allowed: an integer"]),
-    ("task=regression", "--set task: got 'regression'", ["'causal_lm'", "'classification'"]),
-    ("training.epochs", "--set training.epochs: expected key=value", []),
-    ("training.epochs.x=1", "--set training.epochs.x: ", ["not a section"]),
-    ("training.grad_accum=0", "--set training.grad_accum: got 0", ["allowed: an integer >= 1"]),
-    ("training=5", "--set training: must be a mapping", []),
-])
+@pytest.mark.parametrize(
+    "override, starts, contains",
+    [
+        ("training.lr=1", "--set training.lr: unknown key", _allowed(TrainingConfig)),
+        ("lr=1", "--set lr: unknown key", _allowed(RunConfig)),
+        ("training.batch_size=big", "--set training.batch_size: got 'big'", ["allowed: an integer"]),
+        ("task=regression", "--set task: got 'regression'", ["'causal_lm'", "'classification'"]),
+        ("training.epochs", "--set training.epochs: expected key=value", []),
+        ("training.epochs.x=1", "--set training.epochs.x: ", ["not a section"]),
+        ("training.grad_accum=0", "--set training.grad_accum: got 0", ["allowed: an integer >= 1"]),
+        ("training=5", "--set training: must be a mapping", []),
+    ],
+)
 def test_bad_set_names_set_and_the_key(tmp_path, override, starts, contains):
     path = _write(tmp_path, VALID)
     message = _error(path, [override])
@@ -367,10 +400,13 @@ def test_bad_set_names_set_and_the_key(tmp_path, override, starts, contains):
         assert text in message, f"{text!r} missing from: {message}"
 
 
-@pytest.mark.parametrize("override, key", [
-    pytest.param("foo.bar=1", "foo"),
-    pytest.param("training.foo.bar=1", "training.foo"),
-])
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        pytest.param("foo.bar=1", "foo"),
+        pytest.param("training.foo.bar=1", "training.foo"),
+    ],
+)
 def test_bad_nested_set_blames_the_command_line(tmp_path, override, key):
     path = _write(tmp_path, VALID)
     message = _error(path, [override])
@@ -389,8 +425,11 @@ def test_model_needs_one_of_name_or_path_and_config__both(tmp_path):
 
 
 def test_model_needs_one_of_name_or_path_and_config__neither(tmp_path):
-    text = _replace(VALID, "  config:\n    model_type: llama\n    hidden_size: 32\n    num_hidden_layers: 1\n",
-                    "  attn_implementation: eager\n")
+    text = _replace(
+        VALID,
+        "  config:\n    model_type: llama\n    hidden_size: 32\n    num_hidden_layers: 1\n",
+        "  attn_implementation: eager\n",
+    )
     path = _write(tmp_path, text)
     message = _error(path)
     _assert_in_file(message, path, "model")
@@ -398,8 +437,11 @@ def test_model_needs_one_of_name_or_path_and_config__neither(tmp_path):
 
 
 def test_model_name_or_path_alone_is_valid(tmp_path):
-    text = _replace(VALID, "  config:\n    model_type: llama\n    hidden_size: 32\n    num_hidden_layers: 1\n",
-                    "  name_or_path: some/model\n")
+    text = _replace(
+        VALID,
+        "  config:\n    model_type: llama\n    hidden_size: 32\n    num_hidden_layers: 1\n",
+        "  name_or_path: some/model\n",
+    )
     cfg = load_config(_write(tmp_path, text))
     assert cfg.model.name_or_path == "some/model" and cfg.model.config is None
 
@@ -420,12 +462,16 @@ def test_batch_size_must_be_divisible_by_grad_accum(tmp_path):
 
 @pytest.mark.parametrize("batch_size, grad_accum", [(16, 1), (16, 4), (16, 16), (6, 3)])
 def test_divisible_batch_size_is_valid(tmp_path, batch_size, grad_accum):
-    cfg = load_config(_write(tmp_path, VALID), [f"training.batch_size={batch_size}", f"training.grad_accum={grad_accum}"])
+    cfg = load_config(
+        _write(tmp_path, VALID), [f"training.batch_size={batch_size}", f"training.grad_accum={grad_accum}"]
+    )
     assert (cfg.training.batch_size, cfg.training.grad_accum) == (batch_size, grad_accum)
 
 
 def test_packing_only_for_causal_lm(tmp_path):
-    text = _replace(_replace(VALID, "task: causal_lm", "task: classification"), "max_length: 64", "max_length: 64\n  packing: true")
+    text = _replace(
+        _replace(VALID, "task: causal_lm", "task: classification"), "max_length: 64", "max_length: 64\n  packing: true"
+    )
     path = _write(tmp_path, text)
     message = _error(path)
     assert message.startswith(f"{path}:{_line_of(path, 'packing: true')}: data.packing: "), message
@@ -466,7 +512,6 @@ def test_built_model_needs_a_tokenizer(tmp_path):
 # --- the line of a key whose value is a block on the following lines ----------------------------------------------
 
 
-
 def test_line_of_an_unknown_section_is_the_key_line(tmp_path):
     path = _write(tmp_path, VALID + "optimizer:\n\n  # comment\n  lr: 0.1\n")
     message = _error(path)
@@ -479,12 +524,15 @@ def test_line_of_a_block_list_of_the_wrong_type_is_the_key_line(tmp_path):
     assert message.startswith(f"{path}:{_line_of(path, 'target_modules:')}: lora.target_modules: got [1, 2]"), message
 
 
-@pytest.mark.parametrize("old, new, key_line, dotted", [
-    pytest.param("model:\n", "model:\n  name_or_path: gpt2\n", "model:", "model", id="model"),
-    pytest.param("    model_type: llama\n", "", "config:", "model.config", id="model.config"),
-    pytest.param("build_from_data: true", "build_from_data: false", "tokenizer:", "tokenizer", id="tokenizer"),
-    pytest.param("  train_file: data/reversal/train.jsonl\n", "", "data:", "data.train_file", id="data.train_file"),
-])
+@pytest.mark.parametrize(
+    "old, new, key_line, dotted",
+    [
+        pytest.param("model:\n", "model:\n  name_or_path: gpt2\n", "model:", "model", id="model"),
+        pytest.param("    model_type: llama\n", "", "config:", "model.config", id="model.config"),
+        pytest.param("build_from_data: true", "build_from_data: false", "tokenizer:", "tokenizer", id="tokenizer"),
+        pytest.param("  train_file: data/reversal/train.jsonl\n", "", "data:", "data.train_file", id="data.train_file"),
+    ],
+)
 def test_line_of_a_cross_field_error_on_a_section_is_the_key_line(tmp_path, old, new, key_line, dotted):
     path = _write(tmp_path, _replace(VALID, old, new))
     message = _error(path)
@@ -506,16 +554,31 @@ def test_from_dict_minimal_and_defaults():
     assert cfg.training == TrainingConfig() and cfg.eval == EvalConfig()
 
 
-@pytest.mark.parametrize("data, starts, contains", [
-    ({"model": {"name_or_path": "gpt2"}, "data": {"train_file": "t.jsonl"}, "trainer": {}},
-     "trainer: unknown key", _allowed(RunConfig)),
-    ({"model": {"name_or_path": "gpt2"}, "data": {"train_file": "t.jsonl", "evalfile": "e"}},
-     "data.evalfile: unknown key", _allowed(DataConfig)),
-    ({"model": {"name_or_path": "gpt2"}, "data": {"train_file": "t.jsonl"}, "training": {"batch_size": "big"}},
-     "training.batch_size: got 'big'", ["an integer"]),
-    ({"model": {"name_or_path": "gpt2", "config": {"model_type": "llama"}}, "data": {"train_file": "t.jsonl"}},
-     "model: set exactly one", []),
-])
+@pytest.mark.parametrize(
+    "data, starts, contains",
+    [
+        (
+            {"model": {"name_or_path": "gpt2"}, "data": {"train_file": "t.jsonl"}, "trainer": {}},
+            "trainer: unknown key",
+            _allowed(RunConfig),
+        ),
+        (
+            {"model": {"name_or_path": "gpt2"}, "data": {"train_file": "t.jsonl", "evalfile": "e"}},
+            "data.evalfile: unknown key",
+            _allowed(DataConfig),
+        ),
+        (
+            {"model": {"name_or_path": "gpt2"}, "data": {"train_file": "t.jsonl"}, "training": {"batch_size": "big"}},
+            "training.batch_size: got 'big'",
+            ["an integer"],
+        ),
+        (
+            {"model": {"name_or_path": "gpt2", "config": {"model_type": "llama"}}, "data": {"train_file": "t.jsonl"}},
+            "model: set exactly one",
+            [],
+        ),
+    ],
+)
 def test_from_dict_errors_name_the_source_and_key(data, starts, contains):
     # a plain dict has no lines: `manifest.json: key: ...` (today `manifest.json:1: ...`, the fallback line)
     with pytest.raises(ConfigError) as info:

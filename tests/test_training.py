@@ -89,7 +89,10 @@ def test_half_written_checkpoint_is_ignored_on_resume(tmp_path, reference_run):
     (junk / "model.safetensors").write_bytes(b"truncated")
     run_cli("train", DEFAULT_CONFIG, "--output-dir", out, "--resume", *SHORT)
     assert not junk.exists()
-    assert rel_diff(read_json(out / "summary.json")["eval_loss"], read_json(reference_run / "summary.json")["eval_loss"]) < 1e-4
+    assert (
+        rel_diff(read_json(out / "summary.json")["eval_loss"], read_json(reference_run / "summary.json")["eval_loss"])
+        < 1e-4
+    )
 
 
 def test_existing_run_dir_needs_resume(reference_run):
@@ -117,8 +120,19 @@ def test_reproduce_reports_a_mismatch(tmp_path):
 
 def test_torchrun_two_processes_match_one(tmp_path, reference_run):
     out = tmp_path / "ddp"
-    run_cli("--nproc-per-node", "2", "-m", "finetune", "train", DEFAULT_CONFIG, "--output-dir", out, *SHORT,
-            launcher=[sys.executable, "-m"], module="torch.distributed.run")
+    run_cli(
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "finetune",
+        "train",
+        DEFAULT_CONFIG,
+        "--output-dir",
+        out,
+        *SHORT,
+        launcher=[sys.executable, "-m"],
+        module="torch.distributed.run",
+    )
     ddp, single = read_json(out / "summary.json"), read_json(reference_run / "summary.json")
     assert read_json(out / "manifest.json")["world_size"] == 2
     assert ddp["steps"] == single["steps"] == 60  # same global batch => same number of optimizer steps
@@ -130,11 +144,28 @@ def test_lora_on_a_tiny_model_from_a_local_directory(tmp_path, reference_run):
     """LoRA on top of the reference run's saved model, loaded with from_pretrained from its directory."""
     out = tmp_path / "lora"
     model_dir = reference_run / "model"
-    proc = run_cli("train", DEFAULT_CONFIG, "--output-dir", out, *SHORT, "--set", "model.config=null",
-                   "--set", f"model.name_or_path={model_dir}", "--set", "tokenizer.build_from_data=false",
-                   "--set", "lora.enabled=true", "--set", "lora.r=8", "--set", "training.learning_rate=1e-2")
-    trainable, total = [int(x.replace(",", "")) for x in
-                        proc.stdout.split("parameters trainable")[0].split(", ")[-1].split(" of ")]
+    proc = run_cli(
+        "train",
+        DEFAULT_CONFIG,
+        "--output-dir",
+        out,
+        *SHORT,
+        "--set",
+        "model.config=null",
+        "--set",
+        f"model.name_or_path={model_dir}",
+        "--set",
+        "tokenizer.build_from_data=false",
+        "--set",
+        "lora.enabled=true",
+        "--set",
+        "lora.r=8",
+        "--set",
+        "training.learning_rate=1e-2",
+    )
+    trainable, total = [
+        int(x.replace(",", "")) for x in proc.stdout.split("parameters trainable")[0].split(", ")[-1].split(" of ")
+    ]
     assert 0 < trainable < 0.2 * total
     assert (out / "model" / "adapter_config.json").exists()
     lora, base = read_json(out / "summary.json"), read_json(reference_run / "summary.json")
@@ -147,11 +178,24 @@ def test_pretrained_minilm_beats_random_init_on_held_out_words(tmp_path, minilm_
     common = ["--set", "eval.metric=accuracy", "--set", "training.epochs=3"]
     cfg = REPO / "configs" / "classification.yaml"
     run_cli("train", cfg, "--output-dir", tmp_path / "pretrained", *common, "--set", f"model.name_or_path={minilm_dir}")
-    random_init = ("{model_type: bert, hidden_size: 384, num_hidden_layers: 6, num_attention_heads: 12, "
-                   "intermediate_size: 1536}")
-    run_cli("train", cfg, "--output-dir", tmp_path / "random", *common, "--set", "model.name_or_path=null",
-            "--set", f"model.config={random_init}", "--set", f"tokenizer.name_or_path={minilm_dir}",
-            "--set", "training.learning_rate=5e-4")
+    random_init = (
+        "{model_type: bert, hidden_size: 384, num_hidden_layers: 6, num_attention_heads: 12, intermediate_size: 1536}"
+    )
+    run_cli(
+        "train",
+        cfg,
+        "--output-dir",
+        tmp_path / "random",
+        *common,
+        "--set",
+        "model.name_or_path=null",
+        "--set",
+        f"model.config={random_init}",
+        "--set",
+        f"tokenizer.name_or_path={minilm_dir}",
+        "--set",
+        "training.learning_rate=5e-4",
+    )
     pre, rnd = read_json(tmp_path / "pretrained" / "summary.json"), read_json(tmp_path / "random" / "summary.json")
     assert pre["eval_accuracy"] >= 0.85, pre
     assert pre["eval_accuracy"] >= rnd["eval_accuracy"] + 0.2, (pre["eval_accuracy"], rnd["eval_accuracy"])

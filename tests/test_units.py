@@ -38,20 +38,31 @@ def test_loss_is_on_the_completion_only():
 def test_prompt_completion_format_masks_the_prompt():
     tok = build_char_tokenizer(["Q: 2+2=", " 4"])
     [ex], _ = tokenize_causal(tok, [Record(line=1, prompt="Q: 2+2=", completion=" 4")], max_length=64)
-    assert tok.decode([t for t, l in zip(ex["input_ids"], ex["labels"]) if l != IGNORE]) == " 4<|end|>"
+    assert tok.decode([t for t, lab in zip(ex["input_ids"], ex["labels"]) if lab != IGNORE]) == " 4<|end|>"
 
 
 def test_packing_keeps_examples_apart():
     """A packed example must give the same logits as the example alone (block-diagonal attention)."""
     tok = build_char_tokenizer(["reverse: abcdef", "fedcba"])
-    recs = [Record(line=i, messages=[{"role": "user", "content": f"reverse: {w}"},
-                                     {"role": "assistant", "content": w[::-1]}]) for i, w in enumerate(["abc", "fedcb"])]
+    recs = [
+        Record(
+            line=i, messages=[{"role": "user", "content": f"reverse: {w}"}, {"role": "assistant", "content": w[::-1]}]
+        )
+        for i, w in enumerate(["abc", "fedcb"])
+    ]
     examples, _ = tokenize_causal(tok, recs, max_length=64)
     rows = pack(examples, max_length=64)
     assert len(rows) == 1 and len(rows[0]["input_ids"]) == sum(len(e["input_ids"]) for e in examples)
     torch.manual_seed(0)
-    config = AutoConfig.for_model("llama", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                  num_attention_heads=4, vocab_size=len(tok), max_position_embeddings=64)
+    config = AutoConfig.for_model(
+        "llama",
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        vocab_size=len(tok),
+        max_position_embeddings=64,
+    )
     model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa").eval()
     model.config.use_cache = False  # as in training: packed masks are derived only without a KV cache
     batch = Collator(tok.pad_token_id)(rows)
@@ -63,13 +74,14 @@ def test_packing_keeps_examples_apart():
         for ex in sorted(examples, key=lambda e: -len(e["input_ids"])):  # pack() is first-fit decreasing
             n = len(ex["input_ids"])
             alone = model(input_ids=torch.tensor([ex["input_ids"]])).logits[0]
-            torch.testing.assert_close(packed[start:start + n], alone, atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(packed[start : start + n], alone, atol=1e-5, rtol=1e-4)
             start += n
 
 
 def test_collator_counts_real_tokens_and_pads_labels():
-    batch = Collator(pad_token_id=0)([{"input_ids": [5, 6, 7], "labels": [IGNORE, 6, 7]},
-                                      {"input_ids": [5], "labels": [5]}])
+    batch = Collator(pad_token_id=0)(
+        [{"input_ids": [5, 6, 7], "labels": [IGNORE, 6, 7]}, {"input_ids": [5], "labels": [5]}]
+    )
     assert batch["num_tokens"].item() == 4
     assert batch["labels"].tolist() == [[IGNORE, 6, 7], [5, IGNORE, IGNORE]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
@@ -77,7 +89,8 @@ def test_collator_counts_real_tokens_and_pads_labels():
 
 def test_data_scripts_regenerate_the_committed_files(tmp_path):
     for script, folder in [("make_default_data.py", "reversal"), ("make_sentiment_data.py", "sentiment")]:
-        subprocess.run([sys.executable, REPO / "scripts" / script, "--out", tmp_path / folder], check=True,
-                       capture_output=True)
+        subprocess.run(
+            [sys.executable, REPO / "scripts" / script, "--out", tmp_path / folder], check=True, capture_output=True
+        )
         for name in ("train.jsonl", "eval.jsonl"):
             assert (tmp_path / folder / name).read_bytes() == (REPO / "data" / folder / name).read_bytes(), name

@@ -30,18 +30,31 @@ COMPARED = ["steps", "train_loss", "eval_loss", "eval_accuracy"]  # what `reprod
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="finetune", description="Fine-tune language models reproducibly.",
-                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="finetune",
+        description="Fine-tune language models reproducibly.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     t = sub.add_parser("train", help="train from a YAML config", description="Train from a YAML config.")
     t.add_argument("config", help="YAML config file, e.g. configs/default.yaml")
-    t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key (dotted), repeatable: --set training.epochs=3")
+    t.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key (dotted), repeatable: --set training.epochs=3",
+    )
     t.add_argument("--output-dir", help="run directory (default: runs/<name>, or runs/<name>-<n> if that exists)")
-    t.add_argument("--resume", action="store_true",
-                   help="continue from the last complete checkpoint (default run dir: the latest runs/<name>*)")
+    t.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the last complete checkpoint (default run dir: the latest runs/<name>*)",
+    )
     t.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     e = sub.add_parser("eval", help="evaluate a finished run's model on its eval data")
@@ -115,17 +128,23 @@ def cmd_eval(args) -> int:
     if not evals:
         raise UserError(f"{run_dir}: the run has no data.eval_file to evaluate on")
     if cfg.task == "causal_lm":
-        acc, samples = exact_match(model, tokenizer, evals[: cfg.eval.max_samples], cfg.eval.max_new_tokens,
-                                   cfg.eval.batch_size)
+        acc, samples = exact_match(
+            model, tokenizer, evals[: cfg.eval.max_samples], cfg.eval.max_new_tokens, cfg.eval.batch_size
+        )
         result = {"eval_accuracy": acc, "metric": "exact_match", "n": len(samples)}
     else:
         import torch
 
         correct = 0
         for start in range(0, len(evals), cfg.eval.batch_size):
-            batch = evals[start:start + cfg.eval.batch_size]
-            enc = tokenizer([r.text for r in batch], truncation=True, max_length=cfg.data.max_length, padding=True,
-                            return_tensors="pt").to(model.device)
+            batch = evals[start : start + cfg.eval.batch_size]
+            enc = tokenizer(
+                [r.text for r in batch],
+                truncation=True,
+                max_length=cfg.data.max_length,
+                padding=True,
+                return_tensors="pt",
+            ).to(model.device)
             with torch.no_grad():
                 pred = model(**enc).logits.argmax(-1).tolist()
             correct += sum(labels[p] == r.label for p, r in zip(pred, batch))
@@ -143,8 +162,9 @@ def cmd_generate(args) -> int:
         raise UserError(f"{run_dir}: generate needs a causal_lm run, this one is {cfg.task}")
     model, tokenizer = _load_model(run_dir, cfg.task)
     if tokenizer.chat_template:
-        prompt = tokenizer.apply_chat_template([{"role": "user", "content": args.prompt}], tokenize=False,
-                                               add_generation_prompt=True)
+        prompt = tokenizer.apply_chat_template(
+            [{"role": "user", "content": args.prompt}], tokenize=False, add_generation_prompt=True
+        )
         print(generate(model, tokenizer, [prompt], args.max_new_tokens)[0])
     else:
         print(generate(model, tokenizer, [args.prompt], args.max_new_tokens, add_special_tokens=True)[0])

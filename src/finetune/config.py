@@ -181,9 +181,8 @@ def _coerce(value, tp, where: str):
     elif tp is str:
         if isinstance(value, str):
             return value
-    elif tp is dict:
-        if isinstance(value, dict):
-            return value
+    elif tp is dict and isinstance(value, dict):
+        return value
     raise ConfigError(f"{where}: got {value!r}; allowed: {_describe(tp)}")
 
 
@@ -198,14 +197,15 @@ def _build(cls, data: dict, lines: dict, source: str, path: tuple = ()):
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
     for key, value in data.items():
-        dotted = ".".join(map(str, path + (key,)))
         where = _where(source, lines, path + (key,))
         if key not in names:
             raise ConfigError(f"{where}: unknown key (allowed: {', '.join(names)})")
         tp = hints[key]
         if dataclasses.is_dataclass(tp):
             if not isinstance(value, dict):
-                raise ConfigError(f"{where}: must be a mapping with keys {', '.join(f.name for f in dataclasses.fields(tp))}")
+                raise ConfigError(
+                    f"{where}: must be a mapping with keys {', '.join(f.name for f in dataclasses.fields(tp))}"
+                )
             kwargs[key] = _build(tp, value, lines, source, path + (key,))
         else:
             kwargs[key] = _coerce(value, tp, where)
@@ -221,11 +221,16 @@ def _check_values(cfg: RunConfig, lines: dict, source: str) -> None:
     if not cfg.data.train_file:
         fail("data.train_file", "is required (a JSONL or CSV file)")
     if bool(cfg.model.name_or_path) == bool(cfg.model.config):
-        fail("model", "set exactly one of model.name_or_path (hub id or directory) and model.config (build from scratch)")
+        fail(
+            "model", "set exactly one of model.name_or_path (hub id or directory) and model.config (build from scratch)"
+        )
     if cfg.model.config and "model_type" not in cfg.model.config:
         fail("model.config", "needs a model_type (for example llama)")
     if not cfg.tokenizer.build_from_data and not (cfg.tokenizer.name_or_path or cfg.model.name_or_path):
-        fail("tokenizer", "set tokenizer.name_or_path or tokenizer.build_from_data: true when the model is built from a config")
+        fail(
+            "tokenizer",
+            "set tokenizer.name_or_path or tokenizer.build_from_data: true when the model is built from a config",
+        )
     for dotted, value, low in [
         ("training.batch_size", cfg.training.batch_size, 1),
         ("training.grad_accum", cfg.training.grad_accum, 1),
@@ -240,8 +245,13 @@ def _check_values(cfg: RunConfig, lines: dict, source: str) -> None:
     ]:
         if value < low:
             fail(dotted, f"got {value}; allowed: an integer >= {low}")
-    for dotted in ("training.learning_rate", "training.epochs", "training.weight_decay", "training.max_grad_norm",
-                   "lora.dropout"):
+    for dotted in (
+        "training.learning_rate",
+        "training.epochs",
+        "training.weight_decay",
+        "training.max_grad_norm",
+        "lora.dropout",
+    ):
         section, key = dotted.split(".")
         if not math.isfinite(getattr(getattr(cfg, section), key)):
             fail(dotted, "allowed: a finite number")
@@ -254,7 +264,10 @@ def _check_values(cfg: RunConfig, lines: dict, source: str) -> None:
     if cfg.training.max_steps is not None and cfg.training.max_steps < 1:
         fail("training.max_steps", f"got {cfg.training.max_steps}; allowed: an integer >= 1 or null")
     if cfg.training.batch_size % cfg.training.grad_accum:
-        fail("training.batch_size", f"{cfg.training.batch_size} is not divisible by training.grad_accum={cfg.training.grad_accum}")
+        fail(
+            "training.batch_size",
+            f"{cfg.training.batch_size} is not divisible by training.grad_accum={cfg.training.grad_accum}",
+        )
     if cfg.task == "classification" and cfg.data.packing:
         fail("data.packing", "applies to task causal_lm only")
     metric = cfg.eval.metric

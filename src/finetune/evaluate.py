@@ -15,27 +15,41 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, add_spec
     """Greedy completions for a batch of prompts (left-padded so that every prompt ends where generation starts)."""
     side, tokenizer.padding_side = tokenizer.padding_side, "left"
     try:
-        enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=add_special_tokens).to(model.device)
-        out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+        enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=add_special_tokens).to(
+            model.device
+        )
+        out = model.generate(
+            **enc,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
     finally:
         tokenizer.padding_side = side
-    return tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    return tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
 
 
-def exact_match(model, tokenizer, records: list[Record], max_new_tokens: int, batch_size: int,
-                progress: bool = True) -> tuple[float, list[dict]]:
+def exact_match(
+    model, tokenizer, records: list[Record], max_new_tokens: int, batch_size: int, progress: bool = True
+) -> tuple[float, list[dict]]:
     """Share of held-out prompts whose greedy completion equals the reference (whitespace-stripped)."""
     was_training = model.training
     model.eval()
     samples = []
     for start in tqdm(range(0, len(records), batch_size), desc="exact match", disable=not progress, leave=False):
-        batch = records[start:start + batch_size]
+        batch = records[start : start + batch_size]
         prompts = [render_prompt(tokenizer, r) for r in batch]
         outputs = generate(model, tokenizer, prompts, max_new_tokens, add_special_tokens=batch[0].messages is None)
         for r, prompt, out in zip(batch, prompts, outputs):
-            samples.append({"prompt": prompt, "reference": reference(r), "prediction": out,
-                            "correct": out.strip() == reference(r).strip()})
+            samples.append(
+                {
+                    "prompt": prompt,
+                    "reference": reference(r),
+                    "prediction": out,
+                    "correct": out.strip() == reference(r).strip(),
+                }
+            )
     model.train(was_training)
     return (sum(s["correct"] for s in samples) / max(len(samples), 1)), samples
 

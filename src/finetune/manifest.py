@@ -7,7 +7,6 @@ import json
 import os
 import platform
 import subprocess
-import sys
 from importlib import metadata
 from pathlib import Path
 
@@ -69,10 +68,18 @@ def _cpu_model() -> str:
 
 
 def hardware() -> dict:
-    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
-    return {"machine": platform.machine(), "cpu": _cpu_model(), "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), "gpu": gpus[0] if gpus else None, "gpu_count": len(gpus),
-            "cuda": torch.version.cuda if gpus else None}
+    gpus = (
+        [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    )
+    return {
+        "machine": platform.machine(),
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "gpu": gpus[0] if gpus else None,
+        "gpu_count": len(gpus),
+        "cuda": torch.version.cuda if gpus else None,
+    }
 
 
 def container() -> dict | None:
@@ -80,8 +87,11 @@ def container() -> dict | None:
     if not (Path("/.dockerenv").exists() or os.environ.get("FINETUNE_IMAGE_ID")):
         return None
     labels = os.environ.get("FINETUNE_IMAGE_LABELS")
-    return {"image_id": os.environ.get("FINETUNE_IMAGE_ID"), "image": os.environ.get("FINETUNE_IMAGE"),
-            "labels": json.loads(labels) if labels else None}
+    return {
+        "image_id": os.environ.get("FINETUNE_IMAGE_ID"),
+        "image": os.environ.get("FINETUNE_IMAGE"),
+        "labels": json.loads(labels) if labels else None,
+    }
 
 
 def lock_digests(root: Path) -> dict:

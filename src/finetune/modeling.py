@@ -17,7 +17,11 @@ def build_model(cfg: RunConfig, tokenizer, labels: list[str] | None = None):
     auto = _auto_class(cfg.task)
     extra = {}
     if cfg.task == "classification":
-        extra = {"num_labels": len(labels), "id2label": dict(enumerate(labels)), "label2id": {l: i for i, l in enumerate(labels)}}
+        extra = {
+            "num_labels": len(labels),
+            "id2label": dict(enumerate(labels)),
+            "label2id": {name: i for i, name in enumerate(labels)},
+        }
     if cfg.model.config:
         spec = dict(cfg.model.config)
         model_type = spec.pop("model_type")
@@ -27,13 +31,20 @@ def build_model(cfg: RunConfig, tokenizer, labels: list[str] | None = None):
             raise ConfigError(f"model.config.model_type: {e}") from None
         config.vocab_size = len(tokenizer)
         config.pad_token_id, config.bos_token_id, config.eos_token_id = (
-            tokenizer.pad_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id)
+            tokenizer.pad_token_id,
+            tokenizer.bos_token_id,
+            tokenizer.eos_token_id,
+        )
         model = auto.from_config(config, attn_implementation=cfg.model.attn_implementation)
     else:
         try:
-            model = auto.from_pretrained(cfg.model.name_or_path, attn_implementation=cfg.model.attn_implementation, **extra)
+            model = auto.from_pretrained(
+                cfg.model.name_or_path, attn_implementation=cfg.model.attn_implementation, **extra
+            )
         except OSError as e:
-            raise ConfigError(f"model.name_or_path: cannot load {cfg.model.name_or_path!r}: {str(e).splitlines()[0]}") from None
+            raise ConfigError(
+                f"model.name_or_path: cannot load {cfg.model.name_or_path!r}: {str(e).splitlines()[0]}"
+            ) from None
         if len(tokenizer) > model.get_input_embeddings().num_embeddings:
             model.resize_token_embeddings(len(tokenizer))
     if model.config.pad_token_id is None:
@@ -49,8 +60,13 @@ def apply_lora(cfg: RunConfig, model):
     from peft import LoraConfig, TaskType, get_peft_model
 
     task_type = TaskType.CAUSAL_LM if cfg.task == "causal_lm" else TaskType.SEQ_CLS
-    lora = LoraConfig(task_type=task_type, r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-                      target_modules=cfg.lora.target_modules)
+    lora = LoraConfig(
+        task_type=task_type,
+        r=cfg.lora.r,
+        lora_alpha=cfg.lora.alpha,
+        lora_dropout=cfg.lora.dropout,
+        target_modules=cfg.lora.target_modules,
+    )
     try:
         return get_peft_model(model, lora)
     except ValueError as e:

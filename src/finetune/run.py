@@ -14,7 +14,9 @@ from pathlib import Path
 import torch
 from transformers import TrainingArguments, set_seed
 from transformers.integrations import TensorBoardCallback
+from transformers.trainer_callback import ProgressCallback
 from transformers.trainer_utils import get_last_checkpoint
+from transformers.utils import logging as transformers_logging
 
 from finetune import datafiles, features
 from finetune.config import RunConfig
@@ -24,7 +26,7 @@ from finetune.manifest import build_manifest
 from finetune.modeling import build_model, count_parameters
 from finetune.report import human_summary, plot_loss, read_metrics, write_json
 from finetune.tokenizer import build_char_tokenizer, load_tokenizer
-from finetune.trainer import STAGING, FinetuneTrainer, GracefulStop, MetricsLog
+from finetune.trainer import STAGING, FinetuneTrainer, GracefulStop, MetricsLog, QuietProgress
 
 
 def world_size() -> int:
@@ -70,12 +72,17 @@ def make_tokenizer(cfg: RunConfig, run_dir: Path, resume: bool, records):
 def make_datasets(cfg: RunConfig, tokenizer, train, evals, labels):
     d = cfg.data
     if cfg.task == "classification":
-        return (features.tokenize_classification(tokenizer, train, labels, d.max_length),
-                features.tokenize_classification(tokenizer, evals, labels, d.max_length), {})
+        return (
+            features.tokenize_classification(tokenizer, train, labels, d.max_length),
+            features.tokenize_classification(tokenizer, evals, labels, d.max_length),
+            {},
+        )
     train_ex, stats = features.tokenize_causal(tokenizer, train, d.max_length)
     eval_ex, _ = features.tokenize_causal(tokenizer, evals, d.max_length)
     if not train_ex:
-        raise DataError(d.train_file, None, "no example has a completion left to learn after truncation to data.max_length")
+        raise DataError(
+            d.train_file, None, "no example has a completion left to learn after truncation to data.max_length"
+        )
     if d.packing:
         train_ex = features.pack(train_ex, d.max_length)
         eval_ex = features.pack(eval_ex, d.max_length)
@@ -84,8 +91,12 @@ def make_datasets(cfg: RunConfig, tokenizer, train, evals, labels):
 
 def check_enough_rows(cfg: RunConfig, train_ex: list) -> None:
     if len(train_ex) < cfg.training.batch_size:  # the last partial batch is dropped, so there would be no step
-        raise DataError(cfg.data.train_file, None, f"{len(train_ex)} training rows are fewer than one batch "
-                        f"(training.batch_size={cfg.training.batch_size}); lower the batch size or add data")
+        raise DataError(
+            cfg.data.train_file,
+            None,
+            f"{len(train_ex)} training rows are fewer than one batch "
+            f"(training.batch_size={cfg.training.batch_size}); lower the batch size or add data",
+        )
 
 
 def precision_flags(cfg: RunConfig) -> dict:
@@ -99,30 +110,51 @@ def training_arguments(cfg: RunConfig, run_dir: Path, has_eval: bool) -> Trainin
     t = cfg.training
     per_device, rest = divmod(t.batch_size, world_size() * t.grad_accum)
     if rest or per_device < 1:
-        raise ConfigError(f"training.batch_size: {t.batch_size} must be a multiple of processes ({world_size()}) "
-                          f"x training.grad_accum ({t.grad_accum})")
+        raise ConfigError(
+            f"training.batch_size: {t.batch_size} must be a multiple of processes ({world_size()}) "
+            f"x training.grad_accum ({t.grad_accum})"
+        )
     eval_strategy = "no" if not has_eval else ("steps" if t.eval_steps else "epoch")
     return TrainingArguments(
-        output_dir=str(run_dir), seed=cfg.seed, data_seed=cfg.seed,
-        per_device_train_batch_size=per_device, per_device_eval_batch_size=max(per_device, 8),
-        gradient_accumulation_steps=t.grad_accum, num_train_epochs=t.epochs, max_steps=t.max_steps or -1,
-        learning_rate=t.learning_rate, weight_decay=t.weight_decay, warmup_steps=t.warmup_ratio,  # v5: a float < 1 is a ratio of all steps
-        lr_scheduler_type=t.lr_scheduler, max_grad_norm=t.max_grad_norm,
-        logging_steps=t.logging_steps, eval_strategy=eval_strategy, eval_steps=t.eval_steps,
-        save_strategy="steps", save_steps=t.save_steps, save_total_limit=t.save_total_limit,
+        output_dir=str(run_dir),
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        per_device_train_batch_size=per_device,
+        per_device_eval_batch_size=max(per_device, 8),
+        gradient_accumulation_steps=t.grad_accum,
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps or -1,
+        learning_rate=t.learning_rate,
+        weight_decay=t.weight_decay,
+        warmup_steps=t.warmup_ratio,  # v5: a float < 1 is a ratio of all steps
+        lr_scheduler_type=t.lr_scheduler,
+        max_grad_norm=t.max_grad_norm,
+        logging_steps=t.logging_steps,
+        eval_strategy=eval_strategy,
+        eval_steps=t.eval_steps,
+        save_strategy="steps",
+        save_steps=t.save_steps,
+        save_total_limit=t.save_total_limit,
         dataloader_drop_last=True,  # equal global batches for any process count (no padded last batch)
-        dataloader_num_workers=t.num_workers, dataloader_persistent_workers=t.num_workers > 0,
-        report_to="none", disable_tqdm=not is_main(), remove_unused_columns=False,
-        use_cpu=not torch.cuda.is_available(), **precision_flags(cfg),
+        dataloader_num_workers=t.num_workers,
+        dataloader_persistent_workers=t.num_workers > 0,
+        report_to="none",
+        disable_tqdm=not is_main(),
+        remove_unused_columns=False,
+        use_cpu=not torch.cuda.is_available(),
+        **precision_flags(cfg),
     )
 
 
 def train(cfg: RunConfig, run_dir: Path, resume: bool = False, argv: list[str] | None = None) -> tuple[dict, int]:
     """Train; returns (summary, exit_code). Exit code 0, or 128+signal when stopped by SIGTERM/SIGINT."""
     started = time.time()
+    transformers_logging.disable_progress_bar()  # loading/saving weights bars; the training bar stays
     checkpoint = get_last_checkpoint(str(run_dir)) if run_dir.exists() else None
     if not resume and run_dir.exists() and any(run_dir.iterdir()):
-        raise ConfigError(f"{run_dir}: run directory exists; pass --resume to continue it or --output-dir for a new one")
+        raise ConfigError(
+            f"{run_dir}: run directory exists; pass --resume to continue it or --output-dir for a new one"
+        )
     if resume and checkpoint is None and is_main():
         print(f"[finetune] no checkpoint in {run_dir}: starting from scratch", flush=True)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -147,25 +179,39 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False, argv: list[str] |
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "tensorboard")  # read by TensorBoardCallback
     callbacks.append(TensorBoardCallback())  # writes on the main process only
     trainer = FinetuneTrainer(
-        model=model, args=args, processing_class=tokenizer,
-        train_dataset=features.ListDataset(train_ex), eval_dataset=features.ListDataset(eval_ex) if eval_ex else None,
+        model=model,
+        args=args,
+        processing_class=tokenizer,
+        train_dataset=features.ListDataset(train_ex),
+        eval_dataset=features.ListDataset(eval_ex) if eval_ex else None,
         data_collator=features.Collator(tokenizer.pad_token_id, 8 if torch.cuda.is_available() else None),
-        compute_metrics=classification_accuracy if cfg.task == "classification" else None, callbacks=callbacks,
+        compute_metrics=classification_accuracy if cfg.task == "classification" else None,
+        callbacks=callbacks,
     )
-    metric = cfg.eval.metric if cfg.eval.metric != "auto" else ("exact_match" if cfg.task == "causal_lm" else "accuracy")
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(QuietProgress())
+    metric = (
+        cfg.eval.metric if cfg.eval.metric != "auto" else ("exact_match" if cfg.task == "causal_lm" else "accuracy")
+    )
     gen_eval = eval_records[: cfg.eval.max_samples] if metric == "exact_match" else []
 
     if is_main():
         if not resume or checkpoint is None:
             tokenizer.save_pretrained(run_dir / "tokenizer")
-            write_json(run_dir / "manifest.json", build_manifest(
-                cfg.to_dict(), argv or sys.argv, [cfg.data.train_file, cfg.data.eval_file], world_size()))
+            write_json(
+                run_dir / "manifest.json",
+                build_manifest(
+                    cfg.to_dict(), argv or sys.argv, [cfg.data.train_file, cfg.data.eval_file], world_size()
+                ),
+            )
         params = count_parameters(model)
-        print(f"[finetune] {cfg.task}: {len(train_records)} train / {len(eval_records)} eval examples, "
-              f"{len(train_ex)} rows{' (packed)' if cfg.data.packing else ''}, "
-              f"{params['trainable']:,} of {params['total']:,} parameters trainable, {world_size()} process(es)"
-              + (f"; {stats['truncated']} truncated, {stats['dropped']} dropped" if stats.get("truncated") else ""),
-              flush=True)
+        print(
+            f"[finetune] {cfg.task}: {len(train_records)} train / {len(eval_records)} eval examples, "
+            f"{len(train_ex)} rows{' (packed)' if cfg.data.packing else ''}, "
+            f"{params['trainable']:,} of {params['total']:,} parameters trainable, {world_size()} process(es)"
+            + (f"; {stats['truncated']} truncated, {stats['dropped']} dropped" if stats.get("truncated") else ""),
+            flush=True,
+        )
     initial_acc = None
     if gen_eval and checkpoint is None and is_main():
         initial_acc, _ = exact_match(model, tokenizer, gen_eval, cfg.eval.max_new_tokens, cfg.eval.batch_size)
@@ -175,10 +221,18 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False, argv: list[str] |
     finally:
         stopper.restore()
     tokens = int(trainer.accelerator.reduce(torch.tensor(trainer.tokens_trained), reduction="sum"))  # all ranks
-    summary = {"status": "completed", "steps": trainer.state.global_step, "train_loss": result.training_loss,
-               "tokens_trained": tokens, "train_seconds": result.metrics["train_runtime"],
-               "tokens_per_second": tokens / result.metrics["train_runtime"] if result.metrics["train_runtime"] else None,
-               "metric": metric, "initial_eval_accuracy": initial_acc, "eval_loss": None, "eval_accuracy": None}
+    summary = {
+        "status": "completed",
+        "steps": trainer.state.global_step,
+        "train_loss": result.training_loss,
+        "tokens_trained": tokens,
+        "train_seconds": result.metrics["train_runtime"],
+        "tokens_per_second": tokens / result.metrics["train_runtime"] if result.metrics["train_runtime"] else None,
+        "metric": metric,
+        "initial_eval_accuracy": initial_acc,
+        "eval_loss": None,
+        "eval_accuracy": None,
+    }
     exit_code = 0
     if stopper.signum is not None:
         summary["status"] = "interrupted"
@@ -189,8 +243,9 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False, argv: list[str] |
             summary["eval_loss"] = evaluation["eval_loss"]
             summary["eval_accuracy"] = evaluation.get("eval_accuracy")
         if gen_eval and is_main():
-            summary["eval_accuracy"], samples = exact_match(model, tokenizer, gen_eval, cfg.eval.max_new_tokens,
-                                                            cfg.eval.batch_size)
+            summary["eval_accuracy"], samples = exact_match(
+                model, tokenizer, gen_eval, cfg.eval.max_new_tokens, cfg.eval.batch_size
+            )
             write_json(run_dir / "eval_samples.json", {"samples": samples[:50]})
         trainer.save_model(str(run_dir / "model"))  # final model (or LoRA adapter) + tokenizer
     summary["wall_seconds"] = time.time() - started
@@ -199,4 +254,3 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False, argv: list[str] |
         plot_loss(read_metrics(metrics_path), run_dir / "loss.png", f"{cfg.name}: {cfg.task}")
         print(human_summary(summary, run_dir), flush=True)
     return summary, exit_code
-

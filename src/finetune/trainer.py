@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from transformers import Trainer, TrainerCallback
+from transformers.trainer_callback import ProgressCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 STAGING = ".checkpoint-staging"  # not matched by get_last_checkpoint's "checkpoint-<n>" pattern
@@ -87,8 +88,11 @@ class GracefulStop(TrainerCallback):
         if self.signum is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.signum = signum
-        print(f"\n[finetune] {signal.Signals(signum).name} received: saving a checkpoint at the end of this step, "
-              "then stopping (resume with --resume)", flush=True)
+        print(
+            f"\n[finetune] {signal.Signals(signum).name} received: saving a checkpoint at the end of this step, "
+            "then stopping (resume with --resume)",
+            flush=True,
+        )
 
     def restore(self):
         for sig, handler in self._previous.items():
@@ -121,19 +125,22 @@ class MetricsLog(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
             return
-        row = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4),
-               "time": round(time.time() - self.start, 3), **logs}
+        row = {
+            "step": state.global_step,
+            "epoch": round(state.epoch or 0.0, 4),
+            "time": round(time.time() - self.start, 3),
+            **logs,
+        }
         with self.path.open("a") as f:
             f.write(json.dumps(row) + "\n")
 
 
-class StepCounter(TrainerCallback):
-    """Records the step at which training (re)started, so tokens/s covers this process's own work only."""
+class QuietProgress(ProgressCallback):
+    """The Trainer's progress bar, with the latest losses in its postfix instead of a printed dict per log step
+    (metrics.jsonl and TensorBoard keep every value)."""
 
-    def __init__(self):
-        self.first_step = None
-        self.started = None
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.first_step = state.global_step
-        self.started = time.perf_counter()
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and self.training_bar is not None and logs:
+            shown = {k: f"{logs[k]:.4g}" for k in ("loss", "eval_loss", "eval_accuracy") if k in logs}
+            if shown:
+                self.training_bar.set_postfix(shown, refresh=False)
