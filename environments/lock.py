@@ -90,9 +90,9 @@ def read_header(path: Path) -> dict:
     for line in path.read_text().splitlines():
         if not line.startswith("#"):
             break
-        m = re.match(r"# (input|input-digest|tool|platform): (.*)", line)
-        if m and m.group(1) == "input":
-            inputs.append(m.group(2))
+        m = re.match(r"# (input|conda|input-digest|tool|platform): (.*)", line)
+        if m and m.group(1) in ("input", "conda"):
+            inputs.append(m.group(2) if m.group(1) == "input" else f"conda {m.group(2)}")
         elif m:
             fields[m.group(1)] = m.group(2)
     return {"inputs": inputs, **fields}
@@ -151,6 +151,7 @@ def compile_lock(variant: str, platform: str, tool: str) -> Path:
         HEADER.format(env=env["path"].relative_to(HERE.parent)),
         f"# tool: uv {tool}",
         f"# platform: {platform}",
+        *[f"# conda: {c}" for c in env["conda"]],
         *[f"# input: {r}" for r in env["pip"]],
         f"# input-digest: {input_digest(env, platform, tool, base_lock)}",
     ]
@@ -178,8 +179,9 @@ def check(selected: list[str], tool: str) -> int:
             if head.get("input-digest") == input_digest(env, platform, tool, base):
                 print(f"ok    {name}")
                 continue
-            added = sorted(set(env["pip"]) - set(head["inputs"]))
-            removed = sorted(set(head["inputs"]) - set(env["pip"]))
+            now = env["pip"] + [f"conda {c}" for c in env["conda"]]
+            added = sorted(set(now) - set(head["inputs"]))
+            removed = sorted(set(head["inputs"]) - set(now))
             why = "; ".join([*(f"added {a}" for a in added), *(f"removed {r}" for r in removed)])
             if not why:
                 why = (

@@ -1,0 +1,97 @@
+"""The pinned environments: locks fresh and hashed, staleness caught and explained, host venv == CPU lock + dev."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO
+
+ENVS = REPO / "environments"
+LOCKS = sorted(ENVS.glob("*/pip.*.lock"))
+REQ = re.compile(r"^([A-Za-z0-9_.\-]+)==(\S+)")
+
+
+def parse_lock(path: Path) -> dict[str, dict]:
+    """name -> {version, hashes} from a `uv pip compile --generate-hashes` lock."""
+    packages, current = {}, None
+    for line in path.read_text().splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        m = REQ.match(line)
+        if m:
+            current = m.group(1).lower().replace("_", "-")
+            packages[current] = {"version": m.group(2), "hashes": []}
+        elif line.strip().startswith("--hash=sha256:"):
+            packages[current]["hashes"].append(line.strip().split(":", 1)[1].rstrip(" \\"))
+        else:
+            raise AssertionError(f"{path.name}: unexpected line {line!r}")
+    return packages
+
+
+def run_lock(lock_script: Path, *args):
+    return subprocess.run([sys.executable, lock_script, *args], capture_output=True, text=True)
+
+
+def test_every_variant_has_its_locks():
+    for env_file in ENVS.glob("*/environment.yml"):
+        env = yaml.safe_load(env_file.read_text())
+        assert env["channels"] == ["conda-forge"], f"{env_file}: conda-forge only"
+        for platform in env["platforms"]:
+            assert (env_file.parent / f"pip.{platform}.lock").exists(), (env_file, platform)
+    assert {p.parent.name for p in LOCKS} >= {"cpu", "cuda", "dev"}
+
+
+def test_locks_are_fresh():
+    proc = run_lock(ENVS / "lock.py", "--check")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("lock", LOCKS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_lock_entry_is_pinned_with_sha256(lock):
+    packages = parse_lock(lock)
+    assert packages
+    for name, info in packages.items():
+        assert info["hashes"], f"{lock.name}: {name} has no sha256 hash"
+        assert all(re.fullmatch(r"[0-9a-f]{64}", h) for h in info["hashes"]), name
+
+
+@pytest.mark.parametrize("variant", ["cpu", "cuda", "dev"])
+def test_check_names_the_variant_and_the_added_package(tmp_path, variant):
+    copy = tmp_path / "environments"
+    shutil.copytree(ENVS, copy)
+    env_file = copy / variant / "environment.yml"
+    env_file.write_text(env_file.read_text().rstrip("\n") + "\n      - rich>=13\n")
+    proc = run_lock(copy / "lock.py", "--check")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert re.search(rf"STALE {variant} \(linux-64\): added rich>=13", proc.stdout), proc.stdout
+    assert "invoke lock --variant" in proc.stdout
+
+
+def test_cpu_lock_has_the_cpu_torch_and_cuda_lock_the_stated_cuda():
+    cpu, cuda = parse_lock(ENVS / "cpu" / "pip.linux-64.lock"), parse_lock(ENVS / "cuda" / "pip.linux-64.lock")
+    assert cpu["torch"]["version"] == "2.13.0+cpu" and not any(n.startswith("nvidia-") for n in cpu)
+    stated = yaml.safe_load((REPO / "invoke.yaml").read_text())["cuda"]["version"]
+    runtime = cuda["nvidia-cuda-runtime"]["version"]
+    assert runtime.startswith(stated + "."), (stated, runtime)
+    shared = set(cpu) & set(cuda) - {"torch"}
+    assert {n: cpu[n]["version"] for n in shared} == {n: cuda[n]["version"] for n in shared}
+
+
+def test_this_environment_matches_cpu_lock_plus_dev_layer():
+    """`make test` runs in .venv, built from the CPU lock + dev lock: it must hold exactly those packages."""
+    if Path(sys.prefix).resolve() != (REPO / ".venv").resolve():
+        pytest.skip(f"not running in the project's .venv ({sys.prefix}); `make test` does")
+    expected = {**parse_lock(ENVS / "cpu" / "pip.linux-64.lock"), **parse_lock(ENVS / "dev" / "pip.linux-64.lock")}
+    installed = {d.metadata["Name"].lower().replace("_", "-"): d.version for d in metadata.distributions()}
+    for name in ("pip", "setuptools", "wheel", "finetune"):  # the venv's own installer, and this project
+        if name not in expected:
+            installed.pop(name, None)
+    assert installed == {name: info["version"] for name, info in expected.items()}
