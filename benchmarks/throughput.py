@@ -180,7 +180,7 @@ def token_budget(cfg) -> dict:
     per_step = max(1, round(ours_per_step / avg))
     return {
         "ours_rows": len(rows), "ours_rows_per_step": rows_per_step, "ours_avg_row_tokens": row_tokens / len(rows),
-        "ours_tokens_per_step_planned": ours_per_step, "ours_steps_per_epoch": math.ceil(len(rows) / rows_per_step),
+        "ours_tokens_per_step_planned": ours_per_step,
         "ours_epoch_tokens": row_tokens,
         "plain_examples": len(examples), "plain_avg_example_tokens": avg, "plain_examples_per_step": per_step,
         "plain_tokens_per_step_planned": per_step * avg, "plain_steps_per_epoch": math.ceil(len(examples) / per_step),
