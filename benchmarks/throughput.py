@@ -29,7 +29,8 @@ DESCRIPTION = """\
 Train the same model on the same data twice, in one invocation, and compare training throughput:
 
   ours           finetune.run.train(cfg, run_dir): examples packed into rows of data.max_length tokens,
-                 training.batch_size rows per optimizer step (checkpoints, eval, metrics as in a normal run).
+                 training.batch_size rows per optimizer step; a normal run (checkpoints, eval, metrics, and the
+                 exact-match generation eval before and after training, which counts in wall s, not train s).
   plain Trainer  benchmarks/plain_trainer.py, written the way the transformers examples do it: apply_chat_template,
                  loss on the completion only, no packing, DataCollatorForSeq2Seq dynamic padding, a stock Trainer
                  with default dataloader settings.
@@ -40,10 +41,11 @@ evaluate each epoch, checkpoint every save_steps). The plain Trainer's examples 
 measured average tokens per example so that both train on the same number of real (non-pad) tokens per optimizer
 step; both tokens/step figures are printed. tokens/s counts real tokens only (ours: its own count; plain: the
 Trainer's include_num_input_tokens_seen="non_padding", i.e. the attention-mask sum over the batches trained) and
-divides by train_runtime (the training loop only). Each run is a fresh subprocess; with --repeat the order
+divides by train_runtime (the training loop only), so it does not matter that ours drops the last partial batch
+of each epoch and the plain Trainer does not (its default). Each run is a fresh subprocess; with --repeat the order
 alternates (ours, plain, plain, ours, ...) and the medians are reported. Each side's final eval loss is reported
-(its own Trainer.evaluate, and a common per-token completion loss computed the same way for both) so the reader
-can see the quality is comparable."""
+(its own Trainer.evaluate, averaged over differently shaped batches, and "same eval": the per-token completion loss
+on the unpacked eval set, computed the same way for both) so the reader can see the quality is comparable."""
 
 EPILOG = """\
 examples:
