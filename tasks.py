@@ -93,10 +93,18 @@ def lock(c, variant=None, check=False):
     c.run(shlex.join(cmd))
 
 
+@task(help={"variant": "locks to compare against (default: cpu and dev, what .venv is built from); repeatable"},
+      iterable=["variant"])
+def env(c, variant=None):
+    """Show whether the local environment matches the locks, package by package; exit 1 on any difference."""
+    cmd = [_venv_bin(c, "python"), "environments/lock.py", "--verify-env", *(variant or [])]
+    c.run(shlex.join(cmd))
+
+
 @task(help={"args": "extra arguments for benchmarks/throughput.py, quoted (see its --help)"})
 def bench(c, args=""):
     """Tokens/s of our pipeline vs a plain Hugging Face Trainer on the same model and data."""
     c.run(f"{_venv_bin(c, 'python')} benchmarks/throughput.py {args}".strip())
 
 
-ns = Collection(train, test, lock, bench)
+ns = Collection(train, test, lock, env, bench)

@@ -89,9 +89,14 @@ def test_this_environment_matches_cpu_lock_plus_dev_layer():
     """`make test` runs in .venv, built from the CPU lock + dev lock: it must hold exactly those packages."""
     if Path(sys.prefix).resolve() != (REPO / ".venv").resolve():
         pytest.skip(f"not running in the project's .venv ({sys.prefix}); `make test` does")
-    expected = {**parse_lock(ENVS / "cpu" / "pip.linux-64.lock"), **parse_lock(ENVS / "dev" / "pip.linux-64.lock")}
-    installed = {d.metadata["Name"].lower().replace("_", "-"): d.version for d in metadata.distributions()}
-    for name in ("pip", "setuptools", "wheel", "finetune"):  # the venv's own installer, and this project
-        if name not in expected:
-            installed.pop(name, None)
-    assert installed == {name: info["version"] for name, info in expected.items()}
+    sys.path.insert(0, str(ENVS))
+    try:
+        from lock import environment_differences
+    finally:
+        sys.path.remove(str(ENVS))
+    assert environment_differences(["cpu", "dev"], "linux-64") == []
+    # and the comparison itself sees a difference when there is one
+    expected = parse_lock(ENVS / "cpu" / "pip.linux-64.lock")
+    assert metadata.version("torch") == expected["torch"]["version"]
+    diffs = environment_differences(["cpu"], "linux-64")  # the dev layer's packages are then extra
+    assert ("pytest", None, metadata.version("pytest")) in diffs
