@@ -28,6 +28,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import zipfile
 from pathlib import Path
 
 import yaml
@@ -104,9 +105,48 @@ def locked_names(path: Path) -> set[str]:
     return {m.group(1).lower() for m in re.finditer(r"^([A-Za-z0-9_.\-]+)==", path.read_text(), re.M)}
 
 
+TORCH_CPU_PINS = HERE / "cpu" / "torch-cpu-wheels.sha256"
+
+
+def local_wheels(pattern: str) -> list[Path]:
+    return [w for d in os.environ.get("PIP_FIND_LINKS", "").split() if Path(d).is_dir() for w in Path(d).glob(pattern)]
+
+
+def torch_standin(requirements: list[str], platform: str, python: str) -> dict | None:
+    """The CPU build of torch for a platform whose +cpu wheel only PyTorch's index has, when that index is not
+    reachable: the wheel's sha256 comes from TORCH_CPU_PINS (public sources cited there) and its dependencies from
+    the same version's x86_64 +cpu wheel metadata (torch's CPU wheels declare no platform-specific dependencies).
+    Returns None when the wheel itself is at hand (then uv resolves it like any other)."""
+    pin = next((r for r in requirements if re.match(r"torch==", r)), None)
+    if pin is None or platform == "linux-64":
+        return None
+    version, tag = pin.split("==")[1].split("#")[0].strip(), "cp" + python.replace(".", "")
+    wheel = f"torch-{version}+cpu-{tag}-{tag}-manylinux_2_28_{platform.split('-')[1]}.whl"
+    if local_wheels(wheel):
+        return None
+    pins = dict(line.split()[::-1] for line in TORCH_CPU_PINS.read_text().splitlines() if line and line[0] != "#")
+    if wheel not in pins:
+        sys.exit(
+            f"lock: {wheel} is not reachable and has no sha256 in {TORCH_CPU_PINS.name}: lock where "
+            "https://download.pytorch.org/whl/cpu/ is reachable, or add its digest there with its source"
+        )
+    x86 = local_wheels(f"torch-{version}+cpu-{tag}-{tag}-manylinux_2_28_x86_64.whl")
+    if not x86:
+        sys.exit(f"lock: need the x86_64 torch-{version}+cpu wheel (in PIP_FIND_LINKS) for its dependency metadata")
+    with zipfile.ZipFile(x86[0]) as z:
+        meta = z.read(f"torch-{version}+cpu.dist-info/METADATA").decode()
+    deps = [
+        m.group(1).strip() for m in re.finditer(r"^Requires-Dist: (.+)$", meta, re.M) if "extra ==" not in m.group(1)
+    ]
+    return {"version": f"{version}+cpu", "sha256": pins[wheel], "wheel": wheel, "deps": deps}
+
+
 def compile_lock(variant: str, platform: str, tool: str) -> Path:
     env = load_env(variant)
     requirements, base_lock = list(env["pip"]), None
+    standin = torch_standin(requirements, platform, env["python"]) if variant == "cpu" else None
+    if standin:  # resolve everything else, torch's own dependencies included, then add torch with its pinned hash
+        requirements = [r for r in requirements if not r.startswith("torch==")] + standin["deps"]
     if env["layer_of"]:
         base = load_env(env["layer_of"])
         base_lock = lock_path(env["layer_of"], platform)
@@ -138,6 +178,10 @@ def compile_lock(variant: str, platform: str, tool: str) -> Path:
         if platform == "linux-64" and variant != "cuda":  # the CPU build of torch: +cpu wheels, not PyPI's CUDA one
             for link in find_links or ["https://download.pytorch.org/whl/cpu/torch/"]:
                 cmd += ["--find-links", link]
+        if standin:  # other packages depend on torch: keep uv from resolving PyPI's (CUDA) build for them
+            overrides = Path(tmp) / "overrides.txt"
+            overrides.write_text('torch ; sys_platform == "never"\n')
+            cmd += ["--override", str(overrides)]
         if base_lock:
             constraints = Path(tmp) / "constraints.txt"
             constraints.write_text("\n".join(re.findall(r"^\S+==\S+", base_lock.read_text(), re.M)) + "\n")
@@ -149,8 +193,19 @@ def compile_lock(variant: str, platform: str, tool: str) -> Path:
         skip = locked_names(base_lock)
         blocks = re.split(r"\n(?=\S)", body.strip())
         body = "\n".join(b for b in blocks if b.split("==")[0].lower() not in skip) + "\n"
+    notes = []
+    if standin:
+        blocks = re.split(r"\n(?=\S)", body.strip()) + [
+            f"torch=={standin['version']} \\\n    --hash=sha256:{standin['sha256']}"
+        ]
+        body = "\n".join(sorted(blocks, key=lambda b: b.split("==")[0].lower())) + "\n"
+        notes = [
+            f"# note: {standin['wheel']} (PyTorch's CPU index) was not reachable: its sha256 is from "
+            f"cpu/{TORCH_CPU_PINS.name} (sources cited there), its dependencies from the x86_64 wheel's metadata"
+        ]
     header = [
         HEADER.format(env=env["path"].relative_to(HERE.parent)),
+        *notes,
         f"# tool: uv {tool}",
         f"# platform: {platform}",
         *[f"# conda: {c}" for c in env["conda"]],

@@ -85,6 +85,13 @@ def test_cpu_lock_has_the_cpu_torch_and_cuda_lock_the_stated_cuda():
     assert {n: cpu[n]["version"] for n in shared} == {n: cuda[n]["version"] for n in shared}
 
 
+def test_cpu_lock_for_arm64_is_the_same_cpu_set():
+    """linux-aarch64 (Apple-silicon Docker, Graviton) gets the +cpu torch and the same versions as linux-64."""
+    x86, arm = parse_lock(ENVS / "cpu" / "pip.linux-64.lock"), parse_lock(ENVS / "cpu" / "pip.linux-aarch64.lock")
+    assert {n: p["version"] for n, p in arm.items()} == {n: p["version"] for n, p in x86.items()}
+    assert arm["torch"]["hashes"] != x86["torch"]["hashes"]  # a different wheel file, not a copy of x86_64's entry
+
+
 def test_this_environment_matches_cpu_lock_plus_dev_layer():
     """`make test` runs in .venv, built from the CPU lock + dev lock: it must hold exactly those packages."""
     if Path(sys.prefix).resolve() != (REPO / ".venv").resolve():
