@@ -14,7 +14,7 @@ TORCH_FIND_LINKS ?= $(if $(PIP_FIND_LINKS),,https://download.pytorch.org/whl/cpu
 PIP := $(VENV)/bin/python -m pip
 
 .DEFAULT_GOAL := help
-.PHONY: help venv train test test-fast lock lock-check bench clean
+.PHONY: help venv train test test-fast lint lock lock-check bench clean
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -37,6 +37,10 @@ test: venv ## run the whole test suite (real tiny training runs included)
 
 test-fast: venv ## run the tests that take seconds (skips the slow training tests)
 	$(VENV)/bin/python -m pytest -m "not slow" $(ARGS)
+
+lint: venv ## ruff: lint and formatting check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 lock: venv ## regenerate the hashed lockfiles from environments/*/environment.yml
 	$(VENV)/bin/python environments/lock.py

@@ -46,10 +46,11 @@ def make_tokenizer(conversations):
 def tokenize(tokenizer, messages: list[dict], max_length: int) -> dict:
     """input_ids/attention_mask/labels for one conversation; labels are -100 on everything before the last answer."""
     full = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"]
-    prompt = tokenizer.apply_chat_template(messages[:-1], tokenize=True, add_generation_prompt=True,
-                                           return_dict=True)["input_ids"]
+    prompt = tokenizer.apply_chat_template(messages[:-1], tokenize=True, add_generation_prompt=True, return_dict=True)[
+        "input_ids"
+    ]
     assert full[: len(prompt)] == prompt, "chat template does not render the prompt as a prefix"
-    labels = [IGNORE] * len(prompt) + full[len(prompt):]
+    labels = [IGNORE] * len(prompt) + full[len(prompt) :]
     full, labels = full[:max_length], labels[:max_length]
     return {"input_ids": full, "attention_mask": [1] * len(full), "labels": labels}
 
@@ -64,7 +65,10 @@ def build_model(model_config: dict, tokenizer, attn_implementation: str):
     config = AutoConfig.for_model(spec.pop("model_type"), **spec)
     config.vocab_size = len(tokenizer)
     config.pad_token_id, config.bos_token_id, config.eos_token_id = (
-        tokenizer.pad_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id)
+        tokenizer.pad_token_id,
+        tokenizer.bos_token_id,
+        tokenizer.eos_token_id,
+    )
     model = AutoModelForCausalLM.from_config(config, attn_implementation=attn_implementation)
     model.config.use_cache = False
     return model
@@ -82,11 +86,12 @@ def completion_loss(model, tokenizer, examples: list[dict], batch_size: int = 50
     collate = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=IGNORE)
     total, count = 0.0, 0
     for start in range(0, len(examples), batch_size):
-        batch = {k: v.to(model.device) for k, v in collate(examples[start:start + batch_size]).items()}
+        batch = {k: v.to(model.device) for k, v in collate(examples[start : start + batch_size]).items()}
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
         labels = batch["labels"][:, 1:]
-        losses = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels.reshape(-1),
-                                                   ignore_index=IGNORE, reduction="sum")
+        losses = torch.nn.functional.cross_entropy(
+            logits[:, :-1].reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE, reduction="sum"
+        )
         total += losses.item()
         count += int((labels != IGNORE).sum())
     model.train(was_training)
@@ -109,31 +114,47 @@ def train_plain(cfg, examples_per_step: int, output_dir: Path) -> dict:
     gpu = torch.cuda.is_available()
     bf16 = t.precision == "bf16" or (t.precision == "auto" and gpu and torch.cuda.is_bf16_supported())
     args = TrainingArguments(
-        output_dir=str(output_dir), seed=cfg.seed,
+        output_dir=str(output_dir),
+        seed=cfg.seed,
         per_device_train_batch_size=examples_per_step,
-        num_train_epochs=t.epochs, max_steps=t.max_steps or -1,
-        learning_rate=t.learning_rate, weight_decay=t.weight_decay, warmup_steps=t.warmup_ratio,  # < 1: a ratio
-        lr_scheduler_type=t.lr_scheduler, max_grad_norm=t.max_grad_norm,
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps or -1,
+        learning_rate=t.learning_rate,
+        weight_decay=t.weight_decay,
+        warmup_steps=t.warmup_ratio,  # < 1: a ratio
+        lr_scheduler_type=t.lr_scheduler,
+        max_grad_norm=t.max_grad_norm,
         # the same in-loop work as the finetune run: log, evaluate each epoch, checkpoint every save_steps
-        logging_steps=t.logging_steps, eval_strategy="epoch" if eval_ds else "no",
-        save_strategy="steps", save_steps=t.save_steps, save_total_limit=t.save_total_limit,
-        bf16=bf16, fp16=t.precision == "fp16",
+        logging_steps=t.logging_steps,
+        eval_strategy="epoch" if eval_ds else "no",
+        save_strategy="steps",
+        save_steps=t.save_steps,
+        save_total_limit=t.save_total_limit,
+        bf16=bf16,
+        fp16=t.precision == "fp16",
         include_num_input_tokens_seen="non_padding",  # attention_mask sum over the batches actually trained
         report_to="none",
     )
     trainer = Trainer(
-        model=model, args=args, processing_class=tokenizer,
-        train_dataset=train_ds, eval_dataset=eval_ds or None,
-        data_collator=DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=IGNORE,
-                                             pad_to_multiple_of=8 if gpu else None),
+        model=model,
+        args=args,
+        processing_class=tokenizer,
+        train_dataset=train_ds,
+        eval_dataset=eval_ds or None,
+        data_collator=DataCollatorForSeq2Seq(
+            tokenizer, model=model, label_pad_token_id=IGNORE, pad_to_multiple_of=8 if gpu else None
+        ),
     )
     result = trainer.train()
     tokens = trainer.state.num_input_tokens_seen
     runtime = result.metrics["train_runtime"]
     eval_loss = trainer.evaluate()["eval_loss"] if eval_ds else None
     return {
-        "tokens_trained": int(tokens), "steps": trainer.state.global_step, "train_seconds": runtime,
-        "tokens_per_second": tokens / runtime if runtime else None, "train_loss": result.training_loss,
+        "tokens_trained": int(tokens),
+        "steps": trainer.state.global_step,
+        "train_seconds": runtime,
+        "tokens_per_second": tokens / runtime if runtime else None,
+        "train_loss": result.training_loss,
         "eval_loss": eval_loss,
         "eval_loss_common": completion_loss(model, tokenizer, eval_ds) if eval_ds else None,
         "examples_per_step": examples_per_step,
