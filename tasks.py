@@ -93,8 +93,10 @@ def lock(c, variant=None, check=False):
     c.run(shlex.join(cmd))
 
 
-@task(help={"variant": "locks to compare against (default: cpu and dev, what .venv is built from); repeatable"},
-      iterable=["variant"])
+@task(
+    help={"variant": "locks to compare against (default: cpu and dev, what .venv is built from); repeatable"},
+    iterable=["variant"],
+)
 def env(c, variant=None):
     """Show whether the local environment matches the locks, package by package; exit 1 on any difference."""
     cmd = [_venv_bin(c, "python"), "environments/lock.py", "--verify-env", *(variant or [])]

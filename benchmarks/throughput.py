@@ -274,8 +274,10 @@ def table(medians: dict) -> str:
         for name, m in medians.items()
     ]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+
     def line(r):
         return " | ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+
     return "\n".join([line(header), "-+-".join("-" * w for w in widths), *map(line, rows)])
 
 
