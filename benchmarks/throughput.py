@@ -71,13 +71,9 @@ def load_cfg(args):
 
 
 def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    from finetune.manifest import cpu_model
+
+    return cpu_model()
 
 
 def environment() -> dict:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import signal
 import subprocess
@@ -36,6 +37,9 @@ def test_default_run_learns_and_writes_every_artifact(tmp_path):
     assert manifest["versions"]["torch"].startswith("2.13.0")
     assert manifest["hardware"]["cpu_count"] >= 1 and manifest["hardware"]["gpu_count"] == 0
     assert set(manifest["data"]) == {"data/reversal/train.jsonl", "data/reversal/eval.jsonl"}
+    cpu_lock = REPO / "environments" / "cpu" / "pip.linux-64.lock"
+    assert manifest["locks"]["environments/cpu/pip.linux-64.lock"] == hashlib.sha256(cpu_lock.read_bytes()).hexdigest()
+    assert manifest["runtime"] == "local" and manifest["container"] is None
 
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert any("loss" in m for m in metrics) and any("eval_loss" in m for m in metrics)
