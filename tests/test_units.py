@@ -94,3 +94,19 @@ def test_data_scripts_regenerate_the_committed_files(tmp_path):
         )
         for name in ("train.jsonl", "eval.jsonl"):
             assert (tmp_path / folder / name).read_bytes() == (REPO / "data" / folder / name).read_bytes(), name
+
+
+def test_classification_reads_csv_and_names_the_csv_line(tmp_path):
+    import pytest
+
+    from finetune.datafiles import read_records
+    from finetune.errors import DataError
+
+    good = tmp_path / "good.csv"
+    good.write_text('text,label\n"great, really",positive\nawful,negative\n')
+    records = read_records(good, "classification")
+    assert [(r.text, r.label, r.line) for r in records] == [("great, really", "positive", 2), ("awful", "negative", 3)]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("text,label\nfine,positive\nno label here,\n")
+    with pytest.raises(DataError, match=rf"{bad}:3: missing field 'label'"):
+        read_records(bad, "classification")
