@@ -37,7 +37,9 @@ def exact_match(
     was_training = model.training
     model.eval()
     samples = []
-    for start in tqdm(range(0, len(records), batch_size), desc="exact match", disable=not progress, leave=False):
+    starts = range(0, len(records), batch_size)
+    # disable=None turns the bar off when stderr is not a terminal (CI logs), instead of leaving \r residue
+    for start in tqdm(starts, desc="exact match", disable=None if progress else True, leave=False):
         batch = records[start : start + batch_size]
         prompts = [render_prompt(tokenizer, r) for r in batch]
         outputs = generate(model, tokenizer, prompts, max_new_tokens, add_special_tokens=batch[0].messages is None)

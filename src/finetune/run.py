@@ -252,5 +252,5 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False, argv: list[str] |
     if is_main():
         write_json(run_dir / "summary.json", summary)
         plot_loss(read_metrics(metrics_path), run_dir / "loss.png", f"{cfg.name}: {cfg.task}")
-        print(human_summary(summary, run_dir), flush=True)
+        print("\n" + human_summary(summary, run_dir), flush=True)
     return summary, exit_code
