@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# A real Docker engine for this project's container tests, on machines where none runs and no registry is reachable
+# (CI, the development VMs). Steps as in ../shared/container-engine.md, carried by the project itself:
+#
+#   docker/engine.sh up     install docker.io + debootstrap if missing, start dockerd on a private socket, wait
+#   docker/engine.sh base   make the local Debian base image (debootstrap -> docker import): a stand-in for pulling
+#   docker/engine.sh env    print `export DOCKER_HOST=...` for the private socket
+#   docker/engine.sh down   stop the dockerd this script started
+#
+# State lives in $FINETUNE_ENGINE_DIR (default /tmp/finetune-engine). BuildKit is used through Debian's client
+# (/usr/bin/docker, DOCKER_BUILDKIT=1): the newer client on PATH may lack the buildx plugin.
+set -euo pipefail
+
+STATE=${FINETUNE_ENGINE_DIR:-/tmp/finetune-engine}
+SOCK="$STATE/docker.sock"
+BASE_IMAGE=${FINETUNE_BASE_IMAGE:-local/debian:bookworm}
+SUITE=bookworm
+
+say() { printf '[engine] %s\n' "$*" >&2; }
+
+mirror() {  # the Debian mirror this machine's apt uses (the only package source reachable here)
+  local m
+  m=$(grep -hoE '^(URIs:|deb) +https?://[^ ]+' /etc/apt/sources.list /etc/apt/sources.list.d/* 2>/dev/null \
+      | head -1 | awk '{print $2}')
+  echo "${m:-http://deb.debian.org/debian}"
+}
+
+install() {
+  if command -v dockerd >/dev/null && command -v debootstrap >/dev/null && [ -x /usr/bin/docker ]; then return; fi
+  say "installing docker.io and debootstrap (Debian packages)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io debootstrap >/dev/null
+}
+
+client() { DOCKER_HOST="unix://$SOCK" DOCKER_BUILDKIT=1 /usr/bin/docker "$@"; }
+
+up() {
+  install
+  mkdir -p "$STATE"
+  if client info >/dev/null 2>&1; then say "engine already up on $SOCK"; return; fi
+  say "starting dockerd (data root $STATE/data, socket $SOCK, log $STATE/dockerd.log)"
+  setsid dockerd --data-root "$STATE/data" --exec-root "$STATE/exec" --pidfile "$STATE/dockerd.pid" \
+    --host "unix://$SOCK" >"$STATE/dockerd.log" 2>&1 < /dev/null &
+  for _ in $(seq 1 60); do
+    if client info >/dev/null 2>&1; then say "engine up: $(client version --format '{{.Server.Version}}')"; return; fi
+    sleep 0.5
+  done
+  say "dockerd did not answer within 30 s; last lines of its log:"; tail -20 "$STATE/dockerd.log" >&2; exit 1
+}
+
+base() {
+  up
+  if client image inspect "$BASE_IMAGE" >/dev/null 2>&1; then say "$BASE_IMAGE exists"; return; fi
+  local rootfs="$STATE/rootfs-$SUITE"
+  rm -rf "$rootfs"
+  say "debootstrap --variant=minbase $SUITE from $(mirror) (stand-in for pulling debian:$SUITE from a registry)"
+  debootstrap --variant=minbase "$SUITE" "$rootfs" "$(mirror)" >"$STATE/debootstrap.log" 2>&1 \
+    || { tail -20 "$STATE/debootstrap.log" >&2; exit 1; }
+  tar -C "$rootfs" -c . | client import --change 'CMD ["bash"]' - "$BASE_IMAGE" >/dev/null
+  rm -rf "$rootfs"
+  say "made $BASE_IMAGE ($(client image inspect -f '{{.Size}}' "$BASE_IMAGE") bytes)"
+}
+
+down() {
+  if [ -f "$STATE/dockerd.pid" ] && kill "$(cat "$STATE/dockerd.pid")" 2>/dev/null; then
+    say "stopped dockerd $(cat "$STATE/dockerd.pid")"
+  else
+    say "no dockerd of ours is running"
+  fi
+}
+
+case "${1:-}" in
+  up) up ;;
+  base) base ;;
+  env) echo "export DOCKER_HOST=unix://$SOCK DOCKER_BUILDKIT=1" ;;
+  down) down ;;
+  *) sed -n '2,12p' "$0"; exit 2 ;;
+esac
