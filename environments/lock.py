@@ -253,12 +253,17 @@ def check(selected: list[str], tool: str) -> int:
     return 1 if stale else 0
 
 
-def parse_lock(path: Path) -> dict[str, str]:
-    """name -> version of every package pinned in a lock."""
-    return {
-        m.group(1).lower().replace("_", "-"): m.group(2)
-        for m in re.finditer(r"^([A-Za-z0-9_.\-]+)==(\S+)", path.read_text(), re.M)
-    }
+def parse_lock(path: Path) -> dict[str, dict]:
+    """name -> {"version", "hashes"} of every package pinned in a lock (names normalised: lower case, "-")."""
+    packages, current = {}, None
+    for line in path.read_text().splitlines():
+        m = re.match(r"^([A-Za-z0-9_.\-]+)==(\S+)", line)
+        if m:
+            current = m.group(1).lower().replace("_", "-")
+            packages[current] = {"version": m.group(2), "hashes": []}
+        elif line.strip().startswith("--hash=sha256:") and current:
+            packages[current]["hashes"].append(line.strip().split(":", 1)[1].rstrip(" \\"))
+    return packages
 
 
 def environment_differences(variants_: list[str], platform: str) -> list[tuple[str, str | None, str | None]]:
@@ -271,7 +276,7 @@ def environment_differences(variants_: list[str], platform: str) -> list[tuple[s
 
     locked: dict[str, str] = {}
     for variant in variants_:
-        locked.update(parse_lock(lock_path(variant, platform)))
+        locked.update({n: p["version"] for n, p in parse_lock(lock_path(variant, platform)).items()})
     installed = {d.metadata["Name"].lower().replace("_", "-"): d.version for d in metadata.distributions()}
     for name in ("pip", "setuptools", "wheel", "finetune"):
         if name not in locked:

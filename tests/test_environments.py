@@ -15,25 +15,11 @@ import yaml
 from conftest import REPO
 
 ENVS = REPO / "environments"
+sys.path.insert(0, str(ENVS))
+from lock import environment_differences, parse_lock  # noqa: E402  (environments/lock.py, the lock tool itself)
+
+sys.path.remove(str(ENVS))
 LOCKS = sorted(ENVS.glob("*/pip.*.lock"))
-REQ = re.compile(r"^([A-Za-z0-9_.\-]+)==(\S+)")
-
-
-def parse_lock(path: Path) -> dict[str, dict]:
-    """name -> {version, hashes} from a `uv pip compile --generate-hashes` lock."""
-    packages, current = {}, None
-    for line in path.read_text().splitlines():
-        if line.startswith("#") or not line.strip():
-            continue
-        m = REQ.match(line)
-        if m:
-            current = m.group(1).lower().replace("_", "-")
-            packages[current] = {"version": m.group(2), "hashes": []}
-        elif line.strip().startswith("--hash=sha256:"):
-            packages[current]["hashes"].append(line.strip().split(":", 1)[1].rstrip(" \\"))
-        else:
-            raise AssertionError(f"{path.name}: unexpected line {line!r}")
-    return packages
 
 
 def run_lock(lock_script: Path, *args):
@@ -56,6 +42,8 @@ def test_locks_are_fresh():
 
 @pytest.mark.parametrize("lock", LOCKS, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_every_lock_entry_is_pinned_with_sha256(lock):
+    for line in lock.read_text().splitlines():  # nothing but comments, exact pins and their hashes
+        assert not line.strip() or line.startswith("#") or re.match(r"^\S+==\S+ \\$|^    --hash=sha256:", line), line
     packages = parse_lock(lock)
     assert packages
     for name, info in packages.items():
@@ -96,11 +84,6 @@ def test_this_environment_matches_cpu_lock_plus_dev_layer():
     """`make test` runs in .venv, built from the CPU lock + dev lock: it must hold exactly those packages."""
     if Path(sys.prefix).resolve() != (REPO / ".venv").resolve():
         pytest.skip(f"not running in the project's .venv ({sys.prefix}); `make test` does")
-    sys.path.insert(0, str(ENVS))
-    try:
-        from lock import environment_differences
-    finally:
-        sys.path.remove(str(ENVS))
     assert environment_differences(["cpu", "dev"], "linux-64") == []
     # and the comparison itself sees a difference when there is one
     expected = parse_lock(ENVS / "cpu" / "pip.linux-64.lock")

@@ -115,16 +115,15 @@ class Collator:
             width = -(-width // self.pad_to_multiple_of) * self.pad_to_multiple_of
         packed = "position_ids" in batch[0]
         seq_labels = not isinstance(batch[0]["labels"], list)
-        out = {"input_ids": [], "labels": [], "attention_mask": [], "position_ids": []}
+        out = {"input_ids": [], "labels": [], "position_ids" if packed else "attention_mask": []}
         for b in batch:
             n, pad = len(b["input_ids"]), width - len(b["input_ids"])
             out["input_ids"].append(b["input_ids"] + [self.pad_token_id] * pad)
             out["labels"].append(b["labels"] if seq_labels else b["labels"] + [IGNORE] * pad)
-            out["attention_mask"].append([1] * n + [0] * pad)
             if packed:  # the padding becomes its own "sequence" so that no real token attends to it
                 out["position_ids"].append(b["position_ids"] + list(range(pad)))
-        tensors = {k: torch.tensor(v) for k, v in out.items() if v}
-        if packed:
-            del tensors["attention_mask"]
+            else:
+                out["attention_mask"].append([1] * n + [0] * pad)
+        tensors = {k: torch.tensor(v) for k, v in out.items()}
         tensors["num_tokens"] = torch.tensor(sum(len(b["input_ids"]) for b in batch))
         return tensors

@@ -7,6 +7,7 @@ Run directory layout (runs/<name>/ or --output-dir):
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -159,8 +160,6 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False, argv: list[str] |
         print(f"[finetune] no checkpoint in {run_dir}: starting from scratch", flush=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     if is_main() and (run_dir / STAGING).exists():
-        import shutil
-
         shutil.rmtree(run_dir / STAGING)  # a checkpoint that a crash left unfinished
 
     set_seed(cfg.seed)
