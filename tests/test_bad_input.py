@@ -6,13 +6,12 @@ with no traceback; `finetune --debug train ...` shows the traceback instead. All
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from conftest import run_cli
 from finetune import datafiles
 from finetune.config import load_config
 
@@ -66,23 +65,9 @@ GOOD = [
 # --- helpers --------------------------------------------------------------------------------------------------------
 
 
-def _env() -> dict:
-    return dict(os.environ, TOKENIZERS_PARALLELISM="false")
-
-
 def _train(config, output_dir: Path, *extra: str, debug: bool = False) -> subprocess.CompletedProcess:
-    cmd = [
-        sys.executable,
-        "-m",
-        "finetune",
-        *(["--debug"] if debug else []),
-        "train",
-        str(config),
-        "--output-dir",
-        str(output_dir),
-        *extra,
-    ]
-    return subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    debug_flag = ["--debug"] if debug else []  # a global flag: it goes before the subcommand
+    return run_cli(*debug_flag, "train", config, "--output-dir", output_dir, *extra, timeout=300, check=False)
 
 
 def _write_lines(path: Path, lines: list[str]) -> Path:

@@ -208,3 +208,5 @@ def test_pretrained_minilm_beats_random_init_on_held_out_words(tmp_path, minilm_
     pre, rnd = read_json(tmp_path / "pretrained" / "summary.json"), read_json(tmp_path / "random" / "summary.json")
     assert pre["eval_accuracy"] >= 0.85, pre
     assert pre["eval_accuracy"] >= rnd["eval_accuracy"] + 0.2, (pre["eval_accuracy"], rnd["eval_accuracy"])
+    rescored = json.loads(run_cli("eval", tmp_path / "pretrained").stdout)  # the saved model, scored again
+    assert rescored["metric"] == "accuracy" and rescored["eval_accuracy"] == pytest.approx(pre["eval_accuracy"])

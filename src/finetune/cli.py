@@ -118,7 +118,7 @@ def _load_model(run_dir: Path, task: str):
 
 
 def cmd_eval(args) -> int:
-    from finetune.evaluate import exact_match
+    from finetune.evaluate import accuracy, exact_match
     from finetune.run import load_data
 
     run_dir = Path(args.run_dir)
@@ -133,22 +133,8 @@ def cmd_eval(args) -> int:
         )
         result = {"eval_accuracy": acc, "metric": "exact_match", "n": len(samples)}
     else:
-        import torch
-
-        correct = 0
-        for start in range(0, len(evals), cfg.eval.batch_size):
-            batch = evals[start : start + cfg.eval.batch_size]
-            enc = tokenizer(
-                [r.text for r in batch],
-                truncation=True,
-                max_length=cfg.data.max_length,
-                padding=True,
-                return_tensors="pt",
-            ).to(model.device)
-            with torch.no_grad():
-                pred = model(**enc).logits.argmax(-1).tolist()
-            correct += sum(labels[p] == r.label for p, r in zip(pred, batch))
-        result = {"eval_accuracy": correct / len(evals), "metric": "accuracy", "n": len(evals)}
+        acc = accuracy(model, tokenizer, evals, labels, cfg.data.max_length, cfg.eval.batch_size)
+        result = {"eval_accuracy": acc, "metric": "accuracy", "n": len(evals)}
     print(json.dumps(result, indent=2))
     return 0
 

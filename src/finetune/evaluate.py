@@ -56,6 +56,23 @@ def exact_match(
     return (sum(s["correct"] for s in samples) / max(len(samples), 1)), samples
 
 
+@torch.no_grad()
+def accuracy(model, tokenizer, records: list[Record], labels: list[str], max_length: int, batch_size: int) -> float:
+    """Share of records whose argmax label equals the reference label (a finished classifier, outside the Trainer)."""
+    was_training = model.training
+    model.eval()
+    correct = 0
+    for start in range(0, len(records), batch_size):
+        batch = records[start : start + batch_size]
+        enc = tokenizer(
+            [r.text for r in batch], truncation=True, max_length=max_length, padding=True, return_tensors="pt"
+        ).to(model.device)
+        predicted = model(**enc).logits.argmax(-1).tolist()
+        correct += sum(labels[p] == r.label for p, r in zip(predicted, batch))
+    model.train(was_training)
+    return correct / max(len(records), 1)
+
+
 def classification_accuracy(eval_pred) -> dict:
     """compute_metrics for the Trainer: logits → argmax → accuracy."""
     logits, labels = eval_pred
