@@ -1,44 +1,156 @@
 """Invoke tasks: `invoke --list`, `invoke --help TASK`, `invoke --dry TASK` prints the plan without running it.
 
-Every command goes through `c.run`, so `--dry` shows the whole plan. Defaults live in invoke.yaml.
+Every command goes through `c.run`, so `--dry` shows the whole plan; probes of the host (docker info, nvidia-smi,
+git, image inspect) are not part of the plan and run even under --dry. Defaults live in invoke.yaml, the one place
+for image names, registry, variants and base images; docker command lines are built in devtools/containers.py.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import shlex
+from pathlib import Path
 
 from invoke import Collection, Exit, task
 
+from devtools import containers
+from devtools.containers import show
+
 RUNTIMES = ("auto", "docker", "local")
+SECRETS = ["HF_TOKEN", "WANDB_API_KEY"]  # passed to containers by name when set here; never printed
 
 
 def _venv_bin(c, tool: str) -> str:
     return f"{c.finetune.venv}/bin/{tool}"
 
 
+def _probe(c, cmd: str):
+    """A probe, not part of the plan: it runs even under --dry and prints nothing."""
+    return c.run(cmd, hide=True, warn=True, dry=False, echo=False, in_stream=False)
+
+
 def _docker_answers(c) -> bool:
-    """A probe, not part of the plan: it runs even under --dry."""
-    return c.run("docker info --format '{{.ServerVersion}}'", hide=True, warn=True, dry=False, echo=False).ok
+    return _probe(c, f"{c.docker.client} info --format '{{{{.ServerVersion}}}}'").ok
 
 
-def choose_runtime(c, runtime: str | None, local: bool) -> tuple[str, str]:
-    runtime = "local" if local else (runtime or c.finetune.runtime)
+def _docker(c) -> str:
+    return f"DOCKER_BUILDKIT=1 {c.docker.client}"
+
+
+def _image_facts(c, image: str) -> tuple[str, dict] | None:
+    res = _probe(c, f"{c.docker.client} image inspect --format '{{{{json .}}}}' {shlex.quote(image)}")
+    if not res.ok:
+        return None
+    info = json.loads(res.stdout)
+    return info["Id"], info.get("Config", {}).get("Labels") or {}
+
+
+def gpu_runtime_problem(c) -> str | None:
+    """What is missing for `--gpu` on this host, with the fix; None when the NVIDIA runtime is ready."""
+    smi = _probe(c, "nvidia-smi --query-gpu=driver_version --format=csv,noheader")
+    need = c.cuda.min_driver
+    if not smi.ok:
+        return (
+            "--gpu: no NVIDIA driver answers (`nvidia-smi` failed). Install the NVIDIA driver "
+            f">= {need} (CUDA {c.cuda.version}), e.g. on Ubuntu `sudo ubuntu-drivers install`, then reboot; "
+            "see https://docs.nvidia.com/datacenter/tesla/driver-installation-guide/"
+        )
+    driver = smi.stdout.split()[0]
+    if tuple(map(int, driver.split("."))) < tuple(map(int, need.split("."))):
+        return f"--gpu: NVIDIA driver {driver} is older than {need}, the minimum for CUDA {c.cuda.version}: upgrade it"
+    runtimes = _probe(c, f"{c.docker.client} info --format '{{{{json .Runtimes}}}}'").stdout
+    toolkit = _probe(c, "command -v nvidia-ctk || command -v nvidia-container-cli").ok
+    if "nvidia" not in runtimes and not toolkit:
+        return (
+            "--gpu: the NVIDIA container toolkit is missing, so Docker cannot give containers a GPU. Install "
+            "nvidia-container-toolkit, then `sudo nvidia-ctk runtime configure --runtime=docker && sudo systemctl "
+            "restart docker`; see https://docs.nvidia.com/datacenter/cloud-native/container-toolkit/latest/"
+            "install-guide.html (or run deploy/cloud-init.yaml on a fresh VM)"
+        )
+    return None
+
+
+def choose_runtime(c, runtime: str | None, local: bool, docker: bool) -> tuple[str, str]:
+    if local and docker:
+        raise Exit("--local and --docker: choose one", code=2)
+    runtime = "local" if local else "docker" if docker else (runtime or c.finetune.runtime)
     if runtime not in RUNTIMES:
         raise Exit(f"--runtime {runtime!r}: allowed: {', '.join(RUNTIMES)}", code=2)
-    if runtime == "docker":
-        raise Exit(
-            "--runtime docker: the training image is not part of this checkout yet (docker/ arrives with the "
-            "container images); use --local",
-            code=2,
-        )
     if runtime == "auto":
-        engine = (
-            "a Docker engine answers, but no training image is defined yet"
-            if _docker_answers(c)
-            else "no Docker engine answers"
+        if _docker_answers(c):
+            return "docker", "auto: a Docker engine answers"
+        return "local", "auto: no Docker engine answers"
+    return runtime, "--local" if local else "--docker/--gpu" if docker else f"--runtime {runtime}"
+
+
+def _build(c, variant, target, tag=None, platform="", push=False, no_cache=False, ca_bundle=None):
+    revision = _probe(c, "git rev-parse HEAD").stdout.strip() or "unknown"
+    if revision != "unknown" and _probe(c, "git status --porcelain --untracked-files=no").stdout.strip():
+        revision += "-dirty"
+    source = _probe(c, "git remote get-url origin").stdout.strip()
+    platforms = [p for p in (platform or "").split(",") if p]
+    bundle = ca_bundle if ca_bundle is not None else c.image.ca_bundle
+    if bundle and not Path(bundle).is_file():
+        raise Exit(f"--ca-bundle {bundle}: no such file", code=2)
+    try:
+        cmd = containers.build_command(
+            c,
+            variant,
+            target,
+            tag=tag,
+            platforms=platforms,
+            push=push,
+            no_cache=no_cache,
+            ca_bundle=bundle or None,
+            uid=os.getuid(),
+            gid=os.getgid(),
+            revision=revision,
+            source_url=source,
         )
-        return "local", f"auto: {engine}"
-    return "local", "--local" if local else "--runtime local"
+    except ValueError as err:
+        raise Exit(str(err), code=2) from None
+    if cmd[1] == "buildx" and not _probe(c, f"{c.docker.client} buildx version").ok:
+        problem = "several platforms or --push need docker buildx: install docker-buildx-plugin (Docker's apt repo)"
+        if not c.config.run.dry:
+            raise Exit(problem, code=2)
+        print(f"(dry run) a real run would stop here: {problem}", flush=True)
+    c.run(f"DOCKER_BUILDKIT=1 {show(cmd)}")
+    return cmd[cmd.index("--tag") + 1]
+
+
+@task(
+    help={
+        "variant": "cpu | cuda (default cpu)",
+        "target": "runtime (training image) | dev (tools, JupyterLab: devcontainer, invoke lab); default runtime",
+        "tag": "image tag (default: <variant> or <variant>-dev, under image.registry/image.name from invoke.yaml)",
+        "push": "push to image.registry (builds with docker buildx)",
+        "no_cache": "build every layer again (the download caches stay)",
+        "platform": "target platform(s), comma separated, e.g. linux/amd64,linux/arm64 (several need buildx)",
+        "ca_bundle": "CA bundle for a TLS-intercepting proxy: a build secret, never stored in a layer",
+    }
+)
+def build(c, variant="cpu", target="runtime", tag=None, push=False, no_cache=False, platform="", ca_bundle=None):
+    """Build a training image from docker/Dockerfile (pinned bases and locks from invoke.yaml)."""
+    _build(c, variant, target, tag, platform, push, no_cache, ca_bundle)
+
+
+def _ensure_image(c, variant, target, gpu: bool):
+    image = containers.image_name(c, variant, target)
+    facts = _image_facts(c, image)
+    if facts is None:
+        print(f"image {image} not built yet: building it", flush=True)
+        _build(c, variant, target)
+        facts = _image_facts(c, image) or ("<image id after the build>", {})
+    return image, facts
+
+
+def _gpu_check(c, gpu: bool) -> None:
+    problem = gpu_runtime_problem(c) if gpu else None
+    if problem and c.config.run.dry:
+        print(f"(dry run) a real run would stop here: {problem}", flush=True)
+    elif problem:
+        raise Exit(problem, code=2)
 
 
 @task(
@@ -47,21 +159,97 @@ def choose_runtime(c, runtime: str | None, local: bool) -> tuple[str, str]:
         "config": "YAML config to train (default from invoke.yaml: configs/default.yaml)",
         "set_": "override a config key, repeatable: --set training.epochs=2 --set seed=1",
         "local": "run in the local .venv, not in a container (same as --runtime local)",
-        "runtime": "auto | docker | local (default from invoke.yaml: auto)",
+        "docker": "run in the training image (same as --runtime docker); builds it first if missing",
+        "runtime": "auto | docker | local (default from invoke.yaml: auto = docker when an engine answers)",
         "output_dir": "run directory (default runs/<name>)",
         "resume": "continue the run from its last complete checkpoint",
+        "gpu": "the CUDA image with the host's GPUs (NVIDIA container toolkit); implies --docker",
+        "gpus": "which GPUs with --gpu: all (default), a count (2) or device ids (0,2)",
+        "nproc": "processes per container: torchrun --nproc-per-node N inside it (one per GPU)",
+        "variant": "image variant for --docker without --gpu: cpu (default) or cuda",
     },
 )
-def train(c, config=None, set_=None, local=False, runtime=None, output_dir=None, resume=False):
+def train(
+    c,
+    config=None,
+    set_=None,
+    local=False,
+    docker=False,
+    runtime=None,
+    output_dir=None,
+    resume=False,
+    gpu=False,
+    gpus="all",
+    nproc=1,
+    variant=None,
+):
     """Fine-tune from a config (default: the embedded tiny default) and write runs/<name>/."""
-    chosen, why = choose_runtime(c, runtime, local)
+    try:
+        containers.gpu_flags(gpus)
+    except ValueError as err:
+        raise Exit(str(err), code=2) from None
+    if nproc < 1:
+        raise Exit(f"--nproc {nproc}: allowed: 1 or more", code=2)
+    chosen, why = choose_runtime(c, runtime, local, docker or gpu)
+    if gpu and chosen != "docker":
+        raise Exit("--gpu runs in the CUDA image: drop --local/--runtime local", code=2)
     print(f"runtime: {chosen} ({why})", flush=True)
-    args = ["train", config or c.finetune.config, *(a for s in set_ or [] for a in ("--set", s))]
-    if output_dir:
-        args += ["--output-dir", output_dir]
+    config = config or c.finetune.config
+    args = ["train", config, *(a for s in set_ or [] for a in ("--set", s))]
     if resume:
         args.append("--resume")
-    c.run(f"FINETUNE_RUNTIME={chosen} {_venv_bin(c, 'finetune')} {shlex.join(args)}")
+    if chosen == "local":
+        if gpu or nproc > 1:
+            launcher = f"{_venv_bin(c, 'torchrun')} --standalone --nproc-per-node={nproc} -m finetune"
+        else:
+            launcher = _venv_bin(c, "finetune")
+        out = ["--output-dir", output_dir] if output_dir else []
+        c.run(f"FINETUNE_RUNTIME=local {launcher} {shlex.join(args + out)}")
+        return
+    _gpu_check(c, gpu)  # before any build: a missing GPU runtime is reported first
+    image, (image_id, labels) = _ensure_image(c, "cuda" if gpu else variant or "cpu", "runtime", gpu)
+    mounts = []
+    inside, extra = containers.container_path(Path(config), containers.REPO, c.finetune.runs_dir)
+    args[1], mounts = inside, mounts + extra
+    if output_dir:
+        inside, extra = containers.container_path(Path(output_dir), containers.REPO, c.finetune.runs_dir)
+        args += ["--output-dir", inside]
+        mounts += extra
+    if not c.config.run.dry:
+        (containers.REPO / c.finetune.runs_dir).mkdir(exist_ok=True)  # yours: docker would create it as root
+    cmd = containers.run_command(
+        c,
+        image,
+        image_id,
+        labels,
+        args,
+        name=f"finetune-train-{os.getpid()}",
+        gpus=gpus if gpu else None,
+        nproc=nproc,
+        extra_mounts=mounts,
+        env_names=containers.passthrough_env(SECRETS),
+        interactive=False,
+    )
+    c.run(show(cmd), pty=False)
+
+
+@task(
+    help={
+        "variant": "cpu (default) | cuda",
+        "gpu": "the CUDA dev image with the host's GPUs",
+        "cmd": "command to run instead of an interactive bash",
+    }
+)
+def shell(c, variant="cpu", gpu=False, cmd=None):
+    """A shell in the dev image, the repository mounted at /workspace (as in the devcontainer)."""
+    _gpu_check(c, gpu)
+    image, _ = _ensure_image(c, "cuda" if gpu else variant, "dev", gpu)
+    run = [c.docker.client, "run", "--rm", *([] if cmd else ["-it"]), "--volume", f"{containers.REPO}:/workspace"]
+    run += ["--volume", f"{c.image.hf_cache_volume}:{containers.HF_CACHE}"]
+    run += containers.gpu_flags("all") if gpu else ["--shm-size", c.image.shm_size]
+    for var in containers.passthrough_env(SECRETS):
+        run += ["--env", var]
+    c.run(show([*run, image, *(["bash", "-c", cmd] if cmd else ["bash"])]), pty=not cmd)
 
 
 @task(
@@ -69,16 +257,43 @@ def train(c, config=None, set_=None, local=False, runtime=None, output_dir=None,
         "fast": "skip the slow (real training) tests",
         "k": "only tests matching this pytest -k expression",
         "args": "extra pytest arguments, quoted",
+        "docker": "run the tests inside the dev image (the repository mounted), not in .venv",
     }
 )
-def test(c, fast=False, k=None, args=""):
-    """Run the test suite with the local environment's pytest."""
-    cmd = [_venv_bin(c, "python"), "-m", "pytest"]
-    if fast:
-        cmd += ["-m", "not slow"]
+def test(c, fast=False, k=None, args="", docker=False):
+    """Run the test suite with the local environment's pytest, or inside the dev image with --docker."""
+    markers = ["not slow"] if fast else []
+    if docker:  # inside a container there is no engine for the container tests
+        markers.append("not container")
+    cmd = ["python" if docker else _venv_bin(c, "python"), "-m", "pytest", "-p", "no:cacheprovider"]
+    if markers:
+        cmd += ["-m", " and ".join(markers)]
     if k:
         cmd += ["-k", k]
-    c.run(shlex.join(cmd) + (f" {args}" if args else ""))
+    line = shlex.join(cmd) + (f" {args}" if args else "")
+    if docker:
+        shell(c, cmd=line)
+    else:
+        c.run(line)
+
+
+@task(
+    help={
+        "volume": "also remove the Hugging Face cache volume (downloaded models)",
+        "build_cache": "also prune BuildKit's build cache (downloads are fetched again on the next build)",
+    }
+)
+def clean(c, volume=False, build_cache=False):
+    """Remove the images this project built (by label), and optionally its HF cache volume and build cache."""
+    ids = _probe(c, f"{c.docker.client} images --quiet --filter label=org.finetune.target").stdout.split()
+    if ids:
+        c.run(f"{c.docker.client} image rm --force {' '.join(sorted(set(ids)))}")
+    else:
+        print("no finetune images to remove")
+    if volume:
+        c.run(f"{c.docker.client} volume rm --force {c.image.hf_cache_volume}")
+    if build_cache:
+        c.run(f"{c.docker.client} builder prune --force")
 
 
 @task(
@@ -109,4 +324,4 @@ def bench(c, args=""):
     c.run(f"{_venv_bin(c, 'python')} benchmarks/throughput.py {args}".strip())
 
 
-ns = Collection(train, test, lock, env, bench)
+ns = Collection(build, train, shell, test, clean, lock, env, bench)

@@ -56,6 +56,10 @@ base() {
   say "debootstrap --variant=minbase $SUITE from $(mirror) (stand-in for pulling debian:$SUITE from a registry)"
   debootstrap --variant=minbase "$SUITE" "$rootfs" "$(mirror)" >"$STATE/debootstrap.log" 2>&1 \
     || { tail -20 "$STATE/debootstrap.log" >&2; exit 1; }
+  # Trim it towards debian:*-slim (which drops docs, man pages and locales, and ships no package cache or lists),
+  # so image sizes measured on top of it are close to what the real base gives.
+  rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/* "$rootfs"/usr/share/doc/* \
+    "$rootfs"/usr/share/man/* "$rootfs"/usr/share/info/* "$rootfs"/usr/share/locale/*
   tar -C "$rootfs" -c . | client import --change 'CMD ["bash"]' - "$BASE_IMAGE" >/dev/null
   rm -rf "$rootfs"
   say "made $BASE_IMAGE ($(client image inspect -f '{{.Size}}' "$BASE_IMAGE") bytes)"

@@ -1,0 +1,1 @@
+"""Helpers for tasks.py (docker command lines); not part of the finetune package."""

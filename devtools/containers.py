@@ -1,0 +1,177 @@
+"""Docker command lines for tasks.py: image names, build arguments, and the `docker run` of a training container.
+
+Pure functions over invoke's config (invoke.yaml) and facts probed from the host, so the exact commands can be
+printed by `invoke --dry` and checked by tests without an engine. Probing (docker info, nvidia-smi, git) lives in
+tasks.py, which passes the results in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shlex
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+TARGETS = ("runtime", "dev")
+WORKSPACE = "/workspace"  # the image's working directory: configs/, data/, runs/ live (or are mounted) here
+HF_CACHE = "/home/finetune/.cache/huggingface"  # the image's HF_HOME (docker/Dockerfile)
+# NVIDIA's advice for PyTorch in containers (NGC PyTorch release notes, "Running PyTorch"): share the host's IPC
+# namespace (DataLoader workers exchange tensors through /dev/shm, 64 MB by default in Docker) and lift the
+# locked-memory and stack limits.
+GPU_RUN_FLAGS = ["--ipc=host", "--ulimit", "memlock=-1", "--ulimit", "stack=67108864"]
+
+
+def image_name(cfg, variant: str, target: str = "runtime", tag: str | None = None) -> str:
+    """finetune:cpu, finetune:cuda-dev, or <registry>/finetune:<tag> when a registry is configured."""
+    repo = cfg.image.name if not cfg.image.registry else f"{cfg.image.registry.rstrip('/')}/{cfg.image.name}"
+    return f"{repo}:{tag or (variant if target == 'runtime' else f'{variant}-{target}')}"
+
+
+def check_variant(cfg, variant: str) -> None:
+    if variant not in cfg.image.variants:
+        raise ValueError(f"--variant {variant!r}: allowed: {', '.join(cfg.image.variants)}")
+
+
+def locks_for(variant: str, target: str, platform: str = "linux-64") -> list[Path]:
+    locks = [REPO / "environments" / variant / f"pip.{platform}.lock"]
+    if target == "dev":
+        locks.append(REPO / "environments" / "dev" / f"pip.{platform}.lock")
+    return locks
+
+
+def lock_digest(locks: list[Path]) -> str:
+    """One sha256 over the locks an image installs (in order), for its org.finetune.lock-digest label."""
+    h = hashlib.sha256()
+    for path in locks:
+        h.update(path.read_bytes())
+    return "sha256:" + h.hexdigest()
+
+
+def build_user(uid: int, gid: int) -> tuple[int, int]:
+    """The image user's UID/GID: the host user's, so files written to bind mounts are theirs; root maps to 1000."""
+    return (uid, gid) if uid != 0 else (1000, 1000)
+
+
+def build_command(
+    cfg,
+    variant: str,
+    target: str,
+    *,
+    tag: str | None,
+    platforms: list[str],
+    push: bool,
+    no_cache: bool,
+    ca_bundle: str | None,
+    uid: int,
+    gid: int,
+    revision: str,
+    source_url: str,
+) -> list[str]:
+    """`docker build` (one platform, local image) or `docker buildx build` (several platforms or --push)."""
+    check_variant(cfg, variant)
+    if target not in TARGETS:
+        raise ValueError(f"--target {target!r}: allowed: {', '.join(TARGETS)}")
+    buildx = push or len(platforms) > 1
+    cmd = [cfg.docker.client, *(["buildx", "build"] if buildx else ["build"])]
+    cmd += ["--file", cfg.image.dockerfile, "--target", target, "--tag", image_name(cfg, variant, target, tag)]
+    if platforms:
+        cmd += ["--platform", ",".join(platforms)]
+    uid, gid = build_user(uid, gid)
+    base = cfg.image.base_images
+    args = {
+        "VARIANT": variant,
+        "MINIFORGE_IMAGE": base.miniforge,
+        "CPU_BASE_IMAGE": base.cpu,
+        "CUDA_BASE_IMAGE": base.cuda,
+        "TORCH_FIND_LINKS": cfg.image.torch_find_links,
+        "USER_UID": uid,
+        "USER_GID": gid,
+        "GIT_REVISION": revision,
+        "LOCK_DIGEST": lock_digest(locks_for(variant, target)),
+        "SOURCE_URL": source_url,
+    }
+    for key, value in args.items():
+        cmd += ["--build-arg", f"{key}={value}"]
+    if ca_bundle:  # a build secret: mounted for the RUNs that download, never stored in a layer
+        cmd += ["--secret", f"id=ca-bundle,src={ca_bundle}"]
+    if no_cache:
+        cmd.append("--no-cache")
+    if buildx:
+        cmd.append("--push" if push else "--load")
+    return [*cmd, "."]
+
+
+def gpu_flags(gpus: str) -> list[str]:
+    """--gpus all | N | 0,2 (device ids), as the NVIDIA container toolkit reads them."""
+    if gpus == "all" or gpus.isdigit():
+        spec = gpus
+    elif all(part.strip().isdigit() for part in gpus.split(",")):
+        spec = f'"device={gpus.replace(" ", "")}"'  # quotes: the comma would split docker's --gpus value
+    else:
+        raise ValueError(f"--gpus {gpus!r}: allowed: all, a count (2), or device ids (0,2)")
+    return ["--gpus", spec, *GPU_RUN_FLAGS]
+
+
+def container_path(host: Path, root: Path, runs_dir: str) -> tuple[str, list[str]]:
+    """Where a host path is seen inside the container, and the extra mount that makes it visible (if any)."""
+    host = host.resolve()
+    for inside in ("configs", "data", runs_dir):
+        base = (root / inside).resolve()
+        if host == base or base in host.parents:
+            return f"{WORKSPACE}/{host.relative_to(root.resolve())}", []
+    return f"/mnt/host{host}", ["--volume", f"{host.parent}:/mnt/host{host.parent}"]
+
+
+def run_command(
+    cfg,
+    image: str,
+    image_id: str,
+    labels: dict,
+    cli_args: list[str],
+    *,
+    name: str,
+    gpus: str | None,
+    nproc: int,
+    extra_mounts: list[str],
+    env_names: list[str],
+    interactive: bool,
+) -> list[str]:
+    """`docker run` of one training container: configs and data read-only, runs/ read-write, the HF cache on a
+    named volume, secrets passed by name only (docker reads the value from this process's environment)."""
+    root = REPO
+    cmd = [cfg.docker.client, "run", "--rm", "--name", name, *(["-it"] if interactive else [])]
+    cmd += [
+        "--volume",
+        f"{root / 'configs'}:{WORKSPACE}/configs:ro",
+        "--volume",
+        f"{root / 'data'}:{WORKSPACE}/data:ro",
+    ]
+    cmd += ["--volume", f"{root / cfg.finetune.runs_dir}:{WORKSPACE}/{cfg.finetune.runs_dir}"]
+    cmd += ["--volume", f"{cfg.image.hf_cache_volume}:{HF_CACHE}", *extra_mounts]
+    for var in env_names:
+        cmd += ["--env", var]  # name only: the value never appears on a command line or in `ps`
+    cmd += [
+        "--env",
+        "FINETUNE_RUNTIME=docker",
+        "--env",
+        f"FINETUNE_IMAGE={image}",
+        "--env",
+        f"FINETUNE_IMAGE_ID={image_id}",
+    ]
+    cmd += ["--env", f"FINETUNE_IMAGE_LABELS={json.dumps(labels, sort_keys=True, separators=(',', ':'))}"]
+    cmd += gpu_flags(gpus) if gpus else ["--shm-size", cfg.image.shm_size]
+    launcher = (
+        ["finetune"] if nproc <= 1 else ["torchrun", "--standalone", f"--nproc-per-node={nproc}", "-m", "finetune"]
+    )
+    return [*cmd, image, *launcher, *cli_args]
+
+
+def passthrough_env(names: list[str]) -> list[str]:
+    """The secret/environment names set on this host that should reach the container (values stay out of argv)."""
+    return [n for n in names if os.environ.get(n)]
+
+
+def show(cmd: list[str]) -> str:
+    return shlex.join(cmd)

@@ -1,0 +1,122 @@
+"""The CPU runtime and dev images built from the shipped docker/Dockerfile, on a real engine (see conftest.py for
+the harness and its stand-ins): non-root user, `invoke train --docker` with host-owned outputs, the manifest's
+image facts, code-only rebuilds, and images without caches or compilers they do not need."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import time
+
+import pytest
+
+from .conftest import FIGURES
+
+pytestmark = [pytest.mark.container, pytest.mark.slow]
+
+
+def test_runtime_image_runs_as_the_non_root_build_user(workspace, runtime_image):
+    info = workspace.engine.inspect(runtime_image["image"])
+    assert info["Config"]["User"] == f"{workspace.uid}:{workspace.gid}"
+    ids = workspace.engine("run", "--rm", runtime_image["image"], "id", "-u").stdout.split()
+    assert ids == [str(workspace.uid)] and workspace.uid != 0
+    assert info["Config"]["Entrypoint"] == ["/usr/bin/tini", "--"]  # signals reach the trainer; zombies reaped
+    assert "/home/finetune/.cache/huggingface" in (info["Config"]["Volumes"] or {})
+
+
+def test_labels_name_revision_variant_and_lock_digest(workspace, runtime_image):
+    labels = workspace.engine.inspect(runtime_image["image"])["Config"]["Labels"]
+    head = subprocess.run(
+        ["git", "-c", f"safe.directory={workspace.root}", "rev-parse", "HEAD"],
+        cwd=workspace.root,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert labels["org.opencontainers.image.revision"] == head
+    assert labels["org.finetune.variant"] == "cpu" and labels["org.finetune.target"] == "runtime"
+    assert re.fullmatch(r"sha256:[0-9a-f]{64}", labels["org.finetune.lock-digest"])
+
+
+def test_invoke_train_docker_runs_the_default_fine_tune_with_host_owned_outputs(workspace, runtime_image):
+    t0 = time.monotonic()
+    proc = workspace.invoke("train", "--docker")
+    FIGURES["default run in the cpu container, wall s"] = round(time.monotonic() - t0, 1)
+    assert "runtime: docker (--docker/--gpu)" in proc.stdout
+    run = workspace.root / "runs" / "default"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["eval_accuracy"] >= 0.9, summary
+    # Everything the container wrote on the bind mount belongs to the host user, not root or another uid.
+    owners = {(p.stat().st_uid, p.stat().st_gid) for p in [run, *run.rglob("*")]}
+    assert owners == {(workspace.uid, workspace.gid)}, owners
+    manifest = json.loads((run / "manifest.json").read_text())
+    info = workspace.engine.inspect(runtime_image["image"])
+    assert manifest["runtime"] == "docker"
+    assert manifest["container"]["image"] == "finetune:cpu"
+    assert manifest["container"]["image_id"] == info["Id"]
+    assert manifest["container"]["labels"] == info["Config"]["Labels"]
+
+
+def test_code_only_change_rebuilds_without_reinstalling_the_environment(workspace, runtime_image):
+    cli = workspace.root / "src" / "finetune" / "cli.py"
+    cli.write_text(cli.read_text() + "\n# a code-only change made by the container tests\n")
+    rebuilt = workspace.build("runtime")
+    FIGURES["cpu runtime: code-only rebuild s"] = round(rebuilt["seconds"], 1)
+    # BuildKit's plain progress: "#12 [env 5/5] RUN ...", later "#12 CACHED" (FROM steps are resolved, never cached)
+    names = {n: name for n, name, op in re.findall(r"^#(\d+) \[([^\]]+)\] (\S+)", rebuilt["log"], re.M) if op != "FROM"}
+    cached = set(re.findall(r"^#(\d+) CACHED$", rebuilt["log"], re.M))
+    env_steps = [n for n in names if names[n].startswith(("env ", "runtime-base "))]
+    assert env_steps, rebuilt["log"][-3000:]
+    reinstalled = [names[n] for n in env_steps if n not in cached]
+    assert not reinstalled, f"a code-only change re-ran environment steps: {reinstalled}"
+    assert "COPY src/" in rebuilt["log"]
+    out = workspace.engine("run", "--rm", rebuilt["image"], "tail", "-1", "/opt/finetune/src/finetune/cli.py").stdout
+    assert "made by the container tests" in out
+    assert rebuilt["seconds"] < runtime_image["seconds"]
+
+
+def test_runtime_image_holds_no_caches_compilers_or_build_leftovers(workspace, runtime_image):
+    script = r"""
+set -u
+for tool in gcc cc g++ c++ clang make git conda; do command -v "$tool" && echo "FOUND tool $tool"; done
+for d in /root/.cache/pip "$HOME/.cache/pip" /opt/conda /opt/env/pkgs /tmp/env /wheelhouse \
+         /opt/env/lib/python3.11/site-packages/torch/include /opt/env/lib/python3.11/site-packages/torch/test; do
+  [ -e "$d" ] && echo "FOUND path $d"
+done
+find / -xdev \( -name '*.whl' -o -name '*.tar.bz2' -o -name '*.conda' \) -print 2>/dev/null | sed 's/^/FOUND file /'
+true
+"""
+    out = workspace.engine("run", "--rm", "--user", "0", runtime_image["image"], "bash", "-c", script).stdout
+    assert "FOUND" not in out, out
+
+
+def test_a_runs_imports_have_bytecode(workspace, runtime_image):
+    """The image ships .pyc only for what a run imports (size); check a run's imports are among them (start time)."""
+    code = (
+        "import sys, os, importlib.util, finetune.run, finetune.cli\n"
+        "mods = [m.__file__ for m in list(sys.modules.values()) if getattr(m, '__file__', None)"
+        " and m.__file__.startswith('/opt/env/') and m.__file__.endswith('.py')]\n"
+        "missing = [f for f in mods if not os.path.exists(importlib.util.cache_from_source(f))]\n"
+        "print(len(mods), len(missing)); print('\\n'.join(missing[:20]))"
+    )
+    out = workspace.engine("run", "--rm", runtime_image["image"], "python", "-c", code).stdout.split("\n")
+    total, missing = map(int, out[0].split())
+    FIGURES["modules a run imports / without bytecode"] = f"{total} / {missing}"
+    assert total > 500 and missing <= total * 0.02, out[:22]
+
+
+def test_dev_image_has_the_tools_and_runs_the_unit_tests_through_invoke(workspace, dev_image):
+    out = workspace.engine(
+        "run",
+        "--rm",
+        dev_image["image"],
+        "bash",
+        "-c",
+        "id -u; git --version; jupyter lab --version; ruff --version; invoke --version",
+    ).stdout
+    assert out.splitlines()[0] == str(workspace.uid)
+    assert "git version" in out and "ruff" in out and "Invoke" in out
+    proc = workspace.invoke("test", "--docker", "--fast", "--args", "tests/test_units.py -q")
+    assert re.search(r"\d+ passed", proc.stdout), proc.stdout[-2000:]
+    assert "failed" not in proc.stdout
