@@ -38,11 +38,12 @@ test: venv ## run the whole test suite (real tiny training runs included)
 test-fast: venv ## run the tests that take seconds (skips the slow training tests)
 	$(VENV)/bin/python -m pytest -m "not slow" $(ARGS)
 
-lint: venv ## ruff (Python), hadolint (Dockerfiles, rules in .hadolint.yaml), actionlint (workflows)
+lint: venv ## ruff, hadolint (Dockerfiles), actionlint (workflows), notebooks committed without outputs
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/hadolint docker/Dockerfile tests/container/standin/Dockerfile
 	$(VENV)/bin/actionlint
+	$(VENV)/bin/python scripts/check_notebooks.py
 
 lock: venv ## regenerate the hashed lockfiles from environments/*/environment.yml
 	$(VENV)/bin/python environments/lock.py

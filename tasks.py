@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shlex
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from invoke import Collection, Exit, task
 
 from devtools import containers
 from devtools.containers import show
+from devtools.gpu import gpu_runtime_problem
 
 RUNTIMES = ("auto", "docker", "local")
 SECRETS = ["HF_TOKEN", "WANDB_API_KEY"]  # passed to containers by name when set here; never printed
@@ -44,31 +46,6 @@ def _image_facts(c, image: str) -> tuple[str, dict] | None:
         return None
     info = json.loads(res.stdout)
     return info["Id"], info.get("Config", {}).get("Labels") or {}
-
-
-def gpu_runtime_problem(c) -> str | None:
-    """What is missing for `--gpu` on this host, with the fix; None when the NVIDIA runtime is ready."""
-    smi = _probe(c, "nvidia-smi --query-gpu=driver_version --format=csv,noheader")
-    need = c.cuda.min_driver
-    if not smi.ok:
-        return (
-            "--gpu: no NVIDIA driver answers (`nvidia-smi` failed). Install the NVIDIA driver "
-            f">= {need} (CUDA {c.cuda.version}), e.g. on Ubuntu `sudo ubuntu-drivers install`, then reboot; "
-            "see https://docs.nvidia.com/datacenter/tesla/driver-installation-guide/"
-        )
-    driver = smi.stdout.split()[0]
-    if tuple(map(int, driver.split("."))) < tuple(map(int, need.split("."))):
-        return f"--gpu: NVIDIA driver {driver} is older than {need}, the minimum for CUDA {c.cuda.version}: upgrade it"
-    runtimes = _probe(c, f"{c.docker.client} info --format '{{{{json .Runtimes}}}}'").stdout
-    toolkit = _probe(c, "command -v nvidia-ctk || command -v nvidia-container-cli").ok
-    if "nvidia" not in runtimes and not toolkit:
-        return (
-            "--gpu: the NVIDIA container toolkit is missing, so Docker cannot give containers a GPU. Install "
-            "nvidia-container-toolkit, then `sudo nvidia-ctk runtime configure --runtime=docker && sudo systemctl "
-            "restart docker`; see https://docs.nvidia.com/datacenter/cloud-native/container-toolkit/latest/"
-            "install-guide.html (or run deploy/cloud-init.yaml on a fresh VM)"
-        )
-    return None
 
 
 def choose_runtime(c, runtime: str | None, local: bool, docker: bool) -> tuple[str, str]:
@@ -146,7 +123,7 @@ def _ensure_image(c, variant, target, gpu: bool):
 
 
 def _gpu_check(c, gpu: bool) -> None:
-    problem = gpu_runtime_problem(c) if gpu else None
+    problem = gpu_runtime_problem(c, lambda cmd: _probe(c, cmd)) if gpu else None
     if problem and c.config.run.dry:
         print(f"(dry run) a real run would stop here: {problem}", flush=True)
     elif problem:
@@ -277,6 +254,47 @@ def test(c, fast=False, k=None, args="", docker=False):
         c.run(line)
 
 
+def _published(host: str, port: int, inside: int) -> list[str]:
+    if host not in ("127.0.0.1", "localhost"):
+        print(f"WARNING: publishing on {host}:{port}: reachable from other machines (token still required)", flush=True)
+    return ["--publish", f"{host}:{port}:{inside}"]
+
+
+@task(
+    help={
+        "port": "host port (default 8888)",
+        "host": "host address to publish on (default 127.0.0.1: this machine only; 0.0.0.0 exposes it)",
+        "gpu": "the CUDA dev image with the host's GPUs",
+        "token": "the login token (default: a new random one, printed once with the URL)",
+    }
+)
+def lab(c, port=8888, host="127.0.0.1", gpu=False, token=None):
+    """JupyterLab in the dev image: the repository (notebooks/, runs/) at /workspace, token login always on."""
+    _gpu_check(c, gpu)
+    image, _ = _ensure_image(c, "cuda" if gpu else "cpu", "dev", gpu)
+    token = token or secrets.token_urlsafe(24)
+    run = [c.docker.client, "run", "--rm", "--name", f"finetune-lab-{port}"]
+    run += ["--volume", f"{containers.REPO}:/workspace"]
+    run += ["--volume", f"{c.image.hf_cache_volume}:{containers.HF_CACHE}", *_published(host, port, 8888)]
+    run += containers.gpu_flags("all") if gpu else ["--shm-size", c.image.shm_size]
+    run += ["--env", "JUPYTER_TOKEN", "--env", "PYTHONPATH=/workspace/src"]  # the token by name: not in `ps`
+    for var in containers.passthrough_env(SECRETS):
+        run += ["--env", var]
+    # Inside, Jupyter listens on all of the container's interfaces; what the host exposes is --publish above.
+    run += [image, "jupyter", "lab", "--ip=0.0.0.0", "--port=8888", "--no-browser", "--ServerApp.root_dir=/workspace"]
+    print(f"JupyterLab: http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}/lab?token={token}", flush=True)
+    c.run(show(run), env={"JUPYTER_TOKEN": token}, pty=False)
+
+
+@task(help={"port": "host port (default 6006)", "host": "host address (default 127.0.0.1)"})
+def tensorboard(c, port=6006, host="127.0.0.1"):
+    """TensorBoard over runs/ (read-only) in the training image."""
+    image, _ = _ensure_image(c, "cpu", "runtime", False)
+    run = [c.docker.client, "run", "--rm", "--name", f"finetune-tensorboard-{port}", *_published(host, port, 6006)]
+    run += ["--volume", f"{containers.REPO / c.finetune.runs_dir}:/workspace/runs:ro", image]
+    c.run(show([*run, "tensorboard", "--logdir", "/workspace/runs", "--bind_all", "--port", "6006"]), pty=False)
+
+
 @task(
     help={
         "volume": "also remove the Hugging Face cache volume (downloaded models)",
@@ -324,4 +342,4 @@ def bench(c, args=""):
     c.run(f"{_venv_bin(c, 'python')} benchmarks/throughput.py {args}".strip())
 
 
-ns = Collection(build, train, shell, test, clean, lock, env, bench)
+ns = Collection(build, train, shell, test, lab, tensorboard, clean, lock, env, bench)

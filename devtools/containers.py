@@ -34,15 +34,17 @@ def check_variant(cfg, variant: str) -> None:
         raise ValueError(f"--variant {variant!r}: allowed: {', '.join(cfg.image.variants)}")
 
 
-def locks_for(variant: str, target: str, platform: str = "linux-64") -> list[Path]:
-    locks = [REPO / "environments" / variant / f"pip.{platform}.lock"]
+def locks_for(variant: str, target: str) -> list[Path]:
+    """The locks an image of this variant and target installs from, every platform's (one label for a multi-arch
+    image): environments/<variant>/pip.*.lock, plus environments/dev/pip.*.lock for the dev target."""
+    locks = sorted((REPO / "environments" / variant).glob("pip.*.lock"))
     if target == "dev":
-        locks.append(REPO / "environments" / "dev" / f"pip.{platform}.lock")
+        locks += sorted((REPO / "environments" / "dev").glob("pip.*.lock"))
     return locks
 
 
 def lock_digest(locks: list[Path]) -> str:
-    """One sha256 over the locks an image installs (in order), for its org.finetune.lock-digest label."""
+    """One sha256 over the locks (in order), for the image's org.finetune.lock-digest label."""
     h = hashlib.sha256()
     for path in locks:
         h.update(path.read_bytes())

@@ -178,3 +178,11 @@ def test_the_build_context_is_an_allowlist_that_holds_what_the_dockerfile_copies
     missing = {s for s in sources if not any(s == a or s.startswith(a + "/") for a in allowed)}
     assert not missing, f"COPY/bind sources outside the .dockerignore allowlist: {missing}"
     assert (REPO / "docker" / "wheelhouse" / "README.md").exists()  # the bind mount's source exists in a clone
+
+
+@pytest.mark.parametrize("lock", sorted(REPO.glob("environments/c*/pip.*.lock")), ids=lambda p: str(p.parent.name))
+def test_each_image_lock_carries_the_conda_pins_the_env_stage_creates(lock):
+    """docker/Dockerfile's env stage runs `conda create` with the lock's `# conda:` lines: python and pip, exact."""
+    pins = [line.removeprefix("# conda: ") for line in lock.read_text().splitlines() if line.startswith("# conda: ")]
+    assert sorted(p.split("=")[0] for p in pins) == ["pip", "python"]
+    assert all(re.fullmatch(r"[a-z]+=\d+(\.\d+)+", p) for p in pins), pins

@@ -54,6 +54,12 @@ def versions() -> dict:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             out[name] = None
+    if out["finetune"] is None:  # run from a source tree (the images put src/ on PYTHONPATH): pyproject's version
+        pyproject = repo_root() / "pyproject.toml"
+        if pyproject.exists():
+            import tomllib
+
+            out["finetune"] = tomllib.loads(pyproject.read_text())["project"]["version"]
     return out
 
 

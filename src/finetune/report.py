@@ -13,16 +13,15 @@ def read_metrics(path: Path) -> list[dict]:
 
 
 def plot_loss(metrics: list[dict], out: Path, title: str) -> Path | None:
-    import matplotlib
-
-    matplotlib.use("Agg")  # no screen needed
-    import matplotlib.pyplot as plt
+    # A Figure of its own (no pyplot): no screen needed, and a notebook's plotting backend is left as it was.
+    from matplotlib.figure import Figure
 
     train = [(m["step"], m["loss"]) for m in metrics if "loss" in m]
     evals = [(m["step"], m["eval_loss"]) for m in metrics if "eval_loss" in m]
     if not train and not evals:
         return None
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    fig = Figure(figsize=(7, 4), dpi=110)
+    ax = fig.subplots()
     if train:
         ax.plot(*zip(*train), label="train loss", color="tab:blue")
     if evals:
@@ -35,7 +34,6 @@ def plot_loss(metrics: list[dict], out: Path, title: str) -> Path | None:
     ax.legend()
     fig.tight_layout()
     fig.savefig(out)
-    plt.close(fig)
     return out
 
 

@@ -188,6 +188,8 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False, argv: list[str] |
         callbacks=callbacks,
     )
     trainer.remove_callback(ProgressCallback)
+    for cb in [cb for cb in trainer.callback_handler.callbacks if type(cb).__name__ == "NotebookProgressCallback"]:
+        trainer.remove_callback(cb)  # Jupyter's HTML table (by name: importing it needs IPython): QuietProgress reports
     trainer.add_callback(QuietProgress())
     metric = (
         cfg.eval.metric if cfg.eval.metric != "auto" else ("exact_match" if cfg.task == "causal_lm" else "accuracy")

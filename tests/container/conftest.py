@@ -158,12 +158,20 @@ class Workspace:
     gid: int
     engine: Engine
     config: Path
+    settings: dict = field(default_factory=dict)  # what self.config holds: invoke.yaml overrides for the tests
     user: str | None = None  # the user to switch to (None: the tests already run as a non-root user)
-    builds: dict = field(default_factory=dict)
 
-    def invoke(self, *args, check=True, timeout=1800) -> subprocess.CompletedProcess:
+    def with_settings(self, name: str, extra: dict) -> Path:
+        """Another invoke config file: the test settings with `extra` merged into the image section."""
+        path = self.config.with_name(f"invoke-{name}.yaml")
+        image = {**self.settings.get("image", {}), **extra}
+        image["base_images"] = {**self.settings.get("image", {}).get("base_images", {}), **extra.get("base_images", {})}
+        path.write_text(yaml.safe_dump({**self.settings, "image": image}))
+        return path
+
+    def invoke(self, *args, check=True, timeout=1800, config: Path | None = None) -> subprocess.CompletedProcess:
         venv = self.root.parent / "invoke-venv"
-        cmd = [str(venv / "bin" / "invoke"), "-f", str(self.config), *map(str, args)]
+        cmd = [str(venv / "bin" / "invoke"), "-f", str(config or self.config), *map(str, args)]
         if self.user:
             cmd = ["runuser", "-u", self.user, "--", *cmd]
         env = dict(self.engine.env, HOME=str(self.root.parent), PATH=f"{venv / 'bin'}:{os.environ['PATH']}")
@@ -226,7 +234,8 @@ def workspace(engine: Engine, standins: dict):
             for wheel in Path(folder).glob("torch-*+cpu-*.whl"):
                 shutil.copy2(wheel, root / "docker" / "wheelhouse" / wheel.name)
     config = top / "invoke-test.yaml"
-    config.write_text(yaml.safe_dump({"docker": {"client": client()}, **standins}))
+    settings = {"docker": {"client": client()}, **standins}
+    config.write_text(yaml.safe_dump(settings))
     _invoke_venv(top / "invoke-venv")
     # The socket of an engine this harness started belongs to root:docker; make sure the test user may use it.
     sock = engine.env.get("DOCKER_HOST", "").removeprefix("unix://")
@@ -235,7 +244,7 @@ def workspace(engine: Engine, standins: dict):
         os.chmod(sock, 0o660)
     subprocess.run(["chown", "-R", f"{uid}:{gid}", str(top)], check=True)
     top.chmod(0o755)
-    yield Workspace(root=root, uid=uid, gid=gid, engine=engine, config=config, user=user)
+    yield Workspace(root=root, uid=uid, gid=gid, engine=engine, config=config, settings=settings, user=user)
     shutil.rmtree(top, ignore_errors=True)
 
 

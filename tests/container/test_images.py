@@ -10,8 +10,12 @@ import subprocess
 import time
 
 import pytest
+import tomllib
+import yaml
 
-from .conftest import FIGURES
+from .conftest import FIGURES, REPO
+
+INVOKE_YAML = yaml.safe_load((REPO / "invoke.yaml").read_text())
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]
 
@@ -52,7 +56,9 @@ def test_invoke_train_docker_runs_the_default_fine_tune_with_host_owned_outputs(
     assert owners == {(workspace.uid, workspace.gid)}, owners
     manifest = json.loads((run / "manifest.json").read_text())
     info = workspace.engine.inspect(runtime_image["image"])
-    assert manifest["runtime"] == "docker"
+    version = tomllib.loads((workspace.root / "pyproject.toml").read_text())["project"]["version"]
+    assert manifest["runtime"] == "docker" and manifest["versions"]["finetune"] == version
+    assert manifest["versions"]["torch"] == "2.13.0+cpu"
     assert manifest["container"]["image"] == "finetune:cpu"
     assert manifest["container"]["image_id"] == info["Id"]
     assert manifest["container"]["labels"] == info["Config"]["Labels"]
@@ -120,3 +126,22 @@ def test_dev_image_has_the_tools_and_runs_the_unit_tests_through_invoke(workspac
     proc = workspace.invoke("test", "--docker", "--fast", "--args", "tests/test_units.py -q")
     assert re.search(r"\d+ passed", proc.stdout), proc.stdout[-2000:]
     assert "failed" not in proc.stdout
+
+
+def test_a_base_that_already_has_the_build_uid_gets_our_user_instead(workspace, runtime_image):
+    """nvidia/cuda's ubuntu:24.04 base ships user `ubuntu` as UID 1000, the UID most hosts build with: the image must
+    replace that user (and reuse its group), not fail. Checked here on a base made to look like that."""
+    base = (
+        workspace.settings.get("image", {}).get("base_images", {}).get("cpu")
+        or INVOKE_YAML["image"]["base_images"]["cpu"]
+    )
+    lookalike = "local/base-with-a-uid-user:test"
+    uid, gid = workspace.uid, workspace.gid
+    dockerfile = f"FROM {base}\nRUN groupadd -g {gid} ubuntu && useradd -m -u {uid} -g {gid} ubuntu\n"
+    workspace.engine("build", "--quiet", "--tag", lookalike, "-", input=dockerfile)
+    config = workspace.with_settings("lookalike", {"base_images": {"cpu": lookalike}})
+    workspace.invoke("build", "--tag", "lookalike-test", config=config)
+    out = workspace.engine(
+        "run", "--rm", "finetune:lookalike-test", "bash", "-c", "id -un; id -u; id -g"
+    ).stdout.split()
+    assert out == ["finetune", str(uid), str(gid)]

@@ -1,0 +1,168 @@
+"""The devcontainer configurations through the real devcontainer CLI (the spec's reference implementation, the engine
+VS Code uses), and `invoke lab`: JupyterLab in the dev image, token required, published on loopback only."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from .conftest import FIGURES
+
+pytestmark = [pytest.mark.container, pytest.mark.slow]
+CONFIGS = [".devcontainer/devcontainer.json", ".devcontainer/gpu/devcontainer.json"]
+
+
+def jsonc(path: Path) -> dict:
+    """devcontainer.json allows // comments (ours are whole-line comments only)."""
+    return json.loads("\n".join(line for line in path.read_text().splitlines() if not line.lstrip().startswith("//")))
+
+
+@pytest.fixture(scope="session")
+def devcontainer_cli(workspace) -> list[str]:
+    """The pinned @devcontainers/cli (devtools/devcontainer-cli/package-lock.json), installed with npm ci."""
+    folder = workspace.root / "devtools" / "devcontainer-cli"
+    subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--prefix", str(folder)], check=True, capture_output=True)
+    subprocess.run(["chown", "-R", f"{workspace.uid}:{workspace.gid}", str(folder)], check=True)
+    return [str(folder / "node_modules" / ".bin" / "devcontainer")]
+
+
+def as_user(workspace, cmd: list[str], timeout=900, check=True) -> subprocess.CompletedProcess:
+    full = (["runuser", "-u", workspace.user, "--"] if workspace.user else []) + cmd
+    env = dict(workspace.engine.env, HOME=str(workspace.root.parent))
+    proc = subprocess.run(full, cwd=workspace.root, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode:
+        raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_devcontainer_cli_reads_each_configuration(workspace, devcontainer_cli, config):
+    cmd = [*devcontainer_cli, "read-configuration", "--workspace-folder", str(workspace.root), "--config", config]
+    proc = as_user(workspace, [*cmd, "--docker-path", workspace.engine.client])
+    conf = json.loads(proc.stdout)["configuration"]
+    assert conf["build"]["target"] == "dev" and conf["remoteUser"] == "finetune"
+    assert conf["customizations"]["vscode"]["settings"]["python.defaultInterpreterPath"] == "/opt/env/bin/python"
+    assert conf["forwardPorts"] == [8888, 6006]
+    if "gpu" in config:
+        assert conf["build"]["args"]["VARIANT"] == "cuda" and conf["hostRequirements"]["gpu"] is True
+        assert "--ipc=host" in conf["runArgs"]
+    else:
+        assert conf["build"]["args"]["VARIANT"] == "cpu" and "--shm-size=8g" in conf["runArgs"]
+
+
+def test_devcontainer_up_then_exec_runs_the_unit_tests_and_a_tiny_training(workspace, devcontainer_cli, dev_image):
+    # The shipped CPU configuration, plus only the build arguments that select the stand-in bases (the same ones
+    # `invoke build` passed, so the build reuses its cached layers); see conftest.py.
+    conf = jsonc(workspace.root / ".devcontainer" / "devcontainer.json")
+    image = workspace.settings.get("image", {})
+    extra = {"USER_UID": str(workspace.uid), "USER_GID": str(workspace.gid)}
+    if image:
+        extra |= {"MINIFORGE_IMAGE": image["base_images"]["miniforge"], "CPU_BASE_IMAGE": image["base_images"]["cpu"]}
+        extra["TORCH_FIND_LINKS"] = image["torch_find_links"]
+    conf["build"] |= {
+        "dockerfile": "../../docker/Dockerfile",
+        "context": "../..",
+        "args": conf["build"]["args"] | extra,
+    }
+    derived = workspace.root / ".devcontainer" / "ci" / "devcontainer.json"
+    derived.parent.mkdir(exist_ok=True)
+    derived.write_text(json.dumps(conf, indent=2))
+    subprocess.run(["chown", "-R", f"{workspace.uid}:{workspace.gid}", str(derived.parent)], check=True)
+    where = [
+        "--workspace-folder",
+        str(workspace.root),
+        "--config",
+        str(derived),
+        "--docker-path",
+        workspace.engine.client,
+    ]
+    t0 = time.monotonic()
+    try:
+        up = as_user(workspace, [*devcontainer_cli, "up", *where, "--remove-existing-container"])
+        FIGURES["devcontainer up s (image layers cached)"] = round(time.monotonic() - t0, 1)
+        assert json.loads(up.stdout.strip().splitlines()[-1])["outcome"] == "success", up.stdout[-2000:]
+        exec_ = [*devcontainer_cli, "exec", *where]
+        who = as_user(workspace, [*exec_, "bash", "-c", "id -un; id -u; python -c 'import sys; print(sys.executable)'"])
+        assert who.stdout.split()[-3:] == ["finetune", str(workspace.uid), "/opt/env/bin/python"]
+        units = as_user(
+            workspace, [*exec_, "python", "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_units.py"]
+        )
+        assert re.search(r"\d+ passed", units.stdout) and "failed" not in units.stdout, units.stdout[-2000:]
+        tiny = ["--set", "training.max_steps=20", "--set", "eval.max_samples=20", "--set", "training.save_steps=1000"]
+        run = as_user(
+            workspace,
+            [
+                *exec_,
+                "python",
+                "-m",
+                "finetune",
+                "train",
+                "configs/default.yaml",
+                "--output-dir",
+                "/tmp/devcontainer-run",
+                *tiny,
+            ],
+        )
+        assert "status        completed" in run.stdout, run.stdout[-2000:]
+    finally:
+        ids = workspace.engine("ps", "-aq", "--filter", f"label=devcontainer.local_folder={workspace.root}").stdout
+        if ids.split():
+            workspace.engine("rm", "-f", *ids.split())
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _status(url: str) -> int | None:
+    try:
+        return urllib.request.urlopen(url, timeout=3).status
+    except urllib.error.HTTPError as err:
+        return err.code
+    except OSError:
+        return None
+
+
+def _non_loopback_address() -> str:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:  # no packet is sent: this only picks a route
+        s.connect(("10.255.255.255", 1))
+        return s.getsockname()[0]
+
+
+def test_invoke_lab_requires_the_token_and_listens_on_loopback_only(workspace, dev_image):
+    port = _free_port()
+    venv = workspace.root.parent / "invoke-venv"
+    cmd = [str(venv / "bin" / "invoke"), "-f", str(workspace.config), "lab", "--port", str(port)]
+    cmd = (["runuser", "-u", workspace.user, "--"] if workspace.user else []) + cmd
+    env = dict(workspace.engine.env, HOME=str(workspace.root.parent))
+    proc = subprocess.Popen(
+        cmd, cwd=workspace.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        first = proc.stdout.readline() + proc.stdout.readline()
+        token = re.search(rf"http://127\.0\.0\.1:{port}/lab\?token=(\S+)", first).group(1)
+        status = f"http://127.0.0.1:{port}/api/status"
+        deadline = time.time() + 90
+        while _status(f"{status}?token={token}") != 200:
+            assert proc.poll() is None and time.time() < deadline, "JupyterLab did not answer"
+            time.sleep(1)
+        assert _status(status) == 403  # no token: refused
+        assert _status(f"{status}?token=wrong-{token}") == 403
+        address = _non_loopback_address()
+        assert address != "127.0.0.1"
+        assert _status(f"http://{address}:{port}/api/status?token={token}") is None  # not published there
+        ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+        assert token not in ps, "the token must not appear on a command line"
+    finally:
+        workspace.engine("stop", f"finetune-lab-{port}", check=False)
+        proc.wait(timeout=60)
