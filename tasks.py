@@ -17,6 +17,7 @@ from invoke import Collection, Exit, task
 
 from devtools import containers
 from devtools.containers import show
+from devtools.doctor import run_checks, table
 from devtools.gpu import gpu_runtime_problem
 
 RUNTIMES = ("auto", "docker", "local")
@@ -297,6 +298,21 @@ def tensorboard(c, port=6006, host="127.0.0.1"):
 
 @task(
     help={
+        "cpu": "skip the GPU checks (a CPU-only host)",
+        "host": "also check a deploy host over SSH (USER@HOST; default deploy.host from invoke.yaml)",
+    }
+)
+def doctor(c, cpu=False, host=None):
+    """One table of checks, each failure with its fix: engine, BuildKit, GPU driver/toolkit, disk, shm, locks, SSH."""
+    checks = run_checks(c, lambda cmd: _probe(c, cmd), gpu=not cpu, host=host or c.deploy.host or None)
+    print(table(checks), flush=True)
+    failed = [ch.name for ch in checks if ch.state == "fail"]
+    if failed:
+        raise Exit(f"doctor: {len(failed)} check(s) failed: {', '.join(failed)}", code=1)
+
+
+@task(
+    help={
         "volume": "also remove the Hugging Face cache volume (downloaded models)",
         "build_cache": "also prune BuildKit's build cache (downloads are fetched again on the next build)",
     }
@@ -342,4 +358,4 @@ def bench(c, args=""):
     c.run(f"{_venv_bin(c, 'python')} benchmarks/throughput.py {args}".strip())
 
 
-ns = Collection(build, train, shell, test, lab, tensorboard, clean, lock, env, bench)
+ns = Collection(build, train, shell, test, lab, tensorboard, doctor, clean, lock, env, bench)

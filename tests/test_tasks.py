@@ -1,9 +1,9 @@
 """tasks.py and the container build files without an engine: the exact docker command lines (`invoke --dry`), the
 GPU preflight on each kind of host, the pins shared by invoke.yaml and docker/Dockerfile.
 
-The GPU hosts are FAKES: a fake `nvidia-smi` and a fake `docker` (shell scripts written below, named fake-*) answer
-the probes as a host with or without a driver / container toolkit would. Anything else the fake docker is asked to
-do is recorded, so a test can prove a failing preflight ran no docker command at all.
+The GPU hosts are FAKES (tests/fakes.py): a fake `nvidia-smi` and a fake `docker` answer the probes as a host with
+or without a driver / container toolkit would. Anything else the fake docker is asked to do is recorded, so a test
+can prove a failing preflight ran no docker command at all.
 """
 
 from __future__ import annotations
@@ -12,55 +12,19 @@ import os
 import re
 import shlex
 import subprocess
-from pathlib import Path
 
 import pytest
 import yaml
+from fakes import docker_calls, fake_host
 
 from conftest import REPO
 
 INVOKE = REPO / ".venv" / "bin" / "invoke"
 SETTINGS = yaml.safe_load((REPO / "invoke.yaml").read_text())
 
-FAKE_DOCKER = """#!/bin/sh
-# FAKE docker for tests/test_tasks.py: answers tasks.py's probes; records every other call in $FAKE_LOG.
-case "$*" in
-  "info --format {{.ServerVersion}}") echo 99.0-fake ;;
-  "info --format {{json .Runtimes}}") echo "$FAKE_RUNTIMES" ;;
-  "image inspect"*|"buildx version") exit 1 ;;
-  *) echo "$*" >> "$FAKE_LOG" ;;
-esac
-"""
-FAKE_NVIDIA_SMI = '#!/bin/sh\n# FAKE nvidia-smi for tests/test_tasks.py\necho "$FAKE_DRIVER"\n'
-
-
-def fake_host(tmp_path: Path, driver: str | None, runtimes: str = '{"runc":{}}') -> dict:
-    """PATH with a fake docker and, when driver is given, a fake nvidia-smi reporting that driver version."""
-    bin_ = tmp_path / "fakebin"
-    bin_.mkdir(exist_ok=True)
-    (bin_ / "fake-docker").write_text(FAKE_DOCKER)
-    (bin_ / "fake-docker").chmod(0o755)
-    if driver:
-        (bin_ / "nvidia-smi").write_text(FAKE_NVIDIA_SMI)
-        (bin_ / "nvidia-smi").chmod(0o755)
-    keep = [p for p in os.environ["PATH"].split(":") if p and not (Path(p) / "nvidia-smi").exists()]
-    return dict(
-        os.environ,
-        PATH=":".join([str(bin_), *keep]),
-        INVOKE_DOCKER_CLIENT=str(bin_ / "fake-docker"),
-        FAKE_LOG=str(tmp_path / "docker-calls.log"),
-        FAKE_RUNTIMES=runtimes,
-        FAKE_DRIVER=driver or "",
-    )
-
 
 def invoke(env: dict, *args) -> subprocess.CompletedProcess:
     return subprocess.run([str(INVOKE), *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
-
-
-def docker_calls(tmp_path: Path) -> list[str]:
-    log = tmp_path / "docker-calls.log"
-    return log.read_text().splitlines() if log.exists() else []
 
 
 def test_dry_gpu_train_prints_the_complete_gpu_command_line(tmp_path):

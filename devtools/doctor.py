@@ -1,0 +1,164 @@
+"""`invoke doctor`: can this host build and run the training images, on its GPUs, and reach a deploy host?
+
+Each check returns a Check (name, state ok|warn|fail|skip, what was found, the fix). Checks probe the host through
+`probe(cmd)` (tasks.py's quiet probe; tests pass fakes), so the table is the same logic everywhere.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from devtools.gpu import gpu_runtime_problem
+
+REPO = Path(__file__).resolve().parents[1]
+MIN_DISK_GB = {"cpu": 15, "cuda": 40}  # images + build cache + HF cache, with room for one rebuild
+MIN_SHM_GB = 1.0
+
+
+@dataclass
+class Check:
+    name: str
+    state: str  # ok | warn | fail | skip
+    found: str
+    fix: str = ""
+
+
+def engine(c, probe) -> Check:
+    res = probe(f"{c.docker.client} info --format '{{{{.ServerVersion}}}}'")
+    if res.ok:
+        return Check("Docker engine", "ok", f"server {res.stdout.strip()}")
+    fix = (
+        "install Docker Engine (https://docs.docker.com/engine/install/) or Debian's docker.io, start it "
+        "(`sudo systemctl start docker`), and add yourself to the docker group (`sudo usermod -aG docker $USER`, "
+        "then log in again); on this project's CI machines: docker/engine.sh up"
+    )
+    said = (res.stderr or res.stdout).strip().splitlines()
+    return Check("Docker engine", "fail", said[-1] if said else "no answer", fix)
+
+
+def buildkit(c, probe) -> Check:
+    res = probe(f"{c.docker.client} buildx version")
+    if res.ok:
+        return Check("BuildKit", "ok", res.stdout.strip().split("\n")[0])
+    return Check(
+        "BuildKit",
+        "warn",
+        "no buildx plugin: builds use the engine's BuildKit (DOCKER_BUILDKIT=1), one platform, no push",
+        "for --platform a,b and --push install docker-buildx-plugin (Docker's apt repository)",
+    )
+
+
+def gpu_runtime(c, probe) -> Check:
+    problem = gpu_runtime_problem(c, probe)
+    if problem:
+        return Check(
+            "GPU runtime (driver, container toolkit)",
+            "fail",
+            problem.split(". ")[0].removeprefix("--gpu: "),
+            problem.split(". ", 1)[1] if ". " in problem else problem,
+        )
+    driver = probe("nvidia-smi --query-gpu=driver_version --format=csv,noheader").stdout.split()[0]
+    return Check("GPU runtime (driver, container toolkit)", "ok", f"driver {driver} >= {c.cuda.min_driver}; toolkit")
+
+
+def gpu_in_image(c, probe, image: str, runtime_ok: bool) -> Check:
+    name = f"GPU visible inside {image}"
+    if not runtime_ok:
+        return Check(name, "skip", "needs the GPU runtime above")
+    if not probe(f"{c.docker.client} image inspect {image}").ok:
+        return Check(name, "skip", f"{image} not built", "invoke build --variant cuda")
+    res = probe(f"{c.docker.client} run --rm --gpus all {image} nvidia-smi --query-gpu=name --format=csv,noheader")
+    if res.ok and res.stdout.strip():
+        return Check(name, "ok", ", ".join(res.stdout.split("\n")[:4]).strip(", "))
+    return Check(
+        name,
+        "fail",
+        (res.stderr or "no GPU listed").strip()[-200:],
+        "sudo nvidia-ctk runtime configure --runtime=docker && sudo systemctl restart docker",
+    )
+
+
+def disk(c, probe, variant: str) -> Check:
+    root = probe(f"{c.docker.client} info --format '{{{{.DockerRootDir}}}}'").stdout.strip() or "/var/lib/docker"
+    path = Path(root)
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    try:
+        free = shutil.disk_usage(path).free / 1e9
+    except OSError:
+        return Check("free disk (images, HF cache)", "skip", f"cannot read {root}")
+    need = MIN_DISK_GB[variant]
+    state = "ok" if free >= need else "fail"
+    return Check(
+        "free disk (images, HF cache)",
+        state,
+        f"{free:.0f} GB free under {root} (want >= {need} GB)",
+        "" if state == "ok" else "free space: `docker system prune`, `invoke clean --build-cache`",
+    )
+
+
+def shm() -> Check:
+    try:
+        size = shutil.disk_usage("/dev/shm").total / 1e9
+    except OSError:
+        return Check("/dev/shm (local runs)", "warn", "no /dev/shm", "DataLoader workers need shared memory")
+    state = "ok" if size >= MIN_SHM_GB else "warn"
+    return Check(
+        "/dev/shm (local runs)",
+        state,
+        f"{size:.1f} GB (containers get --shm-size or --ipc=host anyway)",
+        "" if state == "ok" else "set training.num_workers: 0, or enlarge /dev/shm",
+    )
+
+
+def locks() -> Check:
+    res = subprocess.run(
+        [sys.executable, str(REPO / "environments" / "lock.py"), "--check"], capture_output=True, text=True, cwd=REPO
+    )
+    if res.returncode == 0:
+        return Check("lockfiles fresh", "ok", "every lock matches its environment.yml")
+    stale = [ln for ln in (res.stdout + res.stderr).splitlines() if "STALE" in ln][:3]
+    return Check("lockfiles fresh", "fail", "; ".join(stale) or "lock.py --check failed", "invoke lock, then commit")
+
+
+def ssh_host(c, probe, host: str | None) -> Check:
+    if not host:
+        return Check("deploy host over SSH", "skip", "no --host (or deploy.host in invoke.yaml)")
+    ssh = f"ssh -o BatchMode=yes -o ConnectTimeout=5 {c.deploy.ssh_options} {host}"
+    res = probe(f"{ssh} docker version --format '{{{{.Server.Version}}}}'")
+    if res.ok:
+        return Check("deploy host over SSH", "ok", f"{host}: Docker {res.stdout.strip()}")
+    return Check(
+        "deploy host over SSH",
+        "fail",
+        f"{host}: {(res.stderr or res.stdout).strip()[-160:]}",
+        f"ssh-copy-id {host}; on the host run deploy/cloud-init.yaml (Docker, toolkit, docker group)",
+    )
+
+
+def run_checks(c, probe, *, gpu: bool, host: str | None) -> list[Check]:
+    checks = [engine(c, probe)]
+    engine_ok = checks[0].state == "ok"
+    checks.append(buildkit(c, probe) if engine_ok else Check("BuildKit", "skip", "needs the engine"))
+    if gpu:
+        runtime = gpu_runtime(c, probe)
+        checks += [runtime, gpu_in_image(c, probe, f"{c.image.name}:cuda", runtime.state == "ok" and engine_ok)]
+    else:
+        checks.append(Check("GPU runtime (driver, container toolkit)", "skip", "--cpu: GPU checks skipped"))
+    checks += [disk(c, probe, "cuda" if gpu else "cpu"), shm(), locks(), ssh_host(c, probe, host)]
+    return checks
+
+
+def table(checks: list[Check]) -> str:
+    marks = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL", "skip": "skip"}
+    width = max(len(ch.name) for ch in checks)
+    lines = []
+    for ch in checks:
+        lines.append(f"{marks[ch.state]}  {ch.name:{width}}  {ch.found}")
+        if ch.fix and ch.state in ("fail", "warn"):
+            lines.append(f"{'':6}{'':{width}}  fix: {ch.fix}")
+    return "\n".join(lines)

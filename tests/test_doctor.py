@@ -1,0 +1,72 @@
+"""`invoke doctor`: on this machine for real (no GPU here: it must fail and say what to do), and on FAKE GPU hosts
+(tests/fakes.py) for the cases this machine cannot be: healthy, and a driver without the container toolkit."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+from fakes import fake_host
+
+from conftest import REPO
+
+INVOKE = REPO / ".venv" / "bin" / "invoke"
+
+
+def doctor(env: dict | None, *args) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(INVOKE), "doctor", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def rows(out: str) -> dict[str, str]:
+    """check name -> state word (ok, WARN, FAIL, skip) from the table."""
+    table = {}
+    for line in out.splitlines():
+        state, _, rest = line.partition("  ")
+        if state.strip() in ("ok", "WARN", "FAIL", "skip"):
+            table[rest.strip().split("  ")[0]] = state.strip()
+    return table
+
+
+def test_on_this_machine_without_a_gpu_it_fails_with_the_fix():
+    proc = doctor(None)
+    table = rows(proc.stdout)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert table["GPU runtime (driver, container toolkit)"] == "FAIL"
+    assert "no NVIDIA driver answers" in proc.stdout and "fix: Install the NVIDIA driver >= 580.65.06" in proc.stdout
+    assert table["lockfiles fresh"] == "ok" and table["deploy host over SSH"] == "skip"
+    assert "GPU runtime" in proc.stderr  # the closing line names what failed
+
+
+def test_cpu_only_skips_the_gpu_checks():
+    table = rows(doctor(None, "--cpu").stdout)
+    assert table["GPU runtime (driver, container toolkit)"] == "skip"
+
+
+def test_fake_healthy_gpu_host_passes(tmp_path):
+    env = fake_host(tmp_path, "580.95.05", '{"nvidia":{"path":"nvidia-container-runtime"},"runc":{}}')
+    env |= {"FAKE_BUILDX": "1", "FAKE_CUDA_IMAGE": "1", "FAKE_GPU_NAME": "NVIDIA H100 80GB HBM3 (FAKE)"}
+    proc = doctor(env)
+    table = rows(proc.stdout)
+    assert table["Docker engine"] == "ok" and table["BuildKit"] == "ok"
+    assert table["GPU runtime (driver, container toolkit)"] == "ok" and "driver 580.95.05" in proc.stdout
+    assert table["GPU visible inside finetune:cuda"] == "ok" and "H100 80GB HBM3 (FAKE)" in proc.stdout
+    enough_disk = shutil.disk_usage(tmp_path).free / 1e9 >= 40  # the disk check reads the real disk
+    assert table["free disk (images, HF cache)"] == ("ok" if enough_disk else "FAIL")
+    assert proc.returncode == (0 if enough_disk else 1), proc.stdout + proc.stderr
+
+
+def test_fake_gpu_host_without_the_container_toolkit_says_how_to_install_it(tmp_path):
+    proc = doctor(fake_host(tmp_path, "580.95.05"))
+    assert proc.returncode == 1
+    assert rows(proc.stdout)["GPU runtime (driver, container toolkit)"] == "FAIL"
+    assert "nvidia-ctk runtime configure --runtime=docker" in proc.stdout
+
+
+def test_unreachable_deploy_host_fails_with_the_fix():
+    proc = doctor(None, "--cpu", "--host", "nobody@deploy-host.invalid")
+    assert (
+        rows(proc.stdout)["deploy host over SSH"] == "FAIL" and "ssh-copy-id nobody@deploy-host.invalid" in proc.stdout
+    )
+    assert proc.returncode == 1
