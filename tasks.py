@@ -7,7 +7,6 @@ for image names, registry, variants and base images; docker command lines are bu
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import shlex
@@ -15,38 +14,15 @@ from pathlib import Path
 
 from invoke import Collection, Exit, task
 
-from devtools import containers
+from devtools import containers, deploy, images
 from devtools.containers import show
 from devtools.doctor import run_checks, table
-from devtools.gpu import gpu_runtime_problem
 
 RUNTIMES = ("auto", "docker", "local")
-SECRETS = ["HF_TOKEN", "WANDB_API_KEY"]  # passed to containers by name when set here; never printed
 
 
 def _venv_bin(c, tool: str) -> str:
     return f"{c.finetune.venv}/bin/{tool}"
-
-
-def _probe(c, cmd: str):
-    """A probe, not part of the plan: it runs even under --dry and prints nothing."""
-    return c.run(cmd, hide=True, warn=True, dry=False, echo=False, in_stream=False)
-
-
-def _docker_answers(c) -> bool:
-    return _probe(c, f"{c.docker.client} info --format '{{{{.ServerVersion}}}}'").ok
-
-
-def _docker(c) -> str:
-    return f"DOCKER_BUILDKIT=1 {c.docker.client}"
-
-
-def _image_facts(c, image: str) -> tuple[str, dict] | None:
-    res = _probe(c, f"{c.docker.client} image inspect --format '{{{{json .}}}}' {shlex.quote(image)}")
-    if not res.ok:
-        return None
-    info = json.loads(res.stdout)
-    return info["Id"], info.get("Config", {}).get("Labels") or {}
 
 
 def choose_runtime(c, runtime: str | None, local: bool, docker: bool) -> tuple[str, str]:
@@ -56,45 +32,10 @@ def choose_runtime(c, runtime: str | None, local: bool, docker: bool) -> tuple[s
     if runtime not in RUNTIMES:
         raise Exit(f"--runtime {runtime!r}: allowed: {', '.join(RUNTIMES)}", code=2)
     if runtime == "auto":
-        if _docker_answers(c):
+        if images.docker_answers(c):
             return "docker", "auto: a Docker engine answers"
         return "local", "auto: no Docker engine answers"
     return runtime, "--local" if local else "--docker/--gpu" if docker else f"--runtime {runtime}"
-
-
-def _build(c, variant, target, tag=None, platform="", push=False, no_cache=False, ca_bundle=None):
-    revision = _probe(c, "git rev-parse HEAD").stdout.strip() or "unknown"
-    if revision != "unknown" and _probe(c, "git status --porcelain --untracked-files=no").stdout.strip():
-        revision += "-dirty"
-    source = _probe(c, "git remote get-url origin").stdout.strip()
-    platforms = [p for p in (platform or "").split(",") if p]
-    bundle = ca_bundle if ca_bundle is not None else c.image.ca_bundle
-    if bundle and not Path(bundle).is_file():
-        raise Exit(f"--ca-bundle {bundle}: no such file", code=2)
-    try:
-        cmd = containers.build_command(
-            c,
-            variant,
-            target,
-            tag=tag,
-            platforms=platforms,
-            push=push,
-            no_cache=no_cache,
-            ca_bundle=bundle or None,
-            uid=os.getuid(),
-            gid=os.getgid(),
-            revision=revision,
-            source_url=source,
-        )
-    except ValueError as err:
-        raise Exit(str(err), code=2) from None
-    if cmd[1] == "buildx" and not _probe(c, f"{c.docker.client} buildx version").ok:
-        problem = "several platforms or --push need docker buildx: install docker-buildx-plugin (Docker's apt repo)"
-        if not c.config.run.dry:
-            raise Exit(problem, code=2)
-        print(f"(dry run) a real run would stop here: {problem}", flush=True)
-    c.run(f"DOCKER_BUILDKIT=1 {show(cmd)}")
-    return cmd[cmd.index("--tag") + 1]
 
 
 @task(
@@ -110,25 +51,7 @@ def _build(c, variant, target, tag=None, platform="", push=False, no_cache=False
 )
 def build(c, variant="cpu", target="runtime", tag=None, push=False, no_cache=False, platform="", ca_bundle=None):
     """Build a training image from docker/Dockerfile (pinned bases and locks from invoke.yaml)."""
-    _build(c, variant, target, tag, platform, push, no_cache, ca_bundle)
-
-
-def _ensure_image(c, variant, target, gpu: bool):
-    image = containers.image_name(c, variant, target)
-    facts = _image_facts(c, image)
-    if facts is None:
-        print(f"image {image} not built yet: building it", flush=True)
-        _build(c, variant, target)
-        facts = _image_facts(c, image) or ("<image id after the build>", {})
-    return image, facts
-
-
-def _gpu_check(c, gpu: bool) -> None:
-    problem = gpu_runtime_problem(c, lambda cmd: _probe(c, cmd)) if gpu else None
-    if problem and c.config.run.dry:
-        print(f"(dry run) a real run would stop here: {problem}", flush=True)
-    elif problem:
-        raise Exit(problem, code=2)
+    images.build_image(c, variant, target, tag, platform, push, no_cache, ca_bundle)
 
 
 @task(
@@ -184,8 +107,8 @@ def train(
         out = ["--output-dir", output_dir] if output_dir else []
         c.run(f"FINETUNE_RUNTIME=local {launcher} {shlex.join(args + out)}")
         return
-    _gpu_check(c, gpu)  # before any build: a missing GPU runtime is reported first
-    image, (image_id, labels) = _ensure_image(c, "cuda" if gpu else variant or "cpu", "runtime", gpu)
+    images.gpu_check(c, gpu)  # before any build: a missing GPU runtime is reported first
+    image, (image_id, labels) = images.ensure_image(c, "cuda" if gpu else variant or "cpu", "runtime", gpu)
     mounts = []
     inside, extra = containers.container_path(Path(config), containers.REPO, c.finetune.runs_dir)
     args[1], mounts = inside, mounts + extra
@@ -205,7 +128,7 @@ def train(
         gpus=gpus if gpu else None,
         nproc=nproc,
         extra_mounts=mounts,
-        env_names=containers.passthrough_env(SECRETS),
+        env_names=containers.passthrough_env(containers.SECRETS),
         interactive=False,
     )
     c.run(show(cmd), pty=False)
@@ -220,12 +143,12 @@ def train(
 )
 def shell(c, variant="cpu", gpu=False, cmd=None):
     """A shell in the dev image, the repository mounted at /workspace (as in the devcontainer)."""
-    _gpu_check(c, gpu)
-    image, _ = _ensure_image(c, "cuda" if gpu else variant, "dev", gpu)
+    images.gpu_check(c, gpu)
+    image, _ = images.ensure_image(c, "cuda" if gpu else variant, "dev", gpu)
     run = [c.docker.client, "run", "--rm", *([] if cmd else ["-it"]), "--volume", f"{containers.REPO}:/workspace"]
     run += ["--volume", f"{c.image.hf_cache_volume}:{containers.HF_CACHE}"]
     run += containers.gpu_flags("all") if gpu else ["--shm-size", c.image.shm_size]
-    for var in containers.passthrough_env(SECRETS):
+    for var in containers.passthrough_env(containers.SECRETS):
         run += ["--env", var]
     c.run(show([*run, image, *(["bash", "-c", cmd] if cmd else ["bash"])]), pty=not cmd)
 
@@ -271,15 +194,15 @@ def _published(host: str, port: int, inside: int) -> list[str]:
 )
 def lab(c, port=8888, host="127.0.0.1", gpu=False, token=None):
     """JupyterLab in the dev image: the repository (notebooks/, runs/) at /workspace, token login always on."""
-    _gpu_check(c, gpu)
-    image, _ = _ensure_image(c, "cuda" if gpu else "cpu", "dev", gpu)
+    images.gpu_check(c, gpu)
+    image, _ = images.ensure_image(c, "cuda" if gpu else "cpu", "dev", gpu)
     token = token or secrets.token_urlsafe(24)
     run = [c.docker.client, "run", "--rm", "--name", f"finetune-lab-{port}"]
     run += ["--volume", f"{containers.REPO}:/workspace"]
     run += ["--volume", f"{c.image.hf_cache_volume}:{containers.HF_CACHE}", *_published(host, port, 8888)]
     run += containers.gpu_flags("all") if gpu else ["--shm-size", c.image.shm_size]
     run += ["--env", "JUPYTER_TOKEN", "--env", "PYTHONPATH=/workspace/src"]  # the token by name: not in `ps`
-    for var in containers.passthrough_env(SECRETS):
+    for var in containers.passthrough_env(containers.SECRETS):
         run += ["--env", var]
     # Inside, Jupyter listens on all of the container's interfaces; what the host exposes is --publish above.
     run += [image, "jupyter", "lab", "--ip=0.0.0.0", "--port=8888", "--no-browser", "--ServerApp.root_dir=/workspace"]
@@ -290,7 +213,7 @@ def lab(c, port=8888, host="127.0.0.1", gpu=False, token=None):
 @task(help={"port": "host port (default 6006)", "host": "host address (default 127.0.0.1)"})
 def tensorboard(c, port=6006, host="127.0.0.1"):
     """TensorBoard over runs/ (read-only) in the training image."""
-    image, _ = _ensure_image(c, "cpu", "runtime", False)
+    image, _ = images.ensure_image(c, "cpu", "runtime", False)
     run = [c.docker.client, "run", "--rm", "--name", f"finetune-tensorboard-{port}", *_published(host, port, 6006)]
     run += ["--volume", f"{containers.REPO / c.finetune.runs_dir}:/workspace/runs:ro", image]
     c.run(show([*run, "tensorboard", "--logdir", "/workspace/runs", "--bind_all", "--port", "6006"]), pty=False)
@@ -304,7 +227,7 @@ def tensorboard(c, port=6006, host="127.0.0.1"):
 )
 def doctor(c, cpu=False, host=None):
     """One table of checks, each failure with its fix: engine, BuildKit, GPU driver/toolkit, disk, shm, locks, SSH."""
-    checks = run_checks(c, lambda cmd: _probe(c, cmd), gpu=not cpu, host=host or c.deploy.host or None)
+    checks = run_checks(c, lambda cmd: images.probe(c, cmd), gpu=not cpu, host=host or c.deploy.host or None)
     print(table(checks), flush=True)
     failed = [ch.name for ch in checks if ch.state == "fail"]
     if failed:
@@ -319,7 +242,7 @@ def doctor(c, cpu=False, host=None):
 )
 def clean(c, volume=False, build_cache=False):
     """Remove the images this project built (by label), and optionally its HF cache volume and build cache."""
-    ids = _probe(c, f"{c.docker.client} images --quiet --filter label=org.finetune.target").stdout.split()
+    ids = images.probe(c, f"{c.docker.client} images --quiet --filter label=org.finetune.target").stdout.split()
     if ids:
         c.run(f"{c.docker.client} image rm --force {' '.join(sorted(set(ids)))}")
     else:
@@ -359,3 +282,4 @@ def bench(c, args=""):
 
 
 ns = Collection(build, train, shell, test, lab, tensorboard, doctor, clean, lock, env, bench)
+ns.add_collection(deploy.ns)

@@ -20,6 +20,7 @@ HF_CACHE = "/home/finetune/.cache/huggingface"  # the image's HF_HOME (docker/Do
 # NVIDIA's advice for PyTorch in containers (NGC PyTorch release notes, "Running PyTorch"): share the host's IPC
 # namespace (DataLoader workers exchange tensors through /dev/shm, 64 MB by default in Docker) and lift the
 # locked-memory and stack limits.
+SECRETS = ["HF_TOKEN", "WANDB_API_KEY"]  # passed to containers by name when set on the host; never printed
 GPU_RUN_FLAGS = ["--ipc=host", "--ulimit", "memlock=-1", "--ulimit", "stack=67108864"]
 
 

@@ -1,0 +1,87 @@
+"""Image plumbing shared by tasks.py's tasks: quiet probes of the host, building an image with the pinned inputs,
+making sure an image exists before it is run, and the GPU preflight. Every action goes through `c.run` (so
+`invoke --dry` prints it); probes run even under --dry and print nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+from pathlib import Path
+
+from invoke import Exit
+
+from devtools import containers
+from devtools.containers import show
+from devtools.gpu import gpu_runtime_problem
+
+
+def probe(c, cmd: str):
+    """A probe, not part of the plan: it runs even under --dry and prints nothing."""
+    return c.run(cmd, hide=True, warn=True, dry=False, echo=False, in_stream=False)
+
+
+def docker_answers(c) -> bool:
+    return probe(c, f"{c.docker.client} info --format '{{{{.ServerVersion}}}}'").ok
+
+
+def image_facts(c, image: str) -> tuple[str, dict] | None:
+    res = probe(c, f"{c.docker.client} image inspect --format '{{{{json .}}}}' {shlex.quote(image)}")
+    if not res.ok:
+        return None
+    info = json.loads(res.stdout)
+    return info["Id"], info.get("Config", {}).get("Labels") or {}
+
+
+def build_image(c, variant, target, tag=None, platform="", push=False, no_cache=False, ca_bundle=None):
+    revision = probe(c, "git rev-parse HEAD").stdout.strip() or "unknown"
+    if revision != "unknown" and probe(c, "git status --porcelain --untracked-files=no").stdout.strip():
+        revision += "-dirty"
+    source = probe(c, "git remote get-url origin").stdout.strip()
+    platforms = [p for p in (platform or "").split(",") if p]
+    bundle = ca_bundle if ca_bundle is not None else c.image.ca_bundle
+    if bundle and not Path(bundle).is_file():
+        raise Exit(f"--ca-bundle {bundle}: no such file", code=2)
+    try:
+        cmd = containers.build_command(
+            c,
+            variant,
+            target,
+            tag=tag,
+            platforms=platforms,
+            push=push,
+            no_cache=no_cache,
+            ca_bundle=bundle or None,
+            uid=os.getuid(),
+            gid=os.getgid(),
+            revision=revision,
+            source_url=source,
+        )
+    except ValueError as err:
+        raise Exit(str(err), code=2) from None
+    if cmd[1] == "buildx" and not probe(c, f"{c.docker.client} buildx version").ok:
+        problem = "several platforms or --push need docker buildx: install docker-buildx-plugin (Docker's apt repo)"
+        if not c.config.run.dry:
+            raise Exit(problem, code=2)
+        print(f"(dry run) a real run would stop here: {problem}", flush=True)
+    c.run(f"DOCKER_BUILDKIT=1 {show(cmd)}")
+    return cmd[cmd.index("--tag") + 1]
+
+
+def ensure_image(c, variant, target, gpu: bool):
+    image = containers.image_name(c, variant, target)
+    facts = image_facts(c, image)
+    if facts is None:
+        print(f"image {image} not built yet: building it", flush=True)
+        build_image(c, variant, target)
+        facts = image_facts(c, image) or ("<image id after the build>", {})
+    return image, facts
+
+
+def gpu_check(c, gpu: bool) -> None:
+    problem = gpu_runtime_problem(c, lambda cmd: probe(c, cmd)) if gpu else None
+    if problem and c.config.run.dry:
+        print(f"(dry run) a real run would stop here: {problem}", flush=True)
+    elif problem:
+        raise Exit(problem, code=2)

@@ -1,0 +1,133 @@
+"""`invoke deploy` end to end against a real SSH server: Debian's sshd on a loopback port with a throwaway key, whose
+sessions reach this machine's Docker engine (the "remote" Docker host is the local engine). Ship the CPU image over
+SSH, train remotely, fetch the run back byte for byte, stop the container."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from .conftest import FIGURES
+
+pytestmark = [pytest.mark.container, pytest.mark.slow]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def sshd(workspace):
+    """A throwaway sshd on 127.0.0.1 for the test user; yields the invoke config file that points deploy at it."""
+    if os.getuid() != 0:
+        pytest.skip("starting an sshd for another user needs root")
+    if not Path("/usr/sbin/sshd").exists():
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "openssh-server"],
+            check=True,
+            capture_output=True,
+            env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"),
+        )
+    top = workspace.root.parent
+    d, home_ssh = top / "sshd", top / ".ssh"
+    d.mkdir()
+    home_ssh.mkdir(exist_ok=True)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / "host_key")], check=True)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(home_ssh / "id_ed25519")], check=True)
+    shutil.copy(home_ssh / "id_ed25519.pub", d / "authorized_keys")
+    subprocess.run(["usermod", "-p", "*", workspace.user], check=True)  # no password, but not a locked account
+    port = _free_port()
+    sock = workspace.engine.env.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    (d / "sshd_config").write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {d / 'host_key'}\nPidFile {d / 'sshd.pid'}\n"
+        f"AuthorizedKeysFile {d / 'authorized_keys'}\nAllowUsers {workspace.user}\nPasswordAuthentication no\n"
+        f"KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nSetEnv DOCKER_HOST={sock}\n"
+    )
+    Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege-separation directory
+    server = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(d / "sshd_config")], stderr=subprocess.PIPE)
+    remote_dir = top / "remote-host-dir"  # the VM's persistent disk, as far as this test is concerned
+    remote_dir.mkdir()
+    subprocess.run(["chown", "-R", f"{workspace.uid}:{workspace.gid}", str(home_ssh), str(remote_dir)], check=True)
+    key = home_ssh / "id_ed25519"
+    opts = f"-p {port} -i {key} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR"
+    config = top / "invoke-deploy.yaml"
+    settings = {
+        **workspace.settings,
+        "deploy": {"host": f"{workspace.user}@127.0.0.1", "ssh_options": opts, "remote_dir": str(remote_dir)},
+    }
+    config.write_text(yaml.safe_dump(settings))
+    ssh = [
+        "runuser",
+        "-u",
+        workspace.user,
+        "--",
+        "ssh",
+        *opts.split(),
+        f"{workspace.user}@127.0.0.1",
+        "docker",
+        "version",
+    ]
+    deadline = time.time() + 30
+    while subprocess.run(ssh, capture_output=True, env=dict(os.environ, HOME=str(top))).returncode != 0:
+        assert server.poll() is None and time.time() < deadline, server.stderr.read().decode()[-2000:]
+        time.sleep(0.5)
+    yield config, remote_dir
+    server.terminate()
+    server.wait(timeout=10)
+
+
+def _tree(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_deploy_ships_the_image_trains_remotely_fetches_the_run_and_stops(workspace, runtime_image, sshd):
+    config, remote_dir = sshd
+    t0 = time.monotonic()
+    shipped = workspace.invoke("deploy", "--reship", "--name", "deployed", config=config)
+    FIGURES["deploy: ship image over ssh + start s"] = round(time.monotonic() - t0, 1)
+    assert "docker load" in shipped.stdout and "Loaded image" in shipped.stdout + shipped.stderr
+    remote_run = remote_dir / "runs" / "deployed"
+    deadline = time.time() + 600
+    while not (remote_run / "summary.json").exists():
+        status = workspace.invoke("deploy.status", "--name", "deployed", config=config).stdout
+        assert "Exited" not in status or "Exited (0)" in status, status
+        assert time.time() < deadline, status
+        time.sleep(3)
+    FIGURES["deploy: remote default run, wall s"] = round(time.monotonic() - t0, 1)
+    status = workspace.invoke("deploy.status", "--name", "deployed", config=config).stdout
+    assert '"status": "completed"' in status
+    assert "Starting" not in status  # no restart loop
+    logs = workspace.invoke("deploy.logs", "--name", "deployed", config=config).stdout
+    assert "eval accuracy" in logs
+
+    workspace.invoke("deploy.fetch", "--name", "deployed", config=config)
+    local_run = workspace.root / "runs" / "deployed"
+    assert _tree(local_run) == _tree(remote_run) and (local_run / "model").is_dir()
+    summary = json.loads((local_run / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["eval_accuracy"] >= 0.9
+    manifest = json.loads((local_run / "manifest.json").read_text())
+    assert (
+        manifest["runtime"] == "docker"
+        and manifest["container"]["image_id"] == workspace.engine.inspect("finetune:cpu")["Id"]
+    )
+    owners = {p.stat().st_uid for p in remote_run.rglob("*")}
+    assert owners == {workspace.uid}  # the login user's, through --user "$(id -u):$(id -g)"
+
+    workspace.invoke("deploy.stop", "--name", "deployed", config=config)
+    left = workspace.engine("ps", "-a", "--filter", "name=^finetune-deployed$", "--format", "{{.Names}}").stdout
+    assert left.strip() == ""
