@@ -141,34 +141,29 @@ def run_command(
     env_names: list[str],
     interactive: bool,
 ) -> list[str]:
-    """`docker run` of one training container: configs and data read-only, runs/ read-write, the HF cache on a
-    named volume, secrets passed by name only (docker reads the value from this process's environment)."""
-    root = REPO
+    """`docker run` of one training container (see container_args)."""
     cmd = [cfg.docker.client, "run", "--rm", "--name", name, *(["-it"] if interactive else [])]
-    cmd += [
-        "--volume",
-        f"{root / 'configs'}:{WORKSPACE}/configs:ro",
-        "--volume",
-        f"{root / 'data'}:{WORKSPACE}/data:ro",
-    ]
-    cmd += ["--volume", f"{root / cfg.finetune.runs_dir}:{WORKSPACE}/{cfg.finetune.runs_dir}"]
-    cmd += ["--volume", f"{cfg.image.hf_cache_volume}:{HF_CACHE}", *extra_mounts]
-    for var in env_names:
-        cmd += ["--env", var]  # name only: the value never appears on a command line or in `ps`
-    cmd += [
-        "--env",
-        "FINETUNE_RUNTIME=docker",
-        "--env",
-        f"FINETUNE_IMAGE={image}",
-        "--env",
-        f"FINETUNE_IMAGE_ID={image_id}",
-    ]
-    cmd += ["--env", f"FINETUNE_IMAGE_LABELS={json.dumps(labels, sort_keys=True, separators=(',', ':'))}"]
-    cmd += gpu_flags(gpus) if gpus else ["--shm-size", cfg.image.shm_size]
-    launcher = (
-        ["finetune"] if nproc <= 1 else ["torchrun", "--standalone", f"--nproc-per-node={nproc}", "-m", "finetune"]
-    )
-    return [*cmd, image, *launcher, *cli_args]
+    cmd += container_args(cfg, str(REPO), image, image_id, labels, env_names, gpus) + extra_mounts
+    return [*cmd, image, *launcher(nproc), *cli_args]
+
+
+def container_args(cfg, root: str, image: str, image_id: str, labels: dict, env_names: list[str], gpus: str | None):
+    """What every training container gets: configs and data read-only and runs/ read-write from `root`, the HF cache
+    on a named volume, the image facts for the manifest, secrets by name only (docker reads each value from its own
+    environment: never on a command line or in `ps`), and the GPUs or a sized /dev/shm."""
+    runs = cfg.finetune.runs_dir
+    args = ["--volume", f"{root}/configs:{WORKSPACE}/configs:ro", "--volume", f"{root}/data:{WORKSPACE}/data:ro"]
+    args += ["--volume", f"{root}/{runs}:{WORKSPACE}/{runs}", "--volume", f"{cfg.image.hf_cache_volume}:{HF_CACHE}"]
+    facts = {"FINETUNE_RUNTIME": "docker", "FINETUNE_IMAGE": image, "FINETUNE_IMAGE_ID": image_id}
+    facts["FINETUNE_IMAGE_LABELS"] = json.dumps(labels, sort_keys=True, separators=(",", ":"))
+    args += [a for key, value in facts.items() for a in ("--env", f"{key}={value}")]
+    args += [a for var in env_names for a in ("--env", var)]
+    return args + (gpu_flags(gpus) if gpus else ["--shm-size", cfg.image.shm_size])
+
+
+def launcher(nproc: int) -> list[str]:
+    """finetune, or torchrun with one process per GPU (same global batch: the config's)."""
+    return ["finetune"] if nproc <= 1 else ["torchrun", "--standalone", f"--nproc-per-node={nproc}", "-m", "finetune"]
 
 
 def passthrough_env(names: list[str]) -> list[str]:

@@ -15,7 +15,6 @@ in an image, a local or remote command line, or `ps`.
 from __future__ import annotations
 
 import io
-import json
 import os
 import shlex
 
@@ -88,27 +87,12 @@ def start(c, host=None, gpu=False, config=None, name=None, set_=None, nproc=1, r
     c.run(f"tar -C {containers.REPO} -cz configs data | {_ssh(c, host)} {unpack}")
     secrets = containers.passthrough_env(containers.SECRETS)
     args = ["train", config, "--output-dir", f"runs/{name}", "--resume", *(a for s in set_ or [] for a in ("--set", s))]
-    launcher = (
-        ["finetune"] if nproc <= 1 else ["torchrun", "--standalone", f"--nproc-per-node={nproc}", "-m", "finetune"]
-    )
     run = ["docker", "run", "--detach", "--name", _container(name), "--restart", "on-failure"]
     run += ["--stop-timeout", str(STOP_TIMEOUT), "--label", f"org.finetune.deploy={name}"]
-    run += ["--volume", "$PWD/configs:/workspace/configs:ro", "--volume", "$PWD/data:/workspace/data:ro"]
-    run += ["--volume", "$PWD/runs:/workspace/runs", "--volume", f"{c.image.hf_cache_volume}:{containers.HF_CACHE}"]
-    run += [
-        "--env",
-        "FINETUNE_RUNTIME=docker",
-        "--env",
-        f"FINETUNE_IMAGE={image}",
-        "--env",
-        f"FINETUNE_IMAGE_ID={image_id}",
-    ]
-    run += ["--env", f"FINETUNE_IMAGE_LABELS={json.dumps(labels, sort_keys=True, separators=(',', ':'))}"]
-    run += [a for var in secrets for a in ("--env", var)]
-    run += containers.gpu_flags("all") if gpu else ["--shm-size", c.image.shm_size]
+    run += containers.container_args(c, "$PWD", image, image_id, labels, secrets, "all" if gpu else None)
     # $PWD and $(id -u) are expanded by the remote shell: the files in runs/ belong to the login user there.
     docker_run = " ".join(f'"$PWD"{a[4:]}' if a.startswith("$PWD") else shlex.quote(a) for a in run)
-    docker_run += ' --user "$(id -u):$(id -g)" ' + shlex.join([image, *launcher, *args])
+    docker_run += ' --user "$(id -u):$(id -g)" ' + shlex.join([image, *containers.launcher(nproc), *args])
     read_secrets = "".join(f"IFS= read -r {v}; export {v}; " for v in secrets)  # values from stdin, not argv
     script = f"cd {d} && docker rm -f {_container(name)} >/dev/null 2>&1; {read_secrets}{docker_run}"
     stdin = io.StringIO("".join(os.environ[v] + "\n" for v in secrets)) if secrets else None

@@ -150,3 +150,22 @@ def test_each_image_lock_carries_the_conda_pins_the_env_stage_creates(lock):
     pins = [line.removeprefix("# conda: ") for line in lock.read_text().splitlines() if line.startswith("# conda: ")]
     assert sorted(p.split("=")[0] for p in pins) == ["pip", "python"]
     assert all(re.fullmatch(r"[a-z]+=\d+(\.\d+)+", p) for p in pins), pins
+
+
+def test_dry_deploy_plans_ship_sync_and_a_restartable_resuming_container(tmp_path):
+    env = dict(fake_host(tmp_path, None), HF_TOKEN="hf_secret_value_456")
+    proc = invoke(
+        env, "--dry", "deploy", "--host", "me@gpu-vm", "--gpu", "--nproc", "4", "--config", "configs/lora.yaml"
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout)
+    assert "save finetune:cuda | gzip -1 | ssh -o BatchMode=yes me@gpu-vm 'gunzip | docker load'" in out
+    assert "tar -C " in out and " -cz configs data | ssh" in out
+    start = next(line for line in out.splitlines() if "docker run --detach" in line)
+    assert "--restart on-failure" in start and "--gpus all --ipc=host" in start
+    assert (
+        "torchrun --standalone --nproc-per-node=4 -m finetune train configs/lora.yaml --output-dir runs/lora --resume"
+        in start
+    )
+    assert "IFS= read -r HF_TOKEN; export HF_TOKEN;" in start and "--env HF_TOKEN" in start
+    assert "hf_secret_value_456" not in proc.stdout + proc.stderr
