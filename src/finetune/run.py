@@ -213,6 +213,8 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False, argv: list[str] |
             + (f"; {stats['truncated']} truncated, {stats['dropped']} dropped" if stats.get("truncated") else ""),
             flush=True,
         )
+    if resume and checkpoint is not None and is_main():
+        print(f"[finetune] resuming from {checkpoint}", flush=True)
     initial_acc = None
     if gen_eval and checkpoint is None and is_main():
         initial_acc, _ = exact_match(model, tokenizer, gen_eval, cfg.eval.max_new_tokens, cfg.eval.batch_size)

@@ -83,6 +83,10 @@ def sshd(workspace):
         assert server.poll() is None and time.time() < deadline, server.stderr.read().decode()[-2000:]
         time.sleep(0.5)
     yield config, remote_dir
+    # Containers a failed test left running would write into remote_dir, which is removed with the workspace.
+    left = workspace.engine("ps", "-aq", "--filter", "label=org.finetune.deploy").stdout.split()
+    if left:
+        workspace.engine("rm", "-f", *left)
     server.terminate()
     server.wait(timeout=10)
 
@@ -131,3 +135,34 @@ def test_deploy_ships_the_image_trains_remotely_fetches_the_run_and_stops(worksp
     workspace.invoke("deploy.stop", "--name", "deployed", config=config)
     left = workspace.engine("ps", "-a", "--filter", "name=^finetune-deployed$", "--format", "{{.Names}}").stdout
     assert left.strip() == ""
+
+
+def test_a_preempted_container_restarts_and_resumes_from_its_checkpoint(workspace, runtime_image, sshd):
+    """What a reclaimed/restarted VM does to the container: SIGTERM. The trainer checkpoints and exits 143, Docker's
+    restart policy starts it again, and `--resume` continues from that checkpoint to the end."""
+    config, remote_dir = sshd
+    steps = ["--set", "training.max_steps=120", "--set", "training.save_steps=1000", "--set", "eval.max_samples=20"]
+    workspace.invoke("deploy", "--name", "preempted", *steps, config=config)
+    metrics = remote_dir / "runs" / "preempted" / "metrics.jsonl"
+    deadline = time.time() + 300
+    while (
+        not metrics.exists()
+        or max((json.loads(x)["step"] for x in metrics.read_text().splitlines() if x), default=0) < 20
+    ):
+        assert time.time() < deadline, "training did not reach step 20"
+        time.sleep(0.5)
+    # What a VM shutdown does to the container: SIGTERM to its PID 1 (tini, which forwards it to the trainer). Sent
+    # from inside: `docker kill`/`docker stop` would count as a manual stop, which Docker never restarts.
+    workspace.engine("exec", "finetune-preempted", "bash", "-c", "kill -TERM 1")
+    summary = remote_dir / "runs" / "preempted" / "summary.json"
+    while not summary.exists() or json.loads(summary.read_text())["status"] != "completed":
+        assert time.time() < deadline, workspace.invoke("deploy.logs", "--name", "preempted", config=config).stdout[
+            -3000:
+        ]
+        time.sleep(1)
+    info = json.loads(workspace.engine("inspect", "finetune-preempted").stdout)[0]
+    assert info["RestartCount"] >= 1
+    logs = workspace.invoke("deploy.logs", "--name", "preempted", config=config)
+    assert "[finetune] resuming from" in logs.stdout + logs.stderr
+    assert json.loads(summary.read_text())["steps"] == 120
+    workspace.invoke("deploy.stop", "--name", "preempted", config=config)
