@@ -145,11 +145,7 @@ def shell(c, variant="cpu", gpu=False, cmd=None):
     """A shell in the dev image, the repository mounted at /workspace (as in the devcontainer)."""
     images.gpu_check(c, gpu)
     image, _ = images.ensure_image(c, "cuda" if gpu else variant, "dev", gpu)
-    run = [c.docker.client, "run", "--rm", *([] if cmd else ["-it"]), "--volume", f"{containers.REPO}:/workspace"]
-    run += ["--volume", f"{c.image.hf_cache_volume}:{containers.HF_CACHE}"]
-    run += containers.gpu_flags("all") if gpu else ["--shm-size", c.image.shm_size]
-    for var in containers.passthrough_env(containers.SECRETS):
-        run += ["--env", var]
+    run = [c.docker.client, "run", "--rm", *([] if cmd else ["-it"]), *containers.dev_container_args(c, gpu)]
     c.run(show([*run, image, *(["bash", "-c", cmd] if cmd else ["bash"])]), pty=not cmd)
 
 
@@ -197,13 +193,8 @@ def lab(c, port=8888, host="127.0.0.1", gpu=False, token=None):
     images.gpu_check(c, gpu)
     image, _ = images.ensure_image(c, "cuda" if gpu else "cpu", "dev", gpu)
     token = token or secrets.token_urlsafe(24)
-    run = [c.docker.client, "run", "--rm", "--name", f"finetune-lab-{port}"]
-    run += ["--volume", f"{containers.REPO}:/workspace"]
-    run += ["--volume", f"{c.image.hf_cache_volume}:{containers.HF_CACHE}", *_published(host, port, 8888)]
-    run += containers.gpu_flags("all") if gpu else ["--shm-size", c.image.shm_size]
-    run += ["--env", "JUPYTER_TOKEN", "--env", "PYTHONPATH=/workspace/src"]  # the token by name: not in `ps`
-    for var in containers.passthrough_env(containers.SECRETS):
-        run += ["--env", var]
+    run = [c.docker.client, "run", "--rm", "--name", f"finetune-lab-{port}", *_published(host, port, 8888)]
+    run += [*containers.dev_container_args(c, gpu), "--env", "JUPYTER_TOKEN"]  # the token by name: not in `ps`
     # Inside, Jupyter listens on all of the container's interfaces; what the host exposes is --publish above.
     run += [image, "jupyter", "lab", "--ip=0.0.0.0", "--port=8888", "--no-browser", "--ServerApp.root_dir=/workspace"]
     print(f"JupyterLab: http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}/lab?token={token}", flush=True)

@@ -161,6 +161,16 @@ def container_args(cfg, root: str, image: str, image_id: str, labels: dict, env_
     return args + (gpu_flags(gpus) if gpus else ["--shm-size", cfg.image.shm_size])
 
 
+def dev_container_args(cfg, gpu: bool) -> list[str]:
+    """A dev container as the devcontainer makes it (`invoke shell`, `test --docker`, `lab`): the repository at
+    /workspace with its src/ on PYTHONPATH (your edits, not the image's copy), the HF cache volume, secrets by name,
+    and the GPUs or a sized /dev/shm."""
+    args = ["--volume", f"{REPO}:{WORKSPACE}", "--env", f"PYTHONPATH={WORKSPACE}/src"]
+    args += ["--volume", f"{cfg.image.hf_cache_volume}:{HF_CACHE}"]
+    args += [a for var in passthrough_env(SECRETS) for a in ("--env", var)]
+    return args + (gpu_flags("all") if gpu else ["--shm-size", cfg.image.shm_size])
+
+
 def launcher(nproc: int) -> list[str]:
     """finetune, or torchrun with one process per GPU (same global batch: the config's)."""
     return ["finetune"] if nproc <= 1 else ["torchrun", "--standalone", f"--nproc-per-node={nproc}", "-m", "finetune"]

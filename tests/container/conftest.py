@@ -169,19 +169,29 @@ class Workspace:
         path.write_text(yaml.safe_dump({**self.settings, "image": image}))
         return path
 
-    def invoke(self, *args, check=True, timeout=1800, config: Path | None = None) -> subprocess.CompletedProcess:
-        venv = self.root.parent / "invoke-venv"
-        cmd = [str(venv / "bin" / "invoke"), "-f", str(config or self.config), *map(str, args)]
-        if self.user:
-            cmd = ["runuser", "-u", self.user, "--", *cmd]
-        env = dict(self.engine.env, HOME=str(self.root.parent), PATH=f"{venv / 'bin'}:{os.environ['PATH']}")
-        proc = subprocess.run(cmd, cwd=self.root, env=env, capture_output=True, text=True, timeout=timeout)
+    def as_user(self, cmd: list, *, check=True, timeout=1800, popen=False):
+        """Run a command as the workspace's user, in the checkout copy, with HOME beside it and invoke on PATH."""
+        full = (["runuser", "-u", self.user, "--"] if self.user else []) + [str(a) for a in cmd]
+        venv_bin = self.root.parent / "invoke-venv" / "bin"
+        env = dict(self.engine.env, HOME=str(self.root.parent), PATH=f"{venv_bin}:{os.environ['PATH']}")
+        if popen:
+            return subprocess.Popen(
+                full, cwd=self.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            )
+        proc = subprocess.run(full, cwd=self.root, env=env, capture_output=True, text=True, timeout=timeout)
         if check and proc.returncode:
             raise AssertionError(
-                f"invoke {' '.join(map(str, args))} exited {proc.returncode}\n--- stdout\n"
+                f"{' '.join(map(str, cmd))} exited {proc.returncode}\n--- stdout\n"
                 f"{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-6000:]}"
             )
         return proc
+
+    def invoke_cmd(self, *args, config: Path | None = None) -> list[str]:
+        venv_bin = self.root.parent / "invoke-venv" / "bin"
+        return [str(venv_bin / "invoke"), "-f", str(config or self.config), *map(str, args)]
+
+    def invoke(self, *args, check=True, timeout=1800, config: Path | None = None) -> subprocess.CompletedProcess:
+        return self.as_user(self.invoke_cmd(*args, config=config), check=check, timeout=timeout)
 
     def build(self, target: str, *flags: str) -> dict:
         t0 = time.monotonic()

@@ -67,19 +67,9 @@ def sshd(workspace):
         "deploy": {"host": f"{workspace.user}@127.0.0.1", "ssh_options": opts, "remote_dir": str(remote_dir)},
     }
     config.write_text(yaml.safe_dump(settings))
-    ssh = [
-        "runuser",
-        "-u",
-        workspace.user,
-        "--",
-        "ssh",
-        *opts.split(),
-        f"{workspace.user}@127.0.0.1",
-        "docker",
-        "version",
-    ]
+    ssh = ["ssh", *opts.split(), f"{workspace.user}@127.0.0.1", "docker", "version"]
     deadline = time.time() + 30
-    while subprocess.run(ssh, capture_output=True, env=dict(os.environ, HOME=str(top))).returncode != 0:
+    while workspace.as_user(ssh, check=False, timeout=30).returncode != 0:
         assert server.poll() is None and time.time() < deadline, server.stderr.read().decode()[-2000:]
         time.sleep(0.5)
     yield config, remote_dir

@@ -34,19 +34,10 @@ def devcontainer_cli(workspace) -> list[str]:
     return [str(folder / "node_modules" / ".bin" / "devcontainer")]
 
 
-def as_user(workspace, cmd: list[str], timeout=900, check=True) -> subprocess.CompletedProcess:
-    full = (["runuser", "-u", workspace.user, "--"] if workspace.user else []) + cmd
-    env = dict(workspace.engine.env, HOME=str(workspace.root.parent))
-    proc = subprocess.run(full, cwd=workspace.root, env=env, capture_output=True, text=True, timeout=timeout)
-    if check and proc.returncode:
-        raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
-    return proc
-
-
 @pytest.mark.parametrize("config", CONFIGS)
 def test_devcontainer_cli_reads_each_configuration(workspace, devcontainer_cli, config):
     cmd = [*devcontainer_cli, "read-configuration", "--workspace-folder", str(workspace.root), "--config", config]
-    proc = as_user(workspace, [*cmd, "--docker-path", workspace.engine.client])
+    proc = workspace.as_user([*cmd, "--docker-path", workspace.engine.client])
     conf = json.loads(proc.stdout)["configuration"]
     assert conf["build"]["target"] == "dev" and conf["remoteUser"] == "finetune"
     assert conf["customizations"]["vscode"]["settings"]["python.defaultInterpreterPath"] == "/opt/env/bin/python"
@@ -86,19 +77,18 @@ def test_devcontainer_up_then_exec_runs_the_unit_tests_and_a_tiny_training(works
     ]
     t0 = time.monotonic()
     try:
-        up = as_user(workspace, [*devcontainer_cli, "up", *where, "--remove-existing-container"])
+        up = workspace.as_user([*devcontainer_cli, "up", *where, "--remove-existing-container"])
         FIGURES["devcontainer up s (image layers cached)"] = round(time.monotonic() - t0, 1)
         assert json.loads(up.stdout.strip().splitlines()[-1])["outcome"] == "success", up.stdout[-2000:]
         exec_ = [*devcontainer_cli, "exec", *where]
-        who = as_user(workspace, [*exec_, "bash", "-c", "id -un; id -u; python -c 'import sys; print(sys.executable)'"])
+        who = workspace.as_user([*exec_, "bash", "-c", "id -un; id -u; python -c 'import sys; print(sys.executable)'"])
         assert who.stdout.split()[-3:] == ["finetune", str(workspace.uid), "/opt/env/bin/python"]
-        units = as_user(
-            workspace, [*exec_, "python", "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_units.py"]
+        units = workspace.as_user(
+            [*exec_, "python", "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_units.py"]
         )
         assert re.search(r"\d+ passed", units.stdout) and "failed" not in units.stdout, units.stdout[-2000:]
         tiny = ["--set", "training.max_steps=20", "--set", "eval.max_samples=20", "--set", "training.save_steps=1000"]
-        run = as_user(
-            workspace,
+        run = workspace.as_user(
             [
                 *exec_,
                 "python",
@@ -141,13 +131,7 @@ def _non_loopback_address() -> str:
 
 def test_invoke_lab_requires_the_token_and_listens_on_loopback_only(workspace, dev_image):
     port = _free_port()
-    venv = workspace.root.parent / "invoke-venv"
-    cmd = [str(venv / "bin" / "invoke"), "-f", str(workspace.config), "lab", "--port", str(port)]
-    cmd = (["runuser", "-u", workspace.user, "--"] if workspace.user else []) + cmd
-    env = dict(workspace.engine.env, HOME=str(workspace.root.parent))
-    proc = subprocess.Popen(
-        cmd, cwd=workspace.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+    proc = workspace.as_user(workspace.invoke_cmd("lab", "--port", port), popen=True)
     try:
         first = proc.stdout.readline() + proc.stdout.readline()
         token = re.search(rf"http://127\.0\.0\.1:{port}/lab\?token=(\S+)", first).group(1)

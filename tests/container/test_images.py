@@ -123,6 +123,8 @@ def test_dev_image_has_the_tools_and_runs_the_unit_tests_through_invoke(workspac
     ).stdout
     assert out.splitlines()[0] == str(workspace.uid)
     assert "git version" in out and "ruff" in out and "Invoke" in out
+    where = workspace.invoke("shell", "--cmd", "python -c 'import finetune; print(finetune.__file__)'").stdout
+    assert "/workspace/src/finetune/__init__.py" in where  # the checkout's code, not the image's copy
     proc = workspace.invoke("test", "--docker", "--fast", "--args", "tests/test_units.py -q")
     assert re.search(r"\d+ passed", proc.stdout), proc.stdout[-2000:]
     assert "failed" not in proc.stdout
