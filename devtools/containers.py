@@ -2,7 +2,7 @@
 
 Pure functions over invoke's config (invoke.yaml) and facts probed from the host, so the exact commands can be
 printed by `invoke --dry` and checked by tests without an engine. Probing (docker info, nvidia-smi, git) lives in
-tasks.py, which passes the results in.
+devtools/images.py and devtools/gpu.py, which pass the results in.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ REPO = Path(__file__).resolve().parents[1]
 TARGETS = ("runtime", "dev")
 WORKSPACE = "/workspace"  # the image's working directory: configs/, data/, runs/ live (or are mounted) here
 HF_CACHE = "/home/finetune/.cache/huggingface"  # the image's HF_HOME (docker/Dockerfile)
+SECRETS = ["HF_TOKEN", "WANDB_API_KEY"]  # passed to containers by name when set on the host; never printed
 # NVIDIA's advice for PyTorch in containers (NGC PyTorch release notes, "Running PyTorch"): share the host's IPC
 # namespace (DataLoader workers exchange tensors through /dev/shm, 64 MB by default in Docker) and lift the
 # locked-memory and stack limits.
-SECRETS = ["HF_TOKEN", "WANDB_API_KEY"]  # passed to containers by name when set on the host; never printed
 GPU_RUN_FLAGS = ["--ipc=host", "--ulimit", "memlock=-1", "--ulimit", "stack=67108864"]
 
 
@@ -153,22 +153,25 @@ def container_args(cfg, root: str, image: str, image_id: str, labels: dict, env_
     environment: never on a command line or in `ps`), and the GPUs or a sized /dev/shm."""
     runs = cfg.finetune.runs_dir
     args = ["--volume", f"{root}/configs:{WORKSPACE}/configs:ro", "--volume", f"{root}/data:{WORKSPACE}/data:ro"]
-    args += ["--volume", f"{root}/{runs}:{WORKSPACE}/{runs}", "--volume", f"{cfg.image.hf_cache_volume}:{HF_CACHE}"]
+    args += ["--volume", f"{root}/{runs}:{WORKSPACE}/{runs}"]
     facts = {"FINETUNE_RUNTIME": "docker", "FINETUNE_IMAGE": image, "FINETUNE_IMAGE_ID": image_id}
     facts["FINETUNE_IMAGE_LABELS"] = json.dumps(labels, sort_keys=True, separators=(",", ":"))
     args += [a for key, value in facts.items() for a in ("--env", f"{key}={value}")]
-    args += [a for var in env_names for a in ("--env", var)]
-    return args + (gpu_flags(gpus) if gpus else ["--shm-size", cfg.image.shm_size])
+    return args + _cache_secrets_devices(cfg, env_names, gpus)
 
 
 def dev_container_args(cfg, gpu: bool) -> list[str]:
     """A dev container as the devcontainer makes it (`invoke shell`, `test --docker`, `lab`): the repository at
-    /workspace with its src/ on PYTHONPATH (your edits, not the image's copy), the HF cache volume, secrets by name,
-    and the GPUs or a sized /dev/shm."""
+    /workspace with its src/ on PYTHONPATH (your edits, not the image's copy), plus what every container gets."""
     args = ["--volume", f"{REPO}:{WORKSPACE}", "--env", f"PYTHONPATH={WORKSPACE}/src"]
-    args += ["--volume", f"{cfg.image.hf_cache_volume}:{HF_CACHE}"]
-    args += [a for var in passthrough_env(SECRETS) for a in ("--env", var)]
-    return args + (gpu_flags("all") if gpu else ["--shm-size", cfg.image.shm_size])
+    return args + _cache_secrets_devices(cfg, passthrough_env(SECRETS), "all" if gpu else None)
+
+
+def _cache_secrets_devices(cfg, env_names: list[str], gpus: str | None) -> list[str]:
+    """The HF cache volume, secrets by name, and the GPUs or a sized /dev/shm: common to every container."""
+    args = ["--volume", f"{cfg.image.hf_cache_volume}:{HF_CACHE}"]
+    args += [a for var in env_names for a in ("--env", var)]
+    return args + (gpu_flags(gpus) if gpus else ["--shm-size", cfg.image.shm_size])
 
 
 def launcher(nproc: int) -> list[str]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import os
 import shlex
+from pathlib import Path
 
 from invoke import Collection, Exit, task
 
@@ -79,7 +80,7 @@ def start(c, host=None, gpu=False, config=None, name=None, set_=None, nproc=1, r
     host, config = _host(c, host), config or c.finetune.config
     if not config.startswith("configs/"):
         raise Exit(f"--config {config}: deploy ships configs/ and data/; put the config under configs/", code=2)
-    name = name or os.path.splitext(os.path.basename(config))[0]
+    name = name or Path(config).stem
     image, (image_id, labels) = images.ensure_image(c, "cuda" if gpu else "cpu", "runtime", gpu)
     _ship(c, host, image, image_id, reship)
     d = _dir(c)

@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from devtools.gpu import gpu_runtime_problem
+from devtools.gpu import gpu_runtime as runtime_of
 
 REPO = Path(__file__).resolve().parents[1]
 MIN_DISK_GB = {"cpu": 15, "cuda": 40}  # images + build cache + HF cache, with room for one rebuild
@@ -53,16 +53,10 @@ def buildkit(c, probe) -> Check:
 
 
 def gpu_runtime(c, probe) -> Check:
-    problem = gpu_runtime_problem(c, probe)
-    if problem:
-        return Check(
-            "GPU runtime (driver, container toolkit)",
-            "fail",
-            problem.split(". ")[0].removeprefix("--gpu: "),
-            problem.split(". ", 1)[1] if ". " in problem else problem,
-        )
-    driver = probe("nvidia-smi --query-gpu=driver_version --format=csv,noheader").stdout.split()[0]
-    return Check("GPU runtime (driver, container toolkit)", "ok", f"driver {driver} >= {c.cuda.min_driver}; toolkit")
+    name, rt = "GPU runtime (driver, container toolkit)", runtime_of(c, probe)
+    if rt.problem:
+        return Check(name, "fail", rt.problem, rt.fix)
+    return Check(name, "ok", f"driver {rt.driver} >= {c.cuda.min_driver}; toolkit")
 
 
 def gpu_in_image(c, probe, image: str, runtime_ok: bool) -> Check:

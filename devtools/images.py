@@ -14,7 +14,7 @@ from invoke import Exit
 
 from devtools import containers
 from devtools.containers import show
-from devtools.gpu import gpu_runtime_problem
+from devtools.gpu import gpu_runtime
 
 
 def probe(c, cmd: str):
@@ -61,10 +61,7 @@ def build_image(c, variant, target, tag=None, platform="", push=False, no_cache=
     except ValueError as err:
         raise Exit(str(err), code=2) from None
     if cmd[1] == "buildx" and not probe(c, f"{c.docker.client} buildx version").ok:
-        problem = "several platforms or --push need docker buildx: install docker-buildx-plugin (Docker's apt repo)"
-        if not c.config.run.dry:
-            raise Exit(problem, code=2)
-        print(f"(dry run) a real run would stop here: {problem}", flush=True)
+        stop(c, "several platforms or --push need docker buildx: install docker-buildx-plugin (Docker's apt repo)")
     c.run(f"DOCKER_BUILDKIT=1 {show(cmd)}")
     return cmd[cmd.index("--tag") + 1]
 
@@ -80,8 +77,14 @@ def ensure_image(c, variant, target, gpu: bool):
 
 
 def gpu_check(c, gpu: bool) -> None:
-    problem = gpu_runtime_problem(c, lambda cmd: probe(c, cmd)) if gpu else None
-    if problem and c.config.run.dry:
-        print(f"(dry run) a real run would stop here: {problem}", flush=True)
-    elif problem:
+    """Before anything is built: stop (exit 2, with the fix) when --gpu is asked for and the host cannot give one."""
+    runtime = gpu_runtime(c, lambda cmd: probe(c, cmd)) if gpu else None
+    if runtime and runtime.problem:
+        stop(c, runtime.message())
+
+
+def stop(c, problem: str) -> None:
+    """Exit 2 with the problem; under --dry, say that a real run would stop here and go on printing the plan."""
+    if not c.config.run.dry:
         raise Exit(problem, code=2)
+    print(f"(dry run) a real run would stop here: {problem}", flush=True)

@@ -23,6 +23,11 @@ INVOKE = REPO / ".venv" / "bin" / "invoke"
 SETTINGS = yaml.safe_load((REPO / "invoke.yaml").read_text())
 
 
+def plain(text: str) -> str:
+    """invoke's echoed commands without their terminal colour codes."""
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)
+
+
 def invoke(env: dict, *args) -> subprocess.CompletedProcess:
     return subprocess.run([str(INVOKE), *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
 
@@ -36,7 +41,7 @@ def test_dry_gpu_train_prints_the_complete_gpu_command_line(tmp_path):
     build = next(line for line in out.splitlines() if " build " in line)
     assert "--target runtime --tag finetune:cuda" in build and "--build-arg VARIANT=cuda" in build
     assert f"--build-arg CUDA_BASE_IMAGE={SETTINGS['image']['base_images']['cuda']}" in build
-    run = shlex.split(re.sub(r"\x1b\[[0-9;]*m", "", next(line for line in out.splitlines() if " run --rm " in line)))
+    run = shlex.split(plain(next(line for line in out.splitlines() if " run --rm " in line)))
     joined = " ".join(run)
     assert "--gpus all --ipc=host --ulimit memlock=-1 --ulimit stack=67108864" in joined
     assert joined.endswith(
@@ -105,7 +110,7 @@ def test_build_passes_pins_user_and_lock_digest_and_the_ca_bundle_as_a_secret(tm
     bundle.write_text("not a real CA\n")
     proc = invoke(fake_host(tmp_path, None), "--dry", "build", "--ca-bundle", str(bundle))
     assert proc.returncode == 0, proc.stderr
-    cmd = shlex.split(re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout.strip().splitlines()[-1]))
+    cmd = shlex.split(plain(proc.stdout.strip().splitlines()[-1]))
     args = dict(cmd[i + 1].split("=", 1) for i, a in enumerate(cmd) if a == "--build-arg")
     base = SETTINGS["image"]["base_images"]
     assert (args["MINIFORGE_IMAGE"], args["CPU_BASE_IMAGE"]) == (base["miniforge"], base["cpu"])
@@ -158,7 +163,7 @@ def test_dry_deploy_plans_ship_sync_and_a_restartable_resuming_container(tmp_pat
         env, "--dry", "deploy", "--host", "me@gpu-vm", "--gpu", "--nproc", "4", "--config", "configs/lora.yaml"
     )
     assert proc.returncode == 0, proc.stderr
-    out = re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout)
+    out = plain(proc.stdout)
     assert "save finetune:cuda | gzip -1 | ssh -o BatchMode=yes me@gpu-vm 'gunzip | docker load'" in out
     assert "tar -C " in out and " -cz configs data | ssh" in out
     start = next(line for line in out.splitlines() if "docker run --detach" in line)

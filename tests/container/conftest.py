@@ -16,10 +16,12 @@ through `invoke build`, exactly as a user builds them.
 
 from __future__ import annotations
 
+import grp
 import json
 import os
 import pwd
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -39,6 +41,13 @@ TEST_USER, TEST_UID = "finetune-ci", 2345
 STANDIN_MINIFORGE = "local/miniforge-standin:test"
 STANDIN_DEBIAN = "local/debian:bookworm"
 FIGURES: dict = {}  # measured figures, printed at the end of the session (pytest_terminal_summary)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def client() -> str:
@@ -259,8 +268,6 @@ def workspace(engine: Engine, standins: dict):
 
 
 def _docker_gid() -> int:
-    import grp
-
     return grp.getgrnam("docker").gr_gid
 
 

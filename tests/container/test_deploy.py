@@ -8,7 +8,6 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -16,15 +15,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .conftest import FIGURES
+from .conftest import FIGURES, free_port
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -47,7 +40,7 @@ def sshd(workspace):
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(home_ssh / "id_ed25519")], check=True)
     shutil.copy(home_ssh / "id_ed25519.pub", d / "authorized_keys")
     subprocess.run(["usermod", "-p", "*", workspace.user], check=True)  # no password, but not a locked account
-    port = _free_port()
+    port = free_port()
     sock = workspace.engine.env.get("DOCKER_HOST", "unix:///var/run/docker.sock")
     (d / "sshd_config").write_text(
         f"Port {port}\nListenAddress 127.0.0.1\nHostKey {d / 'host_key'}\nPidFile {d / 'sshd.pid'}\n"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import FIGURES
+from .conftest import FIGURES, free_port
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]
 CONFIGS = [".devcontainer/devcontainer.json", ".devcontainer/gpu/devcontainer.json"]
@@ -108,12 +108,6 @@ def test_devcontainer_up_then_exec_runs_the_unit_tests_and_a_tiny_training(works
             workspace.engine("rm", "-f", *ids.split())
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _status(url: str) -> int | None:
     try:
         return urllib.request.urlopen(url, timeout=3).status
@@ -130,7 +124,7 @@ def _non_loopback_address() -> str:
 
 
 def test_invoke_lab_requires_the_token_and_listens_on_loopback_only(workspace, dev_image):
-    port = _free_port()
+    port = free_port()
     proc = workspace.as_user(workspace.invoke_cmd("lab", "--port", port), popen=True)
     try:
         first = proc.stdout.readline() + proc.stdout.readline()
