@@ -98,18 +98,24 @@ def completion_loss(model, tokenizer, examples: list[dict], batch_size: int = 50
     return total / max(count, 1)
 
 
-def train_plain(cfg, examples_per_step: int, output_dir: Path) -> dict:
-    """Train the baseline; `cfg` is a finetune RunConfig (causal_lm, chat data, model built from model.config)."""
+def train_plain(cfg, examples_per_step: int, output_dir: Path, tokenizer=None, callbacks=None) -> dict:
+    """Train the baseline; `cfg` is a finetune RunConfig (causal_lm, chat data, model built from model.config).
+
+    `tokenizer`: use this one (with a chat template) instead of building the character tokenizer from the data;
+    `callbacks`: extra TrainerCallbacks (benchmarks/scale.py times the steps after warm-up with one).
+    """
     started = time.time()
     set_seed(cfg.seed)
     train_conv = read_chat_jsonl(cfg.data.train_file)
     eval_conv = read_chat_jsonl(cfg.data.eval_file) if cfg.data.eval_file else []
-    tokenizer = make_tokenizer(train_conv + eval_conv)
+    tokenizer = tokenizer if tokenizer is not None else make_tokenizer(train_conv + eval_conv)
     train_ds = tokenize_all(tokenizer, train_conv, cfg.data.max_length)
     eval_ds = tokenize_all(tokenizer, eval_conv, cfg.data.max_length)
 
     set_seed(cfg.seed)
-    model = build_model(cfg.model.config, tokenizer, cfg.model.attn_implementation)
+    # the stock choice: sdpa (transformers' default), whatever our config's "auto" would pick
+    attn = "sdpa" if cfg.model.attn_implementation == "auto" else cfg.model.attn_implementation
+    model = build_model(cfg.model.config, tokenizer, attn)
     t = cfg.training
     gpu = torch.cuda.is_available()
     bf16 = t.precision == "bf16" or (t.precision == "auto" and gpu and torch.cuda.is_bf16_supported())
@@ -144,6 +150,7 @@ def train_plain(cfg, examples_per_step: int, output_dir: Path) -> dict:
         data_collator=DataCollatorForSeq2Seq(
             tokenizer, model=model, label_pad_token_id=IGNORE, pad_to_multiple_of=8 if gpu else None
         ),
+        callbacks=callbacks,
     )
     result = trainer.train()
     tokens = trainer.state.num_input_tokens_seen

@@ -23,8 +23,11 @@ from finetune.errors import ConfigError
 class ModelConfig:
     name_or_path: str | None = None  # a hub id or a local directory, loaded with from_pretrained
     config: dict | None = None  # or build from scratch: {model_type: llama, hidden_size: 128, ...}
-    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
-    gradient_checkpointing: bool = False
+    # auto: flash_attention_2 (if installed) or flex_attention for packed rows on a GPU, sdpa otherwise (resolve.py)
+    attn_implementation: Literal["auto", "sdpa", "eager", "flex_attention", "flash_attention_2"] = "auto"
+    # weights' dtype. auto: bfloat16 for a frozen LoRA base under bf16 precision (no fp32 master copy needed),
+    # float32 otherwise (mixed precision keeps fp32 master weights for full fine-tunes)
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
 
 
 @dataclass
@@ -51,6 +54,7 @@ class LoraConfig:
     alpha: int = 16
     dropout: float = 0.0
     target_modules: list[str] | None = None  # default: PEFT's choice for the architecture
+    quantization: Literal["4bit", "8bit"] | None = None  # QLoRA: the frozen base in 4-bit NF4 or 8-bit (bitsandbytes)
 
 
 @dataclass
@@ -70,6 +74,12 @@ class TrainingConfig:
     save_total_limit: int = 2
     num_workers: int = 0
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 on a GPU that has it, else fp32
+    # Memory and speed levers (resolve.py checks each against the device and the installed packages)
+    gradient_checkpointing: bool = False  # recompute activations in backward: much less memory, ~30% more compute
+    compile: bool = False  # torch.compile the model (needs a C++ compiler on CPU, a C compiler for Triton on GPU)
+    liger_kernel: bool = False  # Liger's Triton kernels: RMSNorm, RoPE, SwiGLU, fused linear cross-entropy (GPU)
+    optimizer: Literal["auto", "adamw", "adamw_fused", "adamw_8bit"] = "auto"  # auto: adamw_fused on GPU, else adamw
+    fsdp: bool = False  # shard parameters, gradients and optimizer state over processes (accelerate's FSDP2)
 
 
 @dataclass
@@ -212,11 +222,11 @@ def _build(cls, data: dict, lines: dict, source: str, path: tuple = ()):
     return cls(**kwargs)
 
 
-def _check_values(cfg: RunConfig, lines: dict, source: str) -> None:
+def _check_values(cfg: RunConfig) -> None:
     """Cross-field rules that types alone cannot express."""
 
     def fail(dotted: str, message: str):
-        raise ConfigError(f"{_where(source, lines, tuple(dotted.split('.')))}: {message}")
+        raise config_error(cfg, dotted, message)
 
     if not cfg.data.train_file:
         fail("data.train_file", "is required (a JSONL or CSV file)")
@@ -270,6 +280,10 @@ def _check_values(cfg: RunConfig, lines: dict, source: str) -> None:
         )
     if cfg.task == "classification" and cfg.data.packing:
         fail("data.packing", "applies to task causal_lm only")
+    if cfg.lora.quantization and not cfg.lora.enabled:
+        fail("lora.quantization", "quantizes the frozen base of a LoRA run: set lora.enabled: true too")
+    if cfg.training.fsdp and cfg.lora.quantization:
+        fail("training.fsdp", "cannot shard a quantized (QLoRA) base; use lora.quantization: null or fsdp: false")
     metric = cfg.eval.metric
     if (cfg.task, metric) in {("causal_lm", "accuracy"), ("classification", "exact_match")}:
         fail("eval.metric", f"{metric} does not apply to task {cfg.task}")
@@ -299,8 +313,15 @@ def _apply_overrides(data: dict, lines: dict, overrides: list[str]) -> None:
 def from_dict(data: dict, source: str = "<config>", lines: dict | None = None) -> RunConfig:
     lines = lines or {}
     cfg = _build(RunConfig, data, lines, source)
-    _check_values(cfg, lines, source)
+    cfg._origin = (source, lines)  # not a field: to_dict() and the manifest stay plain data
+    _check_values(cfg)
     return cfg
+
+
+def config_error(cfg: RunConfig, dotted: str, message: str) -> ConfigError:
+    """A ConfigError located like the validation's own ("file:line: key: message"), for checks made after loading."""
+    source, lines = getattr(cfg, "_origin", ("<config>", {}))
+    return ConfigError(f"{_where(source, lines, tuple(dotted.split('.')))}: {message}")
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:

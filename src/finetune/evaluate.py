@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from finetune.datafiles import Record
 from finetune.features import reference, render_prompt
+
+
+@contextmanager
+def decoding_attention(model):
+    """sdpa while decoding: flex attention (picked for packed training rows) recompiles for every new length."""
+    kind = getattr(model.config, "_attn_implementation", None)
+    if kind == "flex_attention":
+        model.set_attn_implementation("sdpa")
+    try:
+        yield
+    finally:
+        if kind == "flex_attention":
+            model.set_attn_implementation(kind)
 
 
 @torch.no_grad()
@@ -18,13 +33,14 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, add_spec
         enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=add_special_tokens).to(
             model.device
         )
-        out = model.generate(
-            **enc,
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-        )
+        with decoding_attention(model):
+            out = model.generate(
+                **enc,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )
     finally:
         tokenizer.padding_side = side
     return tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)

@@ -1,20 +1,26 @@
-"""Models: by hub id or local directory (`from_pretrained`), or built from a config for tiny runs; LoRA through PEFT."""
+"""Models: by hub id or local directory (`from_pretrained`), or built from a config for tiny runs; LoRA through
+PEFT, QLoRA (a 4-bit or 8-bit frozen base) through bitsandbytes. Dtype and attention kernel come from resolve.py."""
 
 from __future__ import annotations
+
+import os
+import tempfile
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
 
 from finetune.config import RunConfig
 from finetune.errors import ConfigError
+from finetune.resolve import Settings
 
 
 def _auto_class(task: str):
     return AutoModelForCausalLM if task == "causal_lm" else AutoModelForSequenceClassification
 
 
-def build_model(cfg: RunConfig, tokenizer, labels: list[str] | None = None):
+def build_model(cfg: RunConfig, settings: Settings, tokenizer, labels: list[str] | None = None):
     auto = _auto_class(cfg.task)
+    load = {"attn_implementation": settings.attn_implementation, "dtype": getattr(torch, settings.dtype)}
     extra = {}
     if cfg.task == "classification":
         extra = {
@@ -35,11 +41,16 @@ def build_model(cfg: RunConfig, tokenizer, labels: list[str] | None = None):
             tokenizer.bos_token_id,
             tokenizer.eos_token_id,
         )
-        model = auto.from_config(config, attn_implementation=cfg.model.attn_implementation)
+        model = auto.from_config(config, **load)
+        if cfg.lora.quantization:  # bitsandbytes quantizes while loading: save the fresh weights, load them back
+            with tempfile.TemporaryDirectory(prefix="finetune-qbase-") as tmp:
+                model.save_pretrained(tmp)
+                del model
+                model = auto.from_pretrained(tmp, **load, **_quantized(cfg, settings))
     else:
         try:
             model = auto.from_pretrained(
-                cfg.model.name_or_path, attn_implementation=cfg.model.attn_implementation, **extra
+                cfg.model.name_or_path, **load, **extra, **(_quantized(cfg, settings) if cfg.lora.quantization else {})
             )
         except OSError as e:
             raise ConfigError(
@@ -49,11 +60,34 @@ def build_model(cfg: RunConfig, tokenizer, labels: list[str] | None = None):
             model.resize_token_embeddings(len(tokenizer))
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
-    if cfg.model.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+    if cfg.lora.quantization:  # norms and head in fp32, input grads on for checkpointing (PEFT's QLoRA recipe)
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=cfg.training.gradient_checkpointing and not cfg.training.fsdp
+        )
     if cfg.lora.enabled:
         model = apply_lora(cfg, model)
     return model
+
+
+def _quantized(cfg: RunConfig, settings: Settings) -> dict:
+    """from_pretrained arguments for a quantized frozen base, placed on this process's device."""
+    from transformers import BitsAndBytesConfig
+
+    compute = torch.bfloat16 if settings.precision == "bf16" else torch.float32
+    if cfg.lora.quantization == "4bit":
+        quant = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=compute,
+            bnb_4bit_quant_storage=compute,
+        )
+    else:
+        quant = BitsAndBytesConfig(load_in_8bit=True)
+    device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if settings.device == "cuda" else "cpu"
+    return {"quantization_config": quant, "device_map": {"": device}}
 
 
 def apply_lora(cfg: RunConfig, model):

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch.utils.tensorboard import SummaryWriter
 from transformers import TrainingArguments, set_seed
 from transformers.integrations import TensorBoardCallback
 from transformers.trainer_callback import ProgressCallback
@@ -20,12 +21,13 @@ from transformers.trainer_utils import get_last_checkpoint
 from transformers.utils import logging as transformers_logging
 
 from finetune import datafiles, features
-from finetune.config import RunConfig
+from finetune.config import RunConfig, config_error
 from finetune.errors import ConfigError, DataError
 from finetune.evaluate import classification_accuracy, exact_match
 from finetune.manifest import build_manifest
 from finetune.modeling import build_model, count_parameters
 from finetune.report import human_summary, plot_loss, read_metrics, write_json
+from finetune.resolve import OPTIMIZERS, Settings, resolve
 from finetune.tokenizer import build_char_tokenizer, load_tokenizer
 from finetune.trainer import STAGING, FinetuneTrainer, GracefulStop, MetricsLog, QuietProgress
 
@@ -100,28 +102,15 @@ def check_enough_rows(cfg: RunConfig, train_ex: list) -> None:
         )
 
 
-def precision_flags(cfg: RunConfig) -> dict:
-    p = cfg.training.precision
-    if p == "auto":
-        p = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
-    return {"bf16": p == "bf16", "fp16": p == "fp16"}
-
-
-def training_arguments(cfg: RunConfig, run_dir: Path, has_eval: bool) -> TrainingArguments:
+def training_arguments(cfg: RunConfig, settings: Settings, run_dir: Path, has_eval: bool) -> TrainingArguments:
     t = cfg.training
-    per_device, rest = divmod(t.batch_size, world_size() * t.grad_accum)
-    if rest or per_device < 1:
-        raise ConfigError(
-            f"training.batch_size: {t.batch_size} must be a multiple of processes ({world_size()}) "
-            f"x training.grad_accum ({t.grad_accum})"
-        )
     eval_strategy = "no" if not has_eval else ("steps" if t.eval_steps else "epoch")
     return TrainingArguments(
         output_dir=str(run_dir),
         seed=cfg.seed,
         data_seed=cfg.seed,
-        per_device_train_batch_size=per_device,
-        per_device_eval_batch_size=max(per_device, 8),
+        per_device_train_batch_size=settings.per_device_batch,
+        per_device_eval_batch_size=max(settings.per_device_batch, 8),
         gradient_accumulation_steps=t.grad_accum,
         num_train_epochs=t.epochs,
         max_steps=t.max_steps or -1,
@@ -142,15 +131,37 @@ def training_arguments(cfg: RunConfig, run_dir: Path, has_eval: bool) -> Trainin
         report_to="none",
         disable_tqdm=not is_main(),
         remove_unused_columns=False,
-        use_cpu=not torch.cuda.is_available(),
-        **precision_flags(cfg),
+        use_cpu=settings.device == "cpu",
+        bf16=settings.precision == "bf16",
+        fp16=settings.precision == "fp16",
+        optim=OPTIMIZERS[settings.optimizer],
+        torch_compile=t.compile,
+        use_liger_kernel=t.liger_kernel,
+        **memory_levers(cfg),
     )
 
 
-def train(cfg: RunConfig, run_dir: Path, resume: bool = False, argv: list[str] | None = None) -> tuple[dict, int]:
-    """Train; returns (summary, exit_code). Exit code 0, or 128+signal when stopped by SIGTERM/SIGINT."""
-    started = time.time()
-    transformers_logging.disable_progress_bar()  # loading/saving weights bars; the training bar stays
+def memory_levers(cfg: RunConfig) -> dict:
+    """Activation checkpointing and FSDP2 sharding; under FSDP, checkpointing is FSDP's own, per wrapped layer."""
+    t = cfg.training
+    if not t.fsdp:
+        return {
+            "gradient_checkpointing": t.gradient_checkpointing,
+            "gradient_checkpointing_kwargs": {"use_reentrant": False} if t.gradient_checkpointing else None,
+        }
+    return {
+        "fsdp": "full_shard auto_wrap",
+        "fsdp_config": {
+            "version": 2,
+            "reshard_after_forward": True,
+            "activation_checkpointing": t.gradient_checkpointing,
+            "state_dict_type": "FULL_STATE_DICT",  # final model and checkpoints load without FSDP
+        },
+    }
+
+
+def prepare_run_dir(run_dir: Path, resume: bool) -> str | None:
+    """Create or reopen the run directory; returns the checkpoint to resume from (None: start fresh)."""
     checkpoint = get_last_checkpoint(str(run_dir)) if run_dir.exists() else None
     if not resume and run_dir.exists() and any(run_dir.iterdir()):
         raise ConfigError(
@@ -161,6 +172,61 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False, argv: list[str] |
     run_dir.mkdir(parents=True, exist_ok=True)
     if is_main() and (run_dir / STAGING).exists():
         shutil.rmtree(run_dir / STAGING)  # a checkpoint that a crash left unfinished
+    return checkpoint if resume else None
+
+
+def build_trainer(cfg: RunConfig, settings: Settings, run_dir: Path, model, tokenizer, train_ex, eval_ex):
+    args = training_arguments(cfg, settings, run_dir, bool(eval_ex))
+    stopper = GracefulStop()
+    tensorboard = TensorBoardCallback(SummaryWriter(str(run_dir / "tensorboard")) if is_main() else None)
+    trainer = FinetuneTrainer(
+        model=model,
+        args=args,
+        processing_class=tokenizer,
+        train_dataset=features.ListDataset(train_ex),
+        eval_dataset=features.ListDataset(eval_ex) if eval_ex else None,
+        data_collator=features.Collator(tokenizer.pad_token_id, 8 if settings.device == "cuda" else None),
+        compute_metrics=classification_accuracy if cfg.task == "classification" else None,
+        callbacks=[stopper, MetricsLog(run_dir / "metrics.jsonl"), tensorboard],
+    )
+    trainer.remove_callback(ProgressCallback)
+    for cb in [cb for cb in trainer.callback_handler.callbacks if type(cb).__name__ == "NotebookProgressCallback"]:
+        trainer.remove_callback(cb)  # Jupyter's HTML table (by name: importing it needs IPython): QuietProgress reports
+    trainer.add_callback(QuietProgress())
+    if cfg.training.fsdp and not trainer.is_fsdp_enabled:
+        raise config_error(
+            cfg,
+            "training.fsdp",
+            "accelerate did not enable FSDP: launch with torchrun (torchrun --nproc-per-node N -m finetune train ...)",
+        )
+    return trainer, stopper
+
+
+def announce(cfg: RunConfig, settings: Settings, model, n_train: int, n_eval: int, rows: int, stats: dict) -> None:
+    params = count_parameters(model)
+    levers = [k for k in ("gradient_checkpointing", "compile", "liger_kernel", "fsdp") if getattr(cfg.training, k)]
+    print(
+        f"[finetune] {cfg.task}: {n_train} train / {n_eval} eval examples, "
+        f"{rows} rows{' (packed)' if cfg.data.packing else ''}, "
+        f"{params['trainable']:,} of {params['total']:,} parameters trainable, {world_size()} process(es)"
+        + (f"; {stats['truncated']} truncated, {stats['dropped']} dropped" if stats.get("truncated") else ""),
+        flush=True,
+    )
+    print(
+        f"[finetune] {settings.device}, {settings.precision} ({settings.dtype} weights), "
+        f"attention {settings.attn_implementation}, optimizer {settings.optimizer}"
+        + (f", {cfg.lora.quantization} base" if cfg.lora.quantization else "")
+        + (f", {', '.join(levers)}" if levers else ""),
+        flush=True,
+    )
+
+
+def train(cfg: RunConfig, run_dir: Path, resume: bool = False, argv: list[str] | None = None) -> tuple[dict, int]:
+    """Train; returns (summary, exit_code). Exit code 0, or 128+signal when stopped by SIGTERM/SIGINT."""
+    started = time.time()
+    transformers_logging.disable_progress_bar()  # loading/saving weights bars; the training bar stays
+    settings = resolve(cfg, world_size())  # every "auto" decided and every lever checked before any work
+    checkpoint = prepare_run_dir(run_dir, resume)
 
     set_seed(cfg.seed)
     train_records, eval_records, labels = load_data(cfg)
@@ -168,59 +234,27 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False, argv: list[str] |
     train_ex, eval_ex, stats = make_datasets(cfg, tokenizer, train_records, eval_records, labels)
     check_enough_rows(cfg, train_ex)
     set_seed(cfg.seed)  # model init does not depend on how much randomness data prep used
-    model = build_model(cfg, tokenizer, labels)
+    model = build_model(cfg, settings, tokenizer, labels)
     model.config.use_cache = False  # training; also lets packed rows get their block-diagonal mask
-
-    args = training_arguments(cfg, run_dir, bool(eval_ex))
-    stopper = GracefulStop()
-    metrics_path = run_dir / "metrics.jsonl"
-    callbacks = [stopper, MetricsLog(metrics_path)]
-    os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "tensorboard")  # read by TensorBoardCallback
-    callbacks.append(TensorBoardCallback())  # writes on the main process only
-    trainer = FinetuneTrainer(
-        model=model,
-        args=args,
-        processing_class=tokenizer,
-        train_dataset=features.ListDataset(train_ex),
-        eval_dataset=features.ListDataset(eval_ex) if eval_ex else None,
-        data_collator=features.Collator(tokenizer.pad_token_id, 8 if torch.cuda.is_available() else None),
-        compute_metrics=classification_accuracy if cfg.task == "classification" else None,
-        callbacks=callbacks,
-    )
-    trainer.remove_callback(ProgressCallback)
-    for cb in [cb for cb in trainer.callback_handler.callbacks if type(cb).__name__ == "NotebookProgressCallback"]:
-        trainer.remove_callback(cb)  # Jupyter's HTML table (by name: importing it needs IPython): QuietProgress reports
-    trainer.add_callback(QuietProgress())
-    metric = (
-        cfg.eval.metric if cfg.eval.metric != "auto" else ("exact_match" if cfg.task == "causal_lm" else "accuracy")
-    )
-    gen_eval = eval_records[: cfg.eval.max_samples] if metric == "exact_match" else []
+    trainer, stopper = build_trainer(cfg, settings, run_dir, model, tokenizer, train_ex, eval_ex)
+    gen_eval = eval_records[: cfg.eval.max_samples] if settings.metric == "exact_match" else []
 
     if is_main():
-        if not resume or checkpoint is None:
+        if checkpoint is None:
             tokenizer.save_pretrained(run_dir / "tokenizer")
-            write_json(
-                run_dir / "manifest.json",
-                build_manifest(
-                    cfg.to_dict(), argv or sys.argv, [cfg.data.train_file, cfg.data.eval_file], world_size()
-                ),
+            manifest = build_manifest(
+                cfg.to_dict(), argv or sys.argv, [cfg.data.train_file, cfg.data.eval_file], world_size()
             )
-        params = count_parameters(model)
-        print(
-            f"[finetune] {cfg.task}: {len(train_records)} train / {len(eval_records)} eval examples, "
-            f"{len(train_ex)} rows{' (packed)' if cfg.data.packing else ''}, "
-            f"{params['trainable']:,} of {params['total']:,} parameters trainable, {world_size()} process(es)"
-            + (f"; {stats['truncated']} truncated, {stats['dropped']} dropped" if stats.get("truncated") else ""),
-            flush=True,
-        )
-    if resume and checkpoint is not None and is_main():
-        print(f"[finetune] resuming from {checkpoint}", flush=True)
+            write_json(run_dir / "manifest.json", {**manifest, "resolved": settings.to_dict()})
+        announce(cfg, settings, model, len(train_records), len(eval_records), len(train_ex), stats)
+        if checkpoint is not None:
+            print(f"[finetune] resuming from {checkpoint}", flush=True)
     initial_acc = None
     if gen_eval and checkpoint is None and is_main():
         initial_acc, _ = exact_match(model, tokenizer, gen_eval, cfg.eval.max_new_tokens, cfg.eval.batch_size)
 
     try:
-        result = trainer.train(resume_from_checkpoint=checkpoint if resume else None)
+        result = trainer.train(resume_from_checkpoint=checkpoint)
     finally:
         stopper.restore()
     tokens = int(trainer.accelerator.reduce(torch.tensor(trainer.tokens_trained), reduction="sum"))  # all ranks
@@ -231,7 +265,7 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False, argv: list[str] |
         "tokens_trained": tokens,
         "train_seconds": result.metrics["train_runtime"],
         "tokens_per_second": tokens / result.metrics["train_runtime"] if result.metrics["train_runtime"] else None,
-        "metric": metric,
+        "metric": settings.metric,
         "initial_eval_accuracy": initial_acc,
         "eval_loss": None,
         "eval_accuracy": None,
@@ -254,6 +288,6 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False, argv: list[str] |
     summary["wall_seconds"] = time.time() - started
     if is_main():
         write_json(run_dir / "summary.json", summary)
-        plot_loss(read_metrics(metrics_path), run_dir / "loss.png", f"{cfg.name}: {cfg.task}")
+        plot_loss(read_metrics(run_dir / "metrics.jsonl"), run_dir / "loss.png", f"{cfg.name}: {cfg.task}")
         print("\n" + human_summary(summary, run_dir), flush=True)
     return summary, exit_code
