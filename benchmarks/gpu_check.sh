@@ -1,52 +1,123 @@
 #!/usr/bin/env bash
-# GPU checks for a lent GPU machine: the package's real training on CUDA, the training tests on CUDA, and the
-# throughput benchmark (ours vs a plain Hugging Face Trainer) on the GPU. Written for the `device` tool's machines,
-# which have torch/transformers/peft/accelerate but no Docker and no network, so the package runs from src/ on the
-# machine's own Python (PYTHONPATH) rather than from our image. Results go to $OUT (default /tmp/gpu-check):
-#   gpu_check.log        versions, GPU, each step's output and timing
-#   default-summary.json the default run's summary (eval accuracy before/after, tokens/s, precision)
-#   default-loss.png     its loss curve
-#   pytest-gpu.log       tests/test_units.py + tests/test_training.py on CUDA (torchrun-2-procs and MiniLM deselected:
-#                        one GPU, and the MiniLM weights package is not installed there)
-#   throughput-gpu*.json benchmarks/throughput.py on the GPU, default and variable-length data
-# Usage:  OUT=/tmp/gpu-check benchmarks/gpu_check.sh        (each step has its own time limit; a failure goes on)
+# GPU checks for a lent GPU machine, all in one call of under 10 minutes: the default run on CUDA (attention auto ->
+# flex for packed rows), every speed/memory lever on a real run, the training tests on CUDA, the real-scale benchmark
+# (benchmarks/scale.py: ours vs a plain Trainer at Qwen2.5-0.5B and Llama-3.2-1B shapes, MFU) and the largest-model
+# table. Written for the `device` tool's machines: torch, transformers, peft and accelerate but no Docker and no
+# network, so the package runs from src/ on the machine's own Python (PYTHONPATH), not from our image.
+#
+# Packages the machine lacks, or has at other versions than our locks, travel as wheels in .whl/ (gitignored) and are
+# installed into /tmp/site first: our locked transformers and peft, and the cuda lock's liger-kernel and bitsandbytes.
+# Fetch them (on any machine with PyPI) with:
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux_2_28_x86_64 --platform manylinux_2_24_x86_64 -d .whl \
+#     transformers==5.24.0 peft==0.21.2 liger-kernel==0.8.5 bitsandbytes==0.50.2
+#
+# Usage:  OUT=/tmp/gpu-check benchmarks/gpu_check.sh [SECTION ...]
+#   sections (default: all, in this order): default levers tests scale fit
+# Results in $OUT: gpu_check.log (everything), levers.tsv, scale.json, fit.json, pytest-gpu.log, default-summary.json.
+# Each step has its own time limit; a failure is logged and the next step runs. The last lines are the summary tables.
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu-check}
 PY=${PY:-python3}
 WORK=$(mktemp -d)
 mkdir -p "$OUT"
-export PYTHONPATH=$PWD/src TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
+SECTIONS=${*:-default levers tests scale fit}
+if compgen -G ".whl/*.whl" >/dev/null; then
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
 LOG=$OUT/gpu_check.log
 step() { echo "== $* ($(date -u +%T))" | tee -a "$LOG"; }
-timed() {  # timed SECONDS CMD...: run with a limit, log the exit status and wall time
+timed() {  # timed SECONDS CMD...: run with a limit, log the exit status and wall time; returns the exit status
   local limit=$1 t0 rc; shift; t0=$(date +%s.%N)
   timeout "$limit" "$@" >>"$LOG" 2>&1; rc=$?
   printf '   exit %s after %.1f s: %s\n' "$rc" "$(awk "BEGIN{print $(date +%s.%N) - $t0}")" "$*" | tee -a "$LOG"
+  return $rc
 }
+wants() { [[ " $SECTIONS " == *" $1 "* ]]; }
+# a short default run: same model and data, 120 steps, no scheduled checkpoints
+SHORT=(--set training.max_steps=120 --set training.save_steps=100000 --set eval.max_samples=100)
 
 step "machine"
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader; nproc
-  $PY -c 'import sys, torch, transformers, peft, accelerate
+  "$PY" -c 'import sys, torch, transformers, peft, accelerate
 print("python", sys.version.split()[0], "torch", torch.__version__, "cuda", torch.version.cuda,
       "transformers", transformers.__version__, "peft", peft.__version__, "accelerate", accelerate.__version__)
-print("gpu", torch.cuda.get_device_name(0), "bf16", torch.cuda.is_bf16_supported())'; } >>"$LOG" 2>&1
+for name in ("triton", "liger_kernel", "bitsandbytes", "flash_attn"):
+    try: print(name, __import__(name).__version__)
+    except Exception as e: print(name, "-", type(e).__name__)
+print("gpu", torch.cuda.get_device_name(0), "bf16", torch.cuda.is_bf16_supported())'; } 2>&1 | tee -a "$LOG"
 
-step "default fine-tune on the GPU (configs/default.yaml, precision auto)"
-timed 90 "$PY" -m finetune train configs/default.yaml --output-dir "$WORK/default"
-cp "$WORK/default/summary.json" "$OUT/default-summary.json" 2>/dev/null
-cp "$WORK/default/loss.png" "$OUT/default-loss.png" 2>/dev/null
-grep -h '"precision"\|"device"\|"gpu"' "$WORK/default/manifest.json" >>"$LOG" 2>/dev/null
+if wants default; then
+  step "default fine-tune on the GPU (configs/default.yaml: attention auto, precision auto)"
+  timed 120 "$PY" -m finetune train configs/default.yaml --output-dir "$WORK/default"
+  cp "$WORK/default/summary.json" "$OUT/default-summary.json" 2>/dev/null
+  grep -h '\[finetune\]' "$LOG" | tail -2
+  "$PY" -c 'import json,sys; m=json.load(open(sys.argv[1])); print("resolved", m["resolved"])' \
+    "$WORK/default/manifest.json" 2>&1 | tee -a "$LOG"
+fi
 
-step "training tests on the GPU"
-LOG=$OUT/pytest-gpu.log timed 180 "$PY" -m pytest -q -p no:cacheprovider tests/test_units.py tests/test_training.py \
-  -k "not torchrun and not minilm and not MiniLM" -o addopts="-ra"
-tail -3 "$OUT/pytest-gpu.log" >>"$LOG"
+if wants levers; then
+  step "each lever on a real run (default model and data, 120 steps)"
+  base_model=$WORK/default/model
+  [ -d "$base_model" ] || timed 120 "$PY" -m finetune train configs/default.yaml --output-dir "$WORK/default" "${SHORT[@]}"
+  printf 'lever\texit\tsteps\ttrain_loss\teval_loss\ttokens/s\tpeak_note\n' >"$OUT/levers.tsv"
+  lever() {  # lever NAME LAUNCHER... -- ARGS...: one run, one row of levers.tsv
+    local name=$1; shift; local dir=$WORK/lever-$name rc
+    timed 150 "$@" --output-dir "$dir" "${SHORT[@]}"; rc=$?
+    "$PY" - "$name" "$rc" "$dir" >>"$OUT/levers.tsv" <<'EOF'
+import json, sys
+name, rc, d = sys.argv[1:]
+try:
+    s = json.load(open(f"{d}/summary.json"))
+    row = [s["steps"], f'{s["train_loss"]:.4f}', f'{s["eval_loss"]:.4f}', f'{s["tokens_per_second"]:,.0f}']
+except Exception as e:
+    row = ["-", "-", "-", "-"]
+print("\t".join([name, rc, *map(str, row)]))
+EOF
+  }
+  run=("$PY" -m finetune train configs/default.yaml)
+  lever sdpa "${run[@]}" --set model.attn_implementation=sdpa
+  lever flex "${run[@]}" --set model.attn_implementation=flex_attention
+  lever liger "${run[@]}" --set training.liger_kernel=true
+  lever compile "${run[@]}" --set training.compile=true
+  lever checkpointing "${run[@]}" --set training.gradient_checkpointing=true
+  lever adamw_8bit "${run[@]}" --set training.optimizer=adamw_8bit
+  lever fsdp_1proc "$PY" -m torch.distributed.run --nproc-per-node 1 -m finetune train configs/default.yaml \
+    --set training.fsdp=true
+  # QLoRA as users run it: a saved model (the default run's) loaded in 4 bit, adapters on every projection
+  qlora=(--set model.config=null --set "model.name_or_path=$base_model" --set tokenizer.build_from_data=false
+         --set lora.enabled=true --set "lora.target_modules=[q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj]")
+  lever lora_on_default "${run[@]}" "${qlora[@]}"
+  lever qlora_4bit_on_default "${run[@]}" "${qlora[@]}" --set lora.quantization=4bit
+  lever qlora_8bit_on_default "${run[@]}" "${qlora[@]}" --set lora.quantization=8bit
+  "$PY" -c 'import json,sys; print("default run it started from: eval_loss", json.load(open(sys.argv[1]))["eval_loss"])' \
+    "$WORK/default/summary.json" 2>&1 | tee -a "$OUT/levers.tsv" >/dev/null
+fi
 
-step "throughput on the GPU: default data"
-timed 100 "$PY" benchmarks/throughput.py --epochs 2 --out "$OUT/throughput-gpu.json"
-step "throughput on the GPU: variable-length data (1-50 letters)"
-"$PY" scripts/make_default_data.py --out "$WORK/varlen" --min-len 1 --max-len 50 --train 2000 >>"$LOG" 2>&1
-timed 100 "$PY" benchmarks/throughput.py --epochs 2 --out "$OUT/throughput-gpu-varlen.json" \
-  --set "data.train_file=$WORK/varlen/train.jsonl" --set "data.eval_file=$WORK/varlen/eval.jsonl"
+if wants tests; then
+  step "lever and training tests on the GPU"
+  LOG=$OUT/pytest-gpu.log timed 150 "$PY" -m pytest -q -p no:cacheprovider -o addopts="-ra" \
+    tests/test_levers.py tests/test_units.py tests/test_training.py \
+    -k "not torchrun and not minilm and not MiniLM and not on_cpu and not default_run_learns"
+  tail -3 "$OUT/pytest-gpu.log" | tee -a "$LOG"
+fi
+
+if wants scale; then
+  step "real-scale benchmark: ours vs plain Trainer, Qwen2.5-0.5B and Llama-3.2-1B shapes, 4k packed rows, bf16"
+  timed 270 "$PY" benchmarks/scale.py --model qwen2.5-0.5b --model llama-3.2-1b --out "$OUT/scale.json"
+fi
+
+if wants fit; then
+  step "largest-model table: 0.5B/1.5B/3B/8B x full/LoRA/QLoRA on this GPU"
+  timed 200 "$PY" benchmarks/scale.py --fit-table --out "$OUT/fit.json"
+fi
+
 step "done"
+[ -f "$OUT/levers.tsv" ] && column -t -s $'\t' "$OUT/levers.tsv"
+for f in scale fit; do
+  [ -f "$OUT/$f.json" ] && "$PY" benchmarks/scale.py --print "$OUT/$f.json" 2>/dev/null
+done
+exit 0

@@ -78,7 +78,7 @@ class TrainingConfig:
     gradient_checkpointing: bool = False  # recompute activations in backward: much less memory, ~30% more compute
     compile: bool = False  # torch.compile the model (needs a C++ compiler on CPU, a C compiler for Triton on GPU)
     liger_kernel: bool = False  # Liger's Triton kernels: RMSNorm, RoPE, SwiGLU, fused linear cross-entropy (GPU)
-    optimizer: Literal["auto", "adamw", "adamw_fused", "adamw_8bit"] = "auto"  # auto: adamw_fused on GPU, else adamw
+    optimizer: Literal["auto", "adamw", "adamw_fused", "adamw_8bit"] = "auto"  # auto: adamw_fused
     fsdp: bool = False  # shard parameters, gradients and optimizer state over processes (accelerate's FSDP2)
 
 

@@ -41,7 +41,8 @@ def build_model(cfg: RunConfig, settings: Settings, tokenizer, labels: list[str]
             tokenizer.bos_token_id,
             tokenizer.eos_token_id,
         )
-        model = auto.from_config(config, **load)
+        with torch.device(process_device(settings)):  # fresh weights made where they train, not in host RAM first
+            model = auto.from_config(config, **load)
         if cfg.lora.quantization:  # bitsandbytes quantizes while loading: save the fresh weights, load them back
             with tempfile.TemporaryDirectory(prefix="finetune-qbase-") as tmp:
                 model.save_pretrained(tmp)
@@ -63,6 +64,9 @@ def build_model(cfg: RunConfig, settings: Settings, tokenizer, labels: list[str]
     if cfg.lora.quantization:  # norms and head in fp32, input grads on for checkpointing (PEFT's QLoRA recipe)
         from peft import prepare_model_for_kbit_training
 
+        if settings.device == "cpu":
+            keep_training_layout(model)
+
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=cfg.training.gradient_checkpointing and not cfg.training.fsdp
         )
@@ -82,12 +86,26 @@ def _quantized(cfg: RunConfig, settings: Settings) -> dict:
             bnb_4bit_quant_type="nf4",
             bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=compute,
-            bnb_4bit_quant_storage=compute,
         )
     else:
         quant = BitsAndBytesConfig(load_in_8bit=True)
-    device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if settings.device == "cuda" else "cpu"
-    return {"quantization_config": quant, "device_map": {"": device}}
+    return {"quantization_config": quant, "device_map": {"": process_device(settings)}}
+
+
+def keep_training_layout(model) -> None:
+    """Work around bitsandbytes 0.50's CPU backend: on a CPU with AVX512-BF16, a Linear4bit in eval mode repacks its
+    weight in place for a faster inference kernel and never unpacks it, so training after an evaluation (ours runs
+    exact match before training) reads the repacked bytes as NF4 and the loss climbs. Tested in test_levers.py."""
+    from bitsandbytes.nn import Linear4bit
+
+    for module in model.modules():
+        if isinstance(module, Linear4bit):
+            module.support_avx512bf16_for_cpu = False
+
+
+def process_device(settings: Settings) -> str:
+    """This process's device: under torchrun each process has its own GPU (LOCAL_RANK)."""
+    return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if settings.device == "cuda" else "cpu"
 
 
 def apply_lora(cfg: RunConfig, model):

@@ -65,7 +65,7 @@ def resolve(cfg: RunConfig, world_size: int = 1, cuda: bool | None = None) -> Se
         precision=precision,
         dtype=_dtype(cfg, precision),
         attn_implementation=_attention(cfg, cuda),
-        optimizer=_optimizer(cfg, cuda),
+        optimizer=_optimizer(cfg),
         per_device_batch=_per_device_batch(cfg, world_size),
         metric=_metric(cfg),
     )
@@ -113,10 +113,10 @@ def _attention(cfg: RunConfig, cuda: bool) -> str:
     return a
 
 
-def _optimizer(cfg: RunConfig, cuda: bool) -> str:
+def _optimizer(cfg: RunConfig) -> str:
     o = cfg.training.optimizer
-    if o == "auto":
-        return "adamw_fused" if cuda else "adamw"
+    if o == "auto":  # fused AdamW (one kernel for all parameters) on CPU and GPU, as the Trainer's own default
+        return "adamw_fused"
     if o == "adamw_8bit":
         _need_package(cfg, "training.optimizer", "bitsandbytes", "bitsandbytes")
     return o

@@ -146,11 +146,11 @@ def memory_levers(cfg: RunConfig) -> dict:
     t = cfg.training
     if not t.fsdp:
         return {
-            "gradient_checkpointing": t.gradient_checkpointing,
-            "gradient_checkpointing_kwargs": {"use_reentrant": False} if t.gradient_checkpointing else None,
+            "activation_checkpointing": t.gradient_checkpointing,
+            "activation_checkpointing_kwargs": {"use_reentrant": False} if t.gradient_checkpointing else None,
         }
     return {
-        "fsdp": "full_shard auto_wrap",
+        "fsdp": True,  # FSDP2, full shard, each decoder layer wrapped (the model's _no_split_modules)
         "fsdp_config": {
             "version": 2,
             "reshard_after_forward": True,

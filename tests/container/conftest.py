@@ -96,7 +96,8 @@ def _use_standins(engine: Engine) -> bool:
 
 
 def _standin_context(dest: Path) -> Path:
-    """The stand-in Miniforge's build context: ./conda, ./Dockerfile, this host's CPython (stdlib only), pip wheel."""
+    """The stand-in Miniforge's build context: ./conda, ./Dockerfile, this host's CPython (stdlib and headers), pip
+    wheel."""
     dest.mkdir(parents=True)
     for name in ("conda", "Dockerfile"):
         shutil.copy2(HERE / "standin" / name, dest / name)
@@ -112,6 +113,8 @@ def _standin_context(dest: Path) -> Path:
         ignore=lambda d, names: [n for n in names if n in skip or n.startswith(("config-3", "_tkinter"))],
     )
     (dest / "python" / "lib" / ver / "site-packages").mkdir()
+    # Python.h and friends, as conda-forge's python package ships them (Triton and inductor compile against them)
+    shutil.copytree(prefix / "include" / ver, dest / "python" / "include" / ver, symlinks=True)
     for lib in (prefix / "lib").glob("libpython3*.so*"):
         shutil.copy2(lib, dest / "python" / "lib" / lib.name, follow_symlinks=False)
     conda_pins = [

@@ -86,7 +86,7 @@ def test_runtime_image_holds_no_caches_compilers_or_build_leftovers(workspace, r
     script = r"""
 set -u
 for tool in gcc cc g++ c++ clang make git conda; do command -v "$tool" && echo "FOUND tool $tool"; done
-for d in /root/.cache/pip "$HOME/.cache/pip" /opt/conda /opt/env/pkgs /tmp/env /wheelhouse \
+for d in /root/.cache/pip "$HOME/.cache/pip" /opt/conda /opt/env/pkgs /tmp/env /wheelhouse /opt/cxx-headers \
          /opt/env/lib/python3.11/site-packages/torch/include /opt/env/lib/python3.11/site-packages/torch/test; do
   [ -e "$d" ] && echo "FOUND path $d"
 done
