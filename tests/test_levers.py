@@ -166,6 +166,15 @@ def test_levers_map_onto_training_arguments(tmp_path, fake_gpu_host):
     assert not plain.activation_checkpointing and not plain.torch_compile and plain.optim == "adamw_torch_fused"
 
 
+def test_flex_gets_one_row_width_and_sdpa_keeps_dynamic_padding(fake_gpu_host):
+    from finetune.run import collator
+
+    cfg = cfg_with()
+    tok = build_char_tokenizer(["reverse: abc cba"])
+    assert collator(cfg, resolve(cfg, cuda=True), tok).pad_to == cfg.data.max_length  # flex compiles once
+    assert collator(cfg, resolve(cfg, cuda=False), tok).pad_to is None
+
+
 def test_fsdp_maps_to_fsdp2_with_its_own_activation_checkpointing():
     from finetune.run import memory_levers
 

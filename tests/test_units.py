@@ -82,9 +82,18 @@ def test_collator_counts_real_tokens_and_pads_labels():
     batch = Collator(pad_token_id=0)(
         [{"input_ids": [5, 6, 7], "labels": [IGNORE, 6, 7]}, {"input_ids": [5], "labels": [5]}]
     )
-    assert batch["num_tokens"].item() == 4
+    assert batch["num_tokens"] == 4 and isinstance(batch["num_tokens"], int), "a plain int: no device round trip"
     assert batch["labels"].tolist() == [[IGNORE, 6, 7], [5, IGNORE, IGNORE]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+
+
+def test_collator_pads_packed_rows_to_a_fixed_width():
+    rows = [{"input_ids": [5, 6, 7], "labels": [IGNORE, 6, 7], "position_ids": [0, 1, 0]}]
+    batch = Collator(pad_token_id=0, pad_to=6)(rows)
+    assert batch["input_ids"].tolist() == [[5, 6, 7, 0, 0, 0]]
+    assert batch["position_ids"].tolist() == [[0, 1, 0, 0, 1, 2]], "the padding is a sequence of its own"
+    assert batch["labels"].tolist() == [[IGNORE, 6, 7, IGNORE, IGNORE, IGNORE]]
+    assert batch["num_tokens"] == 3
 
 
 def test_data_scripts_regenerate_the_committed_files(tmp_path):

@@ -103,14 +103,17 @@ class ListDataset(torch.utils.data.Dataset):
 class Collator:
     """Right-pads a batch. Packed rows carry position_ids and no attention mask (see the module docstring).
 
-    `num_tokens` (real, non-pad tokens) rides along for the throughput figure; the trainer removes it before forward.
+    `num_tokens` (real, non-pad tokens) rides along for the throughput figure as a plain int (a tensor would be moved
+    to the GPU and read back every step, a sync); the trainer removes it before forward. `pad_to` fixes the width
+    (flex attention compiles once per row width; a packed row is nearly full anyway).
     """
 
     pad_token_id: int
     pad_to_multiple_of: int | None = None
+    pad_to: int | None = None
 
     def __call__(self, batch: list[dict]) -> dict:
-        width = max(len(b["input_ids"]) for b in batch)
+        width = max(self.pad_to or 0, *(len(b["input_ids"]) for b in batch))
         if self.pad_to_multiple_of:
             width = -(-width // self.pad_to_multiple_of) * self.pad_to_multiple_of
         packed = "position_ids" in batch[0]
@@ -125,5 +128,5 @@ class Collator:
             else:
                 out["attention_mask"].append([1] * n + [0] * pad)
         tensors = {k: torch.tensor(v) for k, v in out.items()}
-        tensors["num_tokens"] = torch.tensor(sum(len(b["input_ids"]) for b in batch))
+        tensors["num_tokens"] = sum(len(b["input_ids"]) for b in batch)
         return tensors

@@ -175,6 +175,15 @@ def prepare_run_dir(run_dir: Path, resume: bool) -> str | None:
     return checkpoint if resume else None
 
 
+def collator(cfg: RunConfig, settings: Settings, tokenizer) -> features.Collator:
+    static = cfg.data.packing and settings.attn_implementation == "flex_attention"  # one shape, one compile
+    return features.Collator(
+        tokenizer.pad_token_id,
+        pad_to_multiple_of=8 if settings.device == "cuda" else None,  # tensor-core friendly widths
+        pad_to=cfg.data.max_length if static else None,
+    )
+
+
 def build_trainer(cfg: RunConfig, settings: Settings, run_dir: Path, model, tokenizer, train_ex, eval_ex):
     args = training_arguments(cfg, settings, run_dir, bool(eval_ex))
     stopper = GracefulStop()
@@ -185,7 +194,7 @@ def build_trainer(cfg: RunConfig, settings: Settings, run_dir: Path, model, toke
         processing_class=tokenizer,
         train_dataset=features.ListDataset(train_ex),
         eval_dataset=features.ListDataset(eval_ex) if eval_ex else None,
-        data_collator=features.Collator(tokenizer.pad_token_id, 8 if settings.device == "cuda" else None),
+        data_collator=collator(cfg, settings, tokenizer),
         compute_metrics=classification_accuracy if cfg.task == "classification" else None,
         callbacks=[stopper, MetricsLog(run_dir / "metrics.jsonl"), tensorboard],
     )
