@@ -98,12 +98,18 @@ def completion_loss(model, tokenizer, examples: list[dict], batch_size: int = 50
     return total / max(count, 1)
 
 
-def train_plain(cfg, examples_per_step: int, output_dir: Path, tokenizer=None, callbacks=None) -> dict:
+def train_plain(
+    cfg, examples_per_step: int, output_dir: Path, tokenizer=None, callbacks=None, grad_accum: int = 1
+) -> dict:
     """Train the baseline; `cfg` is a finetune RunConfig (causal_lm, chat data, model built from model.config).
 
     `tokenizer`: use this one (with a chat template) instead of building the character tokenizer from the data;
-    `callbacks`: extra TrainerCallbacks (benchmarks/scale.py times the steps after warm-up with one).
+    `callbacks`: extra TrainerCallbacks (benchmarks/scale.py times the steps after warm-up with one);
+    `grad_accum`: examples_per_step is reached in that many micro-batches (it must divide examples_per_step).
     """
+    per_device, rest = divmod(examples_per_step, grad_accum)
+    if rest or per_device < 1:
+        raise ValueError(f"grad_accum {grad_accum} does not divide examples_per_step {examples_per_step}")
     started = time.time()
     set_seed(cfg.seed)
     train_conv = read_chat_jsonl(cfg.data.train_file)
@@ -122,7 +128,8 @@ def train_plain(cfg, examples_per_step: int, output_dir: Path, tokenizer=None, c
     args = TrainingArguments(
         output_dir=str(output_dir),
         seed=cfg.seed,
-        per_device_train_batch_size=examples_per_step,
+        per_device_train_batch_size=per_device,
+        gradient_accumulation_steps=grad_accum,
         num_train_epochs=t.epochs,
         max_steps=t.max_steps or -1,
         learning_rate=t.learning_rate,

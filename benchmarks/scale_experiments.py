@@ -1,0 +1,103 @@
+"""The experiments of benchmarks/scale.py, each a sequence of runs: the ours/plain comparison of one model shape, and
+the fit table (which shapes x {full, lora, qlora} fit on this GPU).
+
+compare_model runs the plain Trainer first, halving its micro-batch after an out-of-memory, then each variant of ours
+on the same data. run_fit_table tries every shape x method, or with --quick, per method, the shapes from the largest
+down until one fits. Every finished run is kept in the report, which is rewritten at once, and printed as one line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from scale_plan import FIT_METHODS, base_config, fit_settings, plan, variant_settings, with_settings
+from scale_report import budget_line, run_line
+from scale_runs import spawn
+from scale_shapes import SHAPES, add_flops_and_mfu, analytic_params
+
+
+def execute(spec: dict, log: Path, args, spawn=spawn, method: str = "full") -> dict:
+    """One run in its own subprocess; the result carries the spec's model, pipeline, label, method and config."""
+    r = spawn(spec, log, args.worker_timeout)
+    r.update(model=spec["model"], pipeline=spec["pipeline"], label=spec["label"], method=method, config=spec["config"])
+    return r
+
+
+def record(r: dict, runs: list[dict], save, fit: bool = False) -> None:
+    """Keep a finished run, rewrite the JSON (a stopped invocation keeps what it measured) and print its line."""
+    runs.append(r)
+    save(partial=True)
+    print(run_line(r, fit=fit), flush=True)
+
+
+def compare_model(name, args, steps, warmup, overrides, work, logs, peak, budgets, comparison, save, spawn=spawn):
+    """Plain first, at the largest micro-batch of --plain-micro-batch (or the model's start, with --quick), half that,
+    ... that does not run out of memory (each try re-plans the data for the same tokens per step); then each variant
+    of ours on the final plan's data."""
+    micro, plain = args.plain_micro_batch_start.get(name, args.plain_micro_batch), None
+    while True:
+        b = budgets[name] = plan(name, steps, args, work, micro)
+        print(budget_line(b), flush=True)
+        base = base_config(b, args, steps)
+        spec = {
+            "pipeline": "plain",
+            "label": f"plain Trainer mb{micro}",
+            "config": with_settings(base, {"model.attn_implementation": "sdpa"}),
+            "examples_per_step": b["plain_examples_per_step"],
+            "grad_accum": b["plain_grad_accum"],
+            "model": name,
+            "warmup_steps": warmup,
+        }
+        r = execute(spec, logs / f"scale-{name}-plain-mb{micro}.log", args, spawn)
+        r["plain_micro_batch"] = micro
+        if r["status"] == "ok":
+            plain = add_flops_and_mfu(r, b, peak)
+        record(r, comparison, save)
+        if r["status"] != "oom" or micro == 1:
+            break
+        micro //= 2
+        print(f"[scale] {name}: the plain Trainer ran out of memory; again at micro-batch {micro}", flush=True)
+    for v in args.variants:
+        config = with_settings(base, overrides, variant_settings(v))
+        spec = {"pipeline": "ours", "label": f"ours {v}", "config": config, "model": name, "warmup_steps": warmup}
+        r = execute(spec, logs / f"scale-{name}-ours-{v.replace('+', 'p')}.log", args, spawn)
+        if r["status"] == "ok":
+            add_flops_and_mfu(r, b, peak)
+            if plain:
+                r["plain_label"] = plain["label"]
+                r["ratio_vs_plain"] = r["tokens_per_second"] / plain["tokens_per_second"]
+                r["steady_ratio_vs_plain"] = r["steady_tokens_per_second"] / plain["steady_tokens_per_second"]
+        record(r, comparison, save)
+
+
+def run_fit_table(args, overrides, work, logs, peak, report, on_gpu, spawn=spawn) -> None:
+    """Each --fit-models shape x {full, lora, qlora}; with --quick, per method, the shapes from the largest down until
+    one fits: the largest that fits and the ones above it that did not."""
+
+    def fit(name: str, method: str) -> dict:
+        b = report.budgets.get(f"fit:{name}") or plan(name, args.fit_steps, args, work)
+        report.budgets[f"fit:{name}"] = b
+        settings = fit_settings(method, b["ours_rows_per_step"], on_gpu)
+        spec = {
+            "pipeline": "ours",
+            "label": f"fit {method}",
+            "config": with_settings(base_config(b, args, args.fit_steps), overrides, settings),
+            "model": name,
+            "warmup_steps": min(1, args.fit_steps - 1),
+        }
+        r = execute(spec, logs / f"scale-fit-{name}-{method}.log", args, spawn, method=method)
+        if r["status"] == "ok":
+            add_flops_and_mfu(r, b, peak)
+        record(r, report.fits, report.save, fit=True)
+        return r
+
+    if not args.quick:
+        for name in args.fit_models:
+            for method in FIT_METHODS:
+                fit(name, method)
+        return
+    largest_first = sorted(args.fit_models, key=lambda m: analytic_params(SHAPES[m])["total"], reverse=True)
+    for method in FIT_METHODS:
+        for name in largest_first:
+            if fit(name, method)["status"] == "ok":
+                break
