@@ -142,6 +142,19 @@ def test_lever_combinations_rejected_at_load(overrides, message):
         cfg_with(*overrides)
 
 
+def test_a_moved_key_names_its_new_place_and_old_manifests_still_load():
+    from finetune.config import from_dict, upgrade_manifest_config
+
+    with pytest.raises(
+        ConfigError, match=r"^--set model\.gradient_checkpointing: moved to training\.gradient_checkpointing$"
+    ):
+        cfg_with("model.gradient_checkpointing=true")
+    old = cfg_with().to_dict()
+    old["model"]["gradient_checkpointing"] = old["training"].pop("gradient_checkpointing") or True  # as 7a16ff3 wrote
+    assert from_dict(upgrade_manifest_config(old)).training.gradient_checkpointing is True
+    assert "gradient_checkpointing" in old["model"], "the manifest's own dict is left as it was"
+
+
 def test_cli_refuses_a_gpu_lever_on_cpu_in_one_line(tmp_path):
     proc = run_cli(
         "train", DEFAULT_CONFIG, "--output-dir", tmp_path / "x", "--set", "training.liger_kernel=true", check=False

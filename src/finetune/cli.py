@@ -98,13 +98,13 @@ def default_run_dir(name: str, resume: bool, root: Path = Path("runs")) -> Path:
 
 
 def _load_run(run_dir: Path):
-    from finetune.config import from_dict
+    from finetune.config import from_dict, upgrade_manifest_config
 
     manifest_path = run_dir / "manifest.json"
     if not manifest_path.exists():
         raise UserError(f"{run_dir}: not a run directory (no manifest.json)")
     manifest = json.loads(manifest_path.read_text())
-    return manifest, from_dict(manifest["config"], str(manifest_path))
+    return manifest, from_dict(upgrade_manifest_config(manifest["config"]), str(manifest_path))
 
 
 def _load_model(run_dir: Path, task: str):

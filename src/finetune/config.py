@@ -202,12 +202,27 @@ def _where(source: str, lines: dict, keypath: tuple) -> str:
     return f"--set {dotted}" if line == 0 else f"{source}:{line}: {dotted}"
 
 
+# Keys that moved between sections: a config naming the old place is told the new one; manifests of older runs
+# (finetune eval/generate/reproduce) are read with the key in its new place (upgrade_manifest_config).
+MOVED = {("model", "gradient_checkpointing"): ("training", "gradient_checkpointing")}
+
+
+def upgrade_manifest_config(config: dict) -> dict:
+    config = {k: dict(v) if isinstance(v, dict) else v for k, v in config.items()}
+    for (old_section, key), (new_section, new_key) in MOVED.items():
+        if key in config.get(old_section, {}):
+            config.setdefault(new_section, {})[new_key] = config[old_section].pop(key)
+    return config
+
+
 def _build(cls, data: dict, lines: dict, source: str, path: tuple = ()):
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
     for key, value in data.items():
         where = _where(source, lines, path + (key,))
+        if path + (key,) in MOVED:
+            raise ConfigError(f"{where}: moved to {'.'.join(MOVED[path + (key,)])}")
         if key not in names:
             raise ConfigError(f"{where}: unknown key (allowed: {', '.join(names)})")
         tp = hints[key]

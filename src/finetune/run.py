@@ -203,6 +203,7 @@ def build_trainer(cfg: RunConfig, settings: Settings, run_dir: Path, model, toke
         trainer.remove_callback(cb)  # Jupyter's HTML table (by name: importing it needs IPython): QuietProgress reports
     trainer.add_callback(QuietProgress())
     if cfg.training.fsdp and not trainer.is_fsdp_enabled:
+        stopper.restore()
         raise config_error(
             cfg,
             "training.fsdp",
