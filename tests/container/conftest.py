@@ -41,6 +41,7 @@ TEST_USER, TEST_UID = "finetune-ci", 2345
 STANDIN_MINIFORGE = "local/miniforge-standin:test"
 STANDIN_DEBIAN = "local/debian:bookworm"
 FIGURES: dict = {}  # measured figures, printed at the end of the session (pytest_terminal_summary)
+SKIPPED_BECAUSE: list[str] = []  # why the container tests could not run: said once, at the end
 
 
 def free_port() -> int:
@@ -51,7 +52,10 @@ def free_port() -> int:
 
 
 def client() -> str:
-    """Debian's /usr/bin/docker: its BuildKit needs no buildx plugin (the newer client on PATH may need one)."""
+    """Debian's /usr/bin/docker: its BuildKit needs no buildx plugin (the newer client on PATH may need one).
+    FINETUNE_TEST_DOCKER names another client (tests/test_without_docker.py: one that is not there)."""
+    if os.environ.get("FINETUNE_TEST_DOCKER"):
+        return os.environ["FINETUNE_TEST_DOCKER"]
     return "/usr/bin/docker" if Path("/usr/bin/docker").exists() else shutil.which("docker") or "docker"
 
 
@@ -72,14 +76,33 @@ class Engine:
         return json.loads(self("image", "inspect", image).stdout)[0]
 
 
+def _run_quietly(argv: list, env: dict | None = None) -> tuple[int, str]:
+    """(exit status, last line of stderr) of argv; a program that is not there is an answer too (127)."""
+    try:
+        proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
+    except FileNotFoundError:
+        return 127, f"{argv[0]}: not found"
+    except (PermissionError, subprocess.TimeoutExpired) as e:
+        return 126, f"{argv[0]}: {type(e).__name__}"
+    return proc.returncode, (proc.stderr.strip().splitlines() or [""])[-1]
+
+
 @pytest.fixture(scope="session")
 def engine() -> Engine:
     env = dict(os.environ, DOCKER_BUILDKIT="1", BUILDKIT_PROGRESS="plain")
-    if subprocess.run([client(), "info"], env=env, capture_output=True).returncode != 0:
-        up = subprocess.run(["bash", str(ENGINE_SH), "up"], capture_output=True, text=True)
-        if up.returncode != 0:
-            msg = f"no Docker engine answers and docker/engine.sh up failed:\n{up.stderr[-3000:]}"
-            pytest.fail(msg) if os.environ.get("CI") else pytest.skip(msg)
+    status, why = _run_quietly([client(), "info"], env)
+    if status != 0:
+        up, up_why = _run_quietly(["bash", str(ENGINE_SH), "up"])
+        if up != 0:  # one line, the same for every container test, so pytest -ra reports it once
+            msg = (
+                f"container tests need a Docker engine: `docker info` failed ({why}) and docker/engine.sh up failed "
+                f"({up_why}); start an engine and set DOCKER_HOST, or run the tests as root so that "
+                "docker/engine.sh installs and starts one (-m 'not container' deselects these tests)"
+            )
+            if os.environ.get("CI"):
+                pytest.fail(msg)
+            SKIPPED_BECAUSE.append(msg)
+            pytest.skip(msg)
         exports = subprocess.run(["bash", str(ENGINE_SH), "env"], capture_output=True, text=True).stdout
         env.update(kv.split("=", 1) for kv in exports.replace("export ", "").split())
     eng = Engine(env, client())
@@ -313,6 +336,8 @@ def dev_image(workspace: Workspace, runtime_image: dict) -> dict:
 
 
 def pytest_terminal_summary(terminalreporter):
+    if SKIPPED_BECAUSE:
+        terminalreporter.write_line(f"container tests skipped: {SKIPPED_BECAUSE[0]}", yellow=True)
     if FIGURES:
         terminalreporter.section("container figures (this machine)")
         for key, value in FIGURES.items():
