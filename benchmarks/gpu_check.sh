@@ -47,9 +47,10 @@ step "machine"
   "$PY" -c 'import sys, torch, transformers, peft, accelerate
 print("python", sys.version.split()[0], "torch", torch.__version__, "cuda", torch.version.cuda,
       "transformers", transformers.__version__, "peft", peft.__version__, "accelerate", accelerate.__version__)
-for name in ("triton", "liger_kernel", "bitsandbytes", "flash_attn"):
-    try: print(name, __import__(name).__version__)
-    except Exception as e: print(name, "-", type(e).__name__)
+from importlib.metadata import version, PackageNotFoundError
+for name in ("triton", "liger-kernel", "bitsandbytes", "flash-attn"):
+    try: print(name, version(name))
+    except PackageNotFoundError: print(name, "- not installed")
 if torch.cuda.is_available(): print("gpu", torch.cuda.get_device_name(0), "bf16", torch.cuda.is_bf16_supported())
 else: print("gpu: none visible")'; } 2>&1 | tee -a "$LOG"
 
@@ -85,6 +86,9 @@ EOF
   lever compile "${run[@]}" --set training.compile=true
   lever checkpointing "${run[@]}" --set training.gradient_checkpointing=true
   lever adamw_8bit "${run[@]}" --set training.optimizer=adamw_8bit
+  # under torchrun the process group is NCCL, which takes no CPU tensors: one process is enough to prove every
+  # collective runs on the GPU (both runs crashed at the first collective before 2026-11-26)
+  lever torchrun_1proc "$PY" -m torch.distributed.run --nproc-per-node 1 -m finetune train configs/default.yaml
   lever fsdp_1proc "$PY" -m torch.distributed.run --nproc-per-node 1 -m finetune train configs/default.yaml \
     --set training.fsdp=true
   # QLoRA as users run it: a saved model (the default run's) loaded in 4 bit, adapters on every projection
@@ -114,7 +118,10 @@ if wants fit; then
 fi
 
 step "done"
-[ -f "$OUT/levers.tsv" ] && column -t -s $'\t' "$OUT/levers.tsv"
+[ -f "$OUT/levers.tsv" ] && "$PY" -c 'import sys  # an aligned table (no `column` on every machine)
+rows = [line.rstrip("\n").split("\t") for line in open(sys.argv[1])]
+w = [max(len(r[i]) for r in rows if len(r) > max(i, 1)) for i in range(max(map(len, rows)))]
+print("\n".join("  ".join(c.ljust(w[i]) for i, c in enumerate(r)).rstrip() for r in rows))' "$OUT/levers.tsv"
 for f in scale fit; do
   [ -f "$OUT/$f.json" ] && "$PY" benchmarks/scale.py --print "$OUT/$f.json" 2>/dev/null
 done

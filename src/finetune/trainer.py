@@ -98,10 +98,12 @@ class GracefulStop(TrainerCallback):
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
 
-    def _agreed(self) -> bool:
+    def _agreed(self, device) -> bool:
         flag = self.signum is not None
         if dist.is_available() and dist.is_initialized():
-            t = torch.tensor([int(flag)])
+            # on the training device: NCCL (every CUDA run under torchrun) has no CPU backend, and a CPU tensor
+            # there fails the first step with "No backend type associated with device type cpu"
+            t = torch.tensor([int(flag)], device=device)
             dist.all_reduce(t, op=dist.ReduceOp.MAX)
             flag = bool(t.item())
             if flag and self.signum is None:
@@ -109,7 +111,7 @@ class GracefulStop(TrainerCallback):
         return flag
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self._agreed():
+        if self._agreed(args.device):
             control.should_save = True
             control.should_training_stop = True
             control.should_evaluate = False
