@@ -267,9 +267,11 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False, argv: list[str] |
         result = trainer.train(resume_from_checkpoint=checkpoint)
     finally:
         stopper.restore()
-    tokens = int(trainer.accelerator.reduce(  # all ranks; on the training device (NCCL has no CPU backend)
-        torch.tensor(trainer.tokens_trained, device=trainer.args.device), reduction="sum"
-    ))
+    tokens = int(
+        trainer.accelerator.reduce(  # all ranks; on the training device (NCCL has no CPU backend)
+            torch.tensor(trainer.tokens_trained, device=trainer.args.device), reduction="sum"
+        )
+    )
     summary = {
         "status": "completed",
         "steps": trainer.state.global_step,
