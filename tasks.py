@@ -87,6 +87,8 @@ def train(
     """Fine-tune from a config (default: the embedded tiny default) and write runs/<name>/."""
     try:
         containers.gpu_flags(gpus)
+        if output_dir:
+            containers.check_output_dir(output_dir, containers.REPO, Path.home())
     except ValueError as err:
         raise Exit(str(err), code=2) from None
     if nproc < 1:
@@ -113,9 +115,11 @@ def train(
     inside, extra = containers.container_path(Path(config), containers.REPO, c.finetune.runs_dir)
     args[1], mounts = inside, mounts + extra
     if output_dir:
-        inside, extra = containers.container_path(Path(output_dir), containers.REPO, c.finetune.runs_dir)
+        inside, extra = containers.container_path(Path(output_dir), containers.REPO, c.finetune.runs_dir, writable=True)
         args += ["--output-dir", inside]
         mounts += extra
+        if extra:  # mounted itself, so it must exist: docker would create it as root
+            c.run(f"mkdir -p {shlex.quote(str(Path(output_dir).resolve()))}")
     if not c.config.run.dry:
         (containers.REPO / c.finetune.runs_dir).mkdir(exist_ok=True)  # yours: docker would create it as root
     cmd = containers.run_command(

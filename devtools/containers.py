@@ -13,6 +13,8 @@ import os
 import shlex
 from pathlib import Path
 
+from finetune.urls import strip_userinfo
+
 REPO = Path(__file__).resolve().parents[1]
 TARGETS = ("runtime", "dev")
 WORKSPACE = "/workspace"  # the image's working directory: configs/, data/, runs/ live (or are mounted) here
@@ -93,7 +95,7 @@ def build_command(
         "USER_GID": gid,
         "GIT_REVISION": revision,
         "LOCK_DIGEST": lock_digest(locks_for(variant, target)),
-        "SOURCE_URL": source_url,
+        "SOURCE_URL": strip_userinfo(source_url),  # a remote's user:token@ would be in ps, the label and manifests
     }
     for key, value in args.items():
         cmd += ["--build-arg", f"{key}={value}"]
@@ -117,14 +119,41 @@ def gpu_flags(gpus: str) -> list[str]:
     return ["--gpus", spec, *GPU_RUN_FLAGS]
 
 
-def container_path(host: Path, root: Path, runs_dir: str) -> tuple[str, list[str]]:
-    """Where a host path is seen inside the container, and the extra mount that makes it visible (if any)."""
+def container_path(host: Path, root: Path, runs_dir: str, *, writable: bool = False) -> tuple[str, list[str]]:
+    """Where a host path is seen inside the container, and the extra mount that makes it visible (if any). Under
+    configs/, data/ or runs/ it is already there; anywhere else exactly that file or folder is mounted, read-only
+    unless writable: never its parent, which may be the home folder or / (a --config in ~ must not expose ~)."""
     host = host.resolve()
     for inside in ("configs", "data", runs_dir):
         base = (root / inside).resolve()
         if host == base or base in host.parents:
             return f"{WORKSPACE}/{host.relative_to(root.resolve())}", []
-    return f"/mnt/host{host}", ["--volume", f"{host.parent}:/mnt/host{host.parent}"]
+    return f"/mnt/host{host}", ["--volume", f"{host}:/mnt/host{host}{'' if writable else ':ro'}"]
+
+
+# The operating system's folders: a run may not write into them or anywhere under them.
+SYSTEM_TREES = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/proc", "/sbin", "/sys", "/usr")
+# Folders that hold other people's or the system's files: a run may not be one of them (a folder inside is fine).
+SHARED_FOLDERS = ("/home", "/media", "/mnt", "/opt", "/root", "/run", "/snap", "/srv", "/tmp", "/var")
+
+
+def check_output_dir(value: str, repo: Path, home: Path) -> None:
+    """Refuse (ValueError, one line) an --output-dir that a run must not take over: in a container it is mounted
+    read-write, and a run writes and replaces files in it."""
+    path = Path(value).resolve()
+    why = None
+    if path == Path("/"):
+        why = "the root folder"
+    elif path == home.resolve():
+        why = "your home folder"
+    elif path == repo.resolve():
+        why = "the repository root"
+    elif any(path == Path(t) or Path(t) in path.parents for t in SYSTEM_TREES) or str(path) in SHARED_FOLDERS:
+        why = "a system folder"
+    elif path in home.resolve().parents or path in repo.resolve().parents:
+        why = "a folder that holds your home folder or the repository"
+    if why:
+        raise ValueError(f"--output-dir {value}: {why}; allowed: a folder for runs, e.g. runs/NAME or a new folder")
 
 
 def run_command(

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from finetune.urls import strip_userinfo
+
 PACKAGES = ["finetune", "torch", "transformers", "peft", "accelerate", "tokenizers", "safetensors", "numpy"]
 LOCK_GLOB = "environments/*/*.lock*"  # the pinned-environment lockfiles, where the repository has them
 
@@ -92,12 +94,18 @@ def container() -> dict | None:
     """Inside a container the image id and labels cannot be read from within; `invoke train` passes them in."""
     if not (Path("/.dockerenv").exists() or os.environ.get("FINETUNE_IMAGE_ID")):
         return None
-    labels = os.environ.get("FINETUNE_IMAGE_LABELS")
+    labels = json.loads(os.environ.get("FINETUNE_IMAGE_LABELS") or "null")
     return {
         "image_id": os.environ.get("FINETUNE_IMAGE_ID"),
         "image": os.environ.get("FINETUNE_IMAGE"),
-        "labels": json.loads(labels) if labels else None,
+        "labels": _safe_labels(labels) if labels else None,
     }
+
+
+def _safe_labels(labels: dict) -> dict:
+    """The image's labels without URL credentials: an image built from a remote like https://user:token@host/...
+    before tasks.py stripped them carries the token in org.opencontainers.image.source."""
+    return {key: strip_userinfo(value) if isinstance(value, str) else value for key, value in labels.items()}
 
 
 def lock_digests(root: Path) -> dict:

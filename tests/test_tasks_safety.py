@@ -1,0 +1,125 @@
+"""Issue 12's hardening of tasks.py and its build files: no secret on a command line, in an image label or in a run's
+manifest; no broad read-write mount of the host; plain warnings where a service has no login; least privilege in CI;
+hashed build inputs; an unambiguous GPU selection.
+
+The docker here is the FAKE one of tests/fakes.py (it records calls, answers probes); the git remote with a token
+is a FAKE git in front of the real one (every other git command goes to the real git).
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+from pathlib import Path
+
+import pytest
+from fakes import docker_calls, fake_host
+from test_tasks import invoke, plain
+
+from conftest import REPO
+
+TOKEN = "ghp_FAKEtoken1234567890abcdef"
+REMOTE = f"https://x-access-token:{TOKEN}@github.com/org/finetune.git"
+
+
+def run_line(out: str) -> list[str]:
+    """The `docker run` of a dry plan, as argv."""
+    return shlex.split(plain(next(line for line in out.splitlines() if " run --rm " in line)))
+
+
+def volumes(argv: list[str]) -> list[str]:
+    return [argv[i + 1] for i, a in enumerate(argv) if a == "--volume"]
+
+
+# --- 1. credentials in a git remote URL ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url, clean",
+    [
+        (REMOTE, "https://github.com/org/finetune.git"),
+        ("https://user:pa55@gitlab.example:8443/g/r.git", "https://gitlab.example:8443/g/r.git"),
+        (f"https://{TOKEN}@github.com/org/r", "https://github.com/org/r"),  # a token alone, as the user name
+        ("ssh://git@github.com/org/r.git", "ssh://github.com/org/r.git"),
+        ("git@github.com:org/r.git", "git@github.com:org/r.git"),  # scp-like: a login name, no secret
+        ("https://github.com/org/r.git", "https://github.com/org/r.git"),
+        ("", ""),
+        ("sha256:" + "0" * 64, "sha256:" + "0" * 64),  # not a URL: unchanged
+    ],
+)
+def test_strip_userinfo_drops_credentials_from_urls(url, clean):
+    from finetune.urls import strip_userinfo
+
+    assert strip_userinfo(url) == clean
+
+
+def fake_git_remote(env: dict, tmp_path: Path, url: str) -> dict:
+    """A FAKE git first on PATH: `git remote get-url origin` answers url, everything else is the real git."""
+    real = shutil.which("git")
+    script = tmp_path / "fakebin" / "git"
+    script.write_text(
+        "#!/bin/sh\n# FAKE git (tests/test_tasks_safety.py): origin has credentials in its URL\n"
+        f'[ "$*" = "remote get-url origin" ] && {{ echo {shlex.quote(url)}; exit 0; }}\n'
+        f'exec {shlex.quote(real)} "$@"\n'
+    )
+    script.chmod(0o755)
+    return env
+
+
+def test_build_plan_has_no_credentials_from_the_git_remote(tmp_path):
+    env = fake_git_remote(fake_host(tmp_path, None), tmp_path, REMOTE)
+    proc = invoke(env, "--dry", "build")
+    assert proc.returncode == 0, proc.stderr
+    assert TOKEN not in proc.stdout + proc.stderr
+    assert "--build-arg SOURCE_URL=https://github.com/org/finetune.git" in plain(proc.stdout)
+
+
+def test_manifest_has_no_credentials_from_the_image_labels(tmp_path, monkeypatch):
+    """An image built before the fix carries the token in its source label; the run's manifest must not."""
+    from finetune.manifest import build_manifest
+
+    labels = {"org.opencontainers.image.source": REMOTE, "org.finetune.variant": "cpu"}
+    monkeypatch.setenv("FINETUNE_IMAGE_ID", "sha256:" + "1" * 64)
+    monkeypatch.setenv("FINETUNE_IMAGE_LABELS", json.dumps(labels))
+    manifest = build_manifest({"seed": 1}, ["finetune", "train", "configs/default.yaml"], [], 1)
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    assert TOKEN not in (tmp_path / "manifest.json").read_text()
+    assert manifest["container"]["labels"]["org.opencontainers.image.source"] == "https://github.com/org/finetune.git"
+
+
+# --- 2. mounts of host paths outside the repository ----------------------------------------------------------------
+
+
+def test_docker_train_mounts_an_outside_config_read_only_and_alone(tmp_path):
+    config = tmp_path / "elsewhere" / "my.yaml"
+    config.parent.mkdir()
+    shutil.copy(REPO / "configs" / "default.yaml", config)
+    proc = invoke(fake_host(tmp_path, None), "--dry", "train", "--docker", "--config", str(config))
+    assert proc.returncode == 0, proc.stderr
+    run = run_line(proc.stdout)
+    assert f"{config}:/mnt/host{config}:ro" in volumes(run)
+    assert not any(v.startswith(f"{config.parent}:") for v in volumes(run)), volumes(run)
+    assert run[-1] == f"/mnt/host{config}"
+
+
+def test_docker_train_mounts_only_the_output_dir_itself(tmp_path):
+    out = tmp_path / "results" / "run1"
+    proc = invoke(fake_host(tmp_path, None), "--dry", "train", "--docker", "--output-dir", str(out))
+    assert proc.returncode == 0, proc.stderr
+    run = run_line(proc.stdout)
+    assert f"{out}:/mnt/host{out}" in volumes(run)
+    assert not any(v.startswith(f"{out.parent}:") for v in volumes(run)), volumes(run)
+    assert run[-2:] == ["--output-dir", f"/mnt/host{out}"]
+
+
+@pytest.mark.parametrize(
+    "output_dir", ["/", str(Path.home()), str(REPO), "/etc", "/usr", "/var", "/usr/local/lib", str(REPO.parent)]
+)
+@pytest.mark.parametrize("runtime", ["--docker", "--local"])
+def test_train_refuses_an_output_dir_that_is_not_a_run_folder(tmp_path, output_dir, runtime):
+    proc = invoke(fake_host(tmp_path, None), "--dry", "train", runtime, "--output-dir", output_dir)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    message = proc.stderr.strip()
+    assert "\n" not in message and message.startswith(f"--output-dir {output_dir}: ") and "allowed: " in message
+    assert "finetune train" not in proc.stdout and docker_calls(tmp_path) == []
