@@ -178,10 +178,15 @@ def test(c, fast=False, k=None, args="", docker=False):
         c.run(line)
 
 
-def _published(host: str, port: int, inside: int) -> list[str]:
-    if host not in ("127.0.0.1", "localhost"):
-        print(f"WARNING: publishing on {host}:{port}: reachable from other machines (token still required)", flush=True)
+def _published(host: str, port: int, inside: int, exposed: str) -> list[str]:
+    """--publish on host:port; on any address but loopback, first a warning that says what others can reach."""
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"WARNING: publishing on {host}:{port}: {exposed}", flush=True)
     return ["--publish", f"{host}:{port}:{inside}"]
+
+
+def _tunnel(port: int) -> str:
+    return f"safer: keep --host 127.0.0.1 and tunnel from your machine: ssh -L {port}:127.0.0.1:{port} THIS-HOST"
 
 
 @task(
@@ -189,27 +194,41 @@ def _published(host: str, port: int, inside: int) -> list[str]:
         "port": "host port (default 8888)",
         "host": "host address to publish on (default 127.0.0.1: this machine only; 0.0.0.0 exposes it)",
         "gpu": "the CUDA dev image with the host's GPUs",
-        "token": "the login token (default: a new random one, printed once with the URL)",
+        "token": "the login token (default: $JUPYTER_TOKEN, else a new random one printed once with the URL); "
+        "a flag is visible in `ps` and your shell history: prefer JUPYTER_TOKEN in the environment",
     }
 )
 def lab(c, port=8888, host="127.0.0.1", gpu=False, token=None):
     """JupyterLab in the dev image: the repository (notebooks/, runs/) at /workspace, token login always on."""
     images.gpu_check(c, gpu)
     image, _ = images.ensure_image(c, "cuda" if gpu else "cpu", "dev", gpu)
-    token = token or secrets.token_urlsafe(24)
-    run = [c.docker.client, "run", "--rm", "--name", f"finetune-lab-{port}", *_published(host, port, 8888)]
-    run += [*containers.dev_container_args(c, gpu), "--env", "JUPYTER_TOKEN"]  # the token by name: not in `ps`
+    exposed = f"reachable from other machines, and whoever has the token runs code here as you; {_tunnel(port)}"
+    run = [c.docker.client, "run", "--rm", "--name", f"finetune-lab-{port}", *_published(host, port, 8888, exposed)]
+    # The token by name: docker copies it from its own environment, so it is on no command line (`ps`) or plan.
+    run += [*containers.dev_container_args(c, gpu), "--env", "JUPYTER_TOKEN"]
     # Inside, Jupyter listens on all of the container's interfaces; what the host exposes is --publish above.
     run += [image, "jupyter", "lab", "--ip=0.0.0.0", "--port=8888", "--no-browser", "--ServerApp.root_dir=/workspace"]
-    print(f"JupyterLab: http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}/lab?token={token}", flush=True)
+    given = token or os.environ.get("JUPYTER_TOKEN")
+    token = given or secrets.token_urlsafe(24)
+    # A token the user chose is never echoed; a new one is shown once, and not in a plan (--dry starts nothing).
+    shown = "<your token>" if given else "<a new token, shown when it runs>" if c.config.run.dry else token
+    print(f"JupyterLab: http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}/lab?token={shown}", flush=True)
     c.run(show(run), env={"JUPYTER_TOKEN": token}, pty=False)
 
 
-@task(help={"port": "host port (default 6006)", "host": "host address (default 127.0.0.1)"})
+@task(
+    help={
+        "port": "host port (default 6006)",
+        "host": "host address (default 127.0.0.1: this machine only); TensorBoard has no login, so 0.0.0.0 shows "
+        "every run to anyone who can reach the port (use an SSH tunnel instead)",
+    }
+)
 def tensorboard(c, port=6006, host="127.0.0.1"):
     """TensorBoard over runs/ (read-only) in the training image."""
     image, _ = images.ensure_image(c, "cpu", "runtime", False)
-    run = [c.docker.client, "run", "--rm", "--name", f"finetune-tensorboard-{port}", *_published(host, port, 6006)]
+    exposed = f"TensorBoard has no authentication: anyone who can reach {host}:{port} sees every run; {_tunnel(port)}"
+    run = [c.docker.client, "run", "--rm", "--name", f"finetune-tensorboard-{port}"]
+    run += _published(host, port, 6006, exposed)
     run += ["--volume", f"{containers.REPO / c.finetune.runs_dir}:/workspace/runs:ro", image]
     c.run(show([*run, "tensorboard", "--logdir", "/workspace/runs", "--bind_all", "--port", "6006"]), pty=False)
 

@@ -123,3 +123,49 @@ def test_train_refuses_an_output_dir_that_is_not_a_run_folder(tmp_path, output_d
     message = proc.stderr.strip()
     assert "\n" not in message and message.startswith(f"--output-dir {output_dir}: ") and "allowed: " in message
     assert "finetune train" not in proc.stdout and docker_calls(tmp_path) == []
+
+
+# --- 3. TensorBoard has no login -----------------------------------------------------------------------------------
+
+
+def test_tensorboard_on_all_interfaces_warns_that_it_has_no_login(tmp_path):
+    proc = invoke(fake_host(tmp_path, None), "--dry", "tensorboard", "--host", "0.0.0.0", "--port", "6007")
+    assert proc.returncode == 0, proc.stderr
+    warning = next(line for line in proc.stdout.splitlines() if line.startswith("WARNING"))
+    assert "token" not in warning
+    assert "no authentication" in warning and "anyone who can reach 0.0.0.0:6007" in warning
+    assert "ssh -L 6007:127.0.0.1:6007" in warning
+
+
+# --- 4. the JupyterLab token -------------------------------------------------------------------------------------
+
+
+def test_lab_token_is_not_in_the_plan(tmp_path):
+    proc = invoke(fake_host(tmp_path, None), "--dry", "lab", "--token", "lab-secret-789")
+    assert proc.returncode == 0, proc.stderr
+    assert "lab-secret-789" not in proc.stdout + proc.stderr
+    run = run_line(proc.stdout)
+    assert "JUPYTER_TOKEN" in run and run[run.index("JUPYTER_TOKEN") - 1] == "--env"
+
+
+@pytest.mark.parametrize("how", ["flag", "environment"])
+def test_lab_token_reaches_docker_only_through_its_environment(tmp_path, how):
+    """A FAKE docker client that also records the JUPYTER_TOKEN it was started with."""
+    env = fake_host(tmp_path, None)
+    client = tmp_path / "fakebin" / "recording-docker"
+    client.write_text(
+        "#!/bin/sh\n# FAKE docker wrapper: records $JUPYTER_TOKEN, then the fake docker\n"
+        f'echo "$JUPYTER_TOKEN" >> {shlex.quote(str(tmp_path / "token.log"))}\n'
+        f'exec {shlex.quote(env["INVOKE_DOCKER_CLIENT"])} "$@"\n'
+    )
+    client.chmod(0o755)
+    env["INVOKE_DOCKER_CLIENT"] = str(client)
+    args = ["lab", "--token", "lab-secret-790"] if how == "flag" else ["lab"]
+    if how == "environment":
+        env["JUPYTER_TOKEN"] = "lab-secret-790"
+    proc = invoke(env, *args)
+    assert proc.returncode == 0, proc.stderr
+    run = next(call for call in docker_calls(tmp_path) if call.startswith("run "))
+    assert "lab-secret-790" not in " ".join(docker_calls(tmp_path)) and "--env JUPYTER_TOKEN " in run
+    assert (tmp_path / "token.log").read_text().splitlines()[-1] == "lab-secret-790"
+    assert "lab-secret-790" not in proc.stdout + proc.stderr  # the user gave it: never echoed
