@@ -19,12 +19,14 @@ PIP := $(VENV)/bin/python -m pip
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
+# The editable install of the package builds with --no-build-isolation, i.e. with the setuptools the cpu lock has
+# just installed (hash-checked): pip's isolated build would fetch "setuptools>=68" unpinned and without a hash.
 $(VENV)/.installed: $(LOCKS) pyproject.toml
 	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if v == (3, 11) else f"make: the locks target CPython 3.11 (as the images do); {sys.executable} is {v[0]}.{v[1]}. Run: make PYTHON=python3.11 ...")'
 	@for f in $(LOCKS); do [ -f $$f ] || { echo "make: $$f is missing: this platform has no lock yet (see environments/README)"; exit 2; }; done
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --require-hashes --no-deps $(if $(TORCH_FIND_LINKS),--find-links $(TORCH_FIND_LINKS)) $(addprefix -r ,$(LOCKS))
-	$(PIP) install --quiet --no-deps -e .
+	$(PIP) install --quiet --no-deps --no-build-isolation -e .
 	@touch $@
 
 venv: $(VENV)/.installed ## create .venv from the locks (CPU runtime + dev layer); re-run after a lock changes

@@ -9,11 +9,15 @@ is a FAKE git in front of the real one (every other git command goes to the real
 from __future__ import annotations
 
 import json
+import os
+import re
 import shlex
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 from fakes import docker_calls, fake_host
 from test_tasks import invoke, plain
 
@@ -169,3 +173,61 @@ def test_lab_token_reaches_docker_only_through_its_environment(tmp_path, how):
     assert "lab-secret-790" not in " ".join(docker_calls(tmp_path)) and "--env JUPYTER_TOKEN " in run
     assert (tmp_path / "token.log").read_text().splitlines()[-1] == "lab-secret-790"
     assert "lab-secret-790" not in proc.stdout + proc.stderr  # the user gave it: never echoed
+
+
+# --- 5. CI permissions -------------------------------------------------------------------------------------------
+
+WORKFLOW = REPO / ".github" / "workflows" / "images.yml"
+ON_TAGS = "startsWith(github.ref, 'refs/tags/v')"
+
+
+def test_workflow_grants_package_write_only_to_jobs_that_run_on_release_tags():
+    workflow = yaml.safe_load(WORKFLOW.read_text())
+    assert workflow["permissions"] == {"contents": "read"}
+    writers = {
+        name: job for name, job in workflow["jobs"].items() if "write" in (job.get("permissions") or {}).values()
+    }
+    assert writers, "the release jobs push to ghcr.io"
+    for name, job in writers.items():
+        assert job["permissions"] == {"contents": "read", "packages": "write"}, name
+        assert job.get("if") == ON_TAGS, f"{name}: write permissions on pull requests and branch pushes"
+    for name, job in workflow["jobs"].items():
+        if name not in writers:
+            assert (job.get("permissions") or {"contents": "read"}) == {"contents": "read"}, name
+
+
+@pytest.mark.skipif(not (REPO / ".venv" / "bin" / "actionlint").exists(), reason="actionlint not installed")
+def test_workflow_passes_actionlint():
+    proc = subprocess.run([str(REPO / ".venv" / "bin" / "actionlint"), str(WORKFLOW)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# --- 6. hashed build requirements ----------------------------------------------------------------------------------
+
+
+def test_editable_install_builds_with_the_hashed_setuptools_of_the_locks():
+    """pip's build isolation would fetch setuptools unpinned and unhashed; the locks make venv installs have it."""
+    makefile = (REPO / "Makefile").read_text()
+    editable = [line for line in makefile.splitlines() if re.search(r"install .*-e \.", line)]
+    assert editable and all("--no-build-isolation" in line for line in editable), editable
+    locks = re.search(r"^LOCKS\s*:=\s*(.+)$", makefile, re.M).group(1).replace("$(PLATFORM)", "linux-64").split()
+    pinned = [
+        re.search(r"^setuptools==([\d.]+) \\\n\s+--hash=sha256:", (REPO / lock).read_text(), re.M) for lock in locks
+    ]
+    versions = [m.group(1) for m in pinned if m]
+    assert versions, f"none of {locks} pins setuptools with a hash"
+    requires = re.search(r'requires = \["setuptools>=(\d+)"\]', (REPO / "pyproject.toml").read_text()).group(1)
+    assert all(int(v.split(".")[0]) >= int(requires) for v in versions)
+
+
+def test_make_venvs_editable_install_needs_no_index(tmp_path):
+    """The Makefile's own install line, offline (--no-index, --dry-run, in a copy of the package): it builds with the
+    environment's setuptools; an isolated build would have to download one."""
+    line = next(line for line in (REPO / "Makefile").read_text().splitlines() if re.search(r"install .*-e \.", line))
+    pip = [str(REPO / ".venv" / "bin" / "python"), "-m", "pip"]
+    args = [a for a in shlex.split(line.strip())[1:] if a != "--quiet"] + ["--dry-run", "--no-index"]
+    for name in ("pyproject.toml", "README.md", "src"):
+        (shutil.copytree if (REPO / name).is_dir() else shutil.copy)(REPO / name, tmp_path / name)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}  # no wheel folder, no pip settings
+    proc = subprocess.run([*pip, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "Would install finetune" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-2000:]
