@@ -65,7 +65,7 @@ def build(c, variant="cpu", target="runtime", tag=None, push=False, no_cache=Fal
         "output_dir": "run directory (default runs/<name>)",
         "resume": "continue the run from its last complete checkpoint",
         "gpu": "the CUDA image with the host's GPUs (NVIDIA container toolkit); implies --docker",
-        "gpus": "which GPUs with --gpu: all (default), a count (2) or device ids (0,2)",
+        "gpus": "which GPUs with --gpu: all (default) or device ids as nvidia-smi numbers them, 0 or 0,2 (not a count)",
         "nproc": "processes per container: torchrun --nproc-per-node N inside it (one per GPU)",
         "variant": "image variant for --docker without --gpu: cpu (default) or cuda",
     },

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shlex
 from pathlib import Path
 
@@ -109,13 +110,14 @@ def build_command(
 
 
 def gpu_flags(gpus: str) -> list[str]:
-    """--gpus all | N | 0,2 (device ids), as the NVIDIA container toolkit reads them."""
-    if gpus == "all" or gpus.isdigit():
+    """--gpus all, or device ids as nvidia-smi numbers them (0, 0,2), in the form Docker reads as ids. Docker reads a
+    bare number as a count (`--gpus 0`: zero GPUs, `--gpus 2`: any two), so ids always go as "device=..."."""
+    if gpus == "all":
         spec = gpus
-    elif all(part.strip().isdigit() for part in gpus.split(",")):
-        spec = f'"device={gpus.replace(" ", "")}"'  # quotes: the comma would split docker's --gpus value
+    elif re.fullmatch(r"\d+(,\d+)*", gpus):
+        spec = f'"device={gpus}"'  # the quotes: the comma would split docker's --gpus value into fields
     else:
-        raise ValueError(f"--gpus {gpus!r}: allowed: all, a count (2), or device ids (0,2)")
+        raise ValueError(f"--gpus {gpus!r}: allowed: all, or device ids as nvidia-smi numbers them (0 or 0,2)")
     return ["--gpus", spec, *GPU_RUN_FLAGS]
 
 

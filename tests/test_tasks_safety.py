@@ -231,3 +231,30 @@ def test_make_venvs_editable_install_needs_no_index(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}  # no wheel folder, no pip settings
     proc = subprocess.run([*pip, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "Would install finetune" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-2000:]
+
+
+# --- 7. --gpus: device ids, never a count ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "gpus, spec", [("0", '"device=0"'), ("1", '"device=1"'), ("0,2", '"device=0,2"'), ("all", "all")]
+)
+def test_gpus_selects_devices_by_id(tmp_path, gpus, spec):
+    """A bare number is a count to Docker (`--gpus 0`: zero GPUs); here it is a device id, as in nvidia-smi."""
+    proc = invoke(fake_host(tmp_path, None), "--dry", "train", "--gpu", "--gpus", gpus)
+    assert proc.returncode == 0, proc.stderr
+    run = run_line(proc.stdout)
+    assert run[run.index("--gpus") + 1] == spec
+
+
+@pytest.mark.parametrize("gpus", ["two", "count=2", "-1", "0,,1", "", "0 1", "device=0"])
+def test_gpus_refuses_anything_but_all_or_device_ids(tmp_path, gpus):
+    proc = invoke(fake_host(tmp_path, None), "train", "--gpu", f"--gpus={gpus}")
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert proc.stderr.strip() == f"--gpus {gpus!r}: allowed: all, or device ids as nvidia-smi numbers them (0 or 0,2)"
+    assert docker_calls(tmp_path) == []
+
+
+def test_gpus_help_says_ids_not_a_count(tmp_path):
+    proc = invoke(fake_host(tmp_path, None), "--help", "train")
+    assert "--gpus=STRING which GPUs with --gpu: all (default) or device ids" in " ".join(proc.stdout.split())
