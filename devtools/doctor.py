@@ -1,17 +1,20 @@
 """`invoke doctor`: can this host build and run the training images, on its GPUs, and reach a deploy host?
 
 Each check returns a Check (name, state ok|warn|fail|skip, what was found, the fix). Checks probe the host through
-`probe(cmd)` (tasks.py's quiet probe; tests pass fakes), so the table is the same logic everywhere.
+`probe(cmd)` (tasks.py's quiet probe; tests pass fakes), so the table is the same logic everywhere. Local probes run
+even under `invoke --dry`; the SSH check, which would contact another machine, says "skip" there instead.
 """
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from devtools import remote
 from devtools.gpu import gpu_runtime as runtime_of
 
 REPO = Path(__file__).resolve().parents[1]
@@ -120,17 +123,25 @@ def locks() -> Check:
 
 
 def ssh_host(c, probe, host: str | None) -> Check:
+    """Docker's version on the deploy host, over the same ssh command line `invoke deploy` uses (devtools/remote.py).
+    The only check that touches another machine, so the only one `--dry` skips."""
+    name = "deploy host over SSH"
     if not host:
-        return Check("deploy host over SSH", "skip", "no --host (or deploy.host in invoke.yaml)")
-    ssh = f"ssh -o BatchMode=yes -o ConnectTimeout=5 {c.deploy.ssh_options} {host}"
-    res = probe(f"{ssh} docker version --format '{{{{.Server.Version}}}}'")
+        return Check(name, "skip", "no --host (or deploy.host in invoke.yaml)")
+    try:
+        ssh = remote.ssh(c, host, "docker version --format '{{.Server.Version}}'", connect_timeout=5)
+    except ValueError as err:
+        return Check(name, "fail", str(err), "give the host as USER@HOST (or an alias from ~/.ssh/config)")
+    if c.config.run.dry:
+        return Check(name, "skip", f"--dry: contacts no other machine (would run: {ssh})")
+    res = probe(ssh)
     if res.ok:
-        return Check("deploy host over SSH", "ok", f"{host}: Docker {res.stdout.strip()}")
+        return Check(name, "ok", f"{host}: Docker {res.stdout.strip()}")
     return Check(
-        "deploy host over SSH",
+        name,
         "fail",
         f"{host}: {(res.stderr or res.stdout).strip()[-160:]}",
-        f"ssh-copy-id {host}; on the host run deploy/cloud-init.yaml (Docker, toolkit, docker group)",
+        f"ssh-copy-id {shlex.quote(host)}; on the host run deploy/cloud-init.yaml (Docker, toolkit, docker group)",
     )
 
 

@@ -164,7 +164,7 @@ def test_dry_deploy_plans_ship_sync_and_a_restartable_resuming_container(tmp_pat
     )
     assert proc.returncode == 0, proc.stderr
     out = plain(proc.stdout)
-    assert "save finetune:cuda | gzip -1 | ssh -o BatchMode=yes me@gpu-vm 'gunzip | docker load'" in out
+    assert "save finetune:cuda | gzip -1 | ssh -o BatchMode=yes -- me@gpu-vm 'gunzip | docker load'" in out
     assert "tar -C " in out and " -cz configs data | ssh" in out
     start = next(line for line in out.splitlines() if "docker run --detach" in line)
     assert "--restart on-failure" in start and "--gpus all --ipc=host" in start
