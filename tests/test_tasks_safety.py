@@ -202,6 +202,20 @@ def test_workflow_passes_actionlint():
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+def test_workflow_lock_digest_step_runs_without_the_package_installed(tmp_path):
+    """The images jobs' lock-digest step imports devtools.containers with the runner's bare python3 (which imports
+    finetune.urls): it must work from a plain checkout, as invoke's digest does."""
+    workflow = yaml.safe_load(WORKFLOW.read_text())
+    step = next(s for s in workflow["jobs"]["images"]["steps"] if s.get("id") == "lock")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env.update(step["env"], VARIANT="cpu", TARGET="runtime", GITHUB_OUTPUT=str(tmp_path / "out"))
+    bare = shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin")
+    script = step["run"].replace("python3 -c", f"{shlex.quote(bare)} -c")  # not the .venv's python: no finetune
+    proc = subprocess.run(["bash", "-c", script], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert re.fullmatch(r"digest=sha256:[0-9a-f]{64}\n", (tmp_path / "out").read_text())
+
+
 # --- 6. hashed build requirements ----------------------------------------------------------------------------------
 
 
