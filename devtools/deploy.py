@@ -202,7 +202,8 @@ def status(c, host=None, name="default"):
 def logs(c, host=None, name="default", follow=False):
     """The training container's output."""
     name, host = _name(name), _host(c, host)
-    _remote(c, host, shlex.join(["docker", "logs", *(["--follow"] if follow else []), _container(name)]), pty=follow)
+    script = shlex.join(["docker", "logs", *(["--follow"] if follow else []), _container(name)])
+    _remote(c, host, script, pty=follow, in_stream=None if follow else False)  # --follow: Ctrl-C reaches it
 
 
 @task(help={"host": "USER@HOST", "name": "run name (default: default)", "force": "replace a local runs/<name>"})

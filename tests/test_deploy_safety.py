@@ -336,6 +336,12 @@ def test_remote_dir_with_a_space_home_relative_or_absolute(tmp_path, remote_dir)
     assert proc.returncode == 0 and "summary read through remote_dir" in proc.stdout, proc.stdout + proc.stderr
 
 
+def test_remote_dir_under_another_users_home_is_refused(tmp_path):
+    env = fake_remote(tmp_path, INVOKE_DEPLOY_REMOTE_DIR="~bob/finetune")
+    proc = invoke(env, "deploy.status", "--host", "me@gpu-vm", "--name", "myrun")
+    assert "deploy.remote_dir '~bob/finetune'" in one_line_error(proc) and lines(tmp_path / "ssh.log") == []
+
+
 def test_ssh_options_are_passed_word_by_word(tmp_path):
     env = fake_remote(tmp_path, home=False, INVOKE_DEPLOY_SSH_OPTIONS='-p 2222 -i "/keys/my key"')
     assert invoke(env, "deploy.stop", "--host", "me@gpu-vm", "--name", "myrun").returncode == 0
