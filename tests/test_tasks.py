@@ -94,7 +94,7 @@ def test_secrets_reach_the_container_by_name_only(tmp_path):
     [
         (["build", "--variant", "tpu"], "--variant 'tpu': allowed: cpu, cuda"),
         (["build", "--target", "prod"], "--target 'prod': allowed: runtime, dev"),
-        (["train", "--docker", "--gpu", "--gpus", "two"], "--gpus 'two': allowed: all, a count (2), or device ids"),
+        (["train", "--docker", "--gpu", "--gpus", "two"], "--gpus 'two': allowed: all, or device ids as nvidia-smi numbers them"),
         (["train", "--runtime", "k8s"], "--runtime 'k8s': allowed: auto, docker, local"),
         (["build", "--ca-bundle", "/nonexistent/ca.pem"], "--ca-bundle /nonexistent/ca.pem: no such file"),
     ],

@@ -24,7 +24,9 @@ EPILOG = """examples:
   finetune generate runs/default "reverse: hello"
   finetune reproduce runs/default
 
-exit codes: 0 ok, 2 bad config or data, 128+N stopped by signal N (a checkpoint was saved; use --resume)"""
+exit codes: 0 ok; 2 bad config, data or run directory; 74 a write failed (disk full, read-only: the last complete
+checkpoint is intact); 75 the run directory is busy (another run writes it); 128+N stopped by signal N (a checkpoint
+was saved; use --resume)"""
 
 COMPARED = ["steps", "train_loss", "eval_loss", "eval_accuracy"]  # what `reproduce` requires to match exactly
 
@@ -53,7 +55,13 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--resume",
         action="store_true",
-        help="continue from the last complete checkpoint (default run dir: the latest runs/<name>*)",
+        help="continue from the newest checkpoint that validates (default run dir: the latest runs/<name>*); "
+        "refused when the config differs from the run's manifest.json",
+    )
+    t.add_argument(
+        "--allow-config-change",
+        action="store_true",
+        help="with --resume: continue although the config differs from the run's (the differences are printed)",
     )
     t.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
@@ -81,7 +89,7 @@ def cmd_train(args) -> int:
     from finetune.run import train
 
     run_dir = Path(args.output_dir) if args.output_dir else default_run_dir(cfg.name, args.resume)
-    _, code = train(cfg, run_dir, resume=args.resume, argv=sys.argv)
+    _, code = train(cfg, run_dir, resume=args.resume, argv=sys.argv, allow_config_change=args.allow_config_change)
     return code
 
 
@@ -190,8 +198,16 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         if args.debug:
             raise
+        _close_progress_bars()
         print(f"finetune: error: {e}", file=sys.stderr)
         return e.exit_code
+
+
+def _close_progress_bars() -> None:
+    """Finish an interrupted progress bar first: otherwise tqdm redraws it at exit, after (below) the error line."""
+    tqdm = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", None) or []):
+        bar.close()
 
 
 if __name__ == "__main__":

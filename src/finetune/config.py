@@ -17,6 +17,7 @@ from typing import Any, Literal
 import yaml
 
 from finetune.errors import ConfigError
+from finetune.names import name_problem
 
 
 @dataclass
@@ -243,6 +244,8 @@ def _check_values(cfg: RunConfig) -> None:
     def fail(dotted: str, message: str):
         raise config_error(cfg, dotted, message)
 
+    if problem := name_problem(cfg.name):  # becomes runs/<name>: one safe path component
+        fail("name", problem)
     if not cfg.data.train_file:
         fail("data.train_file", "is required (a JSONL or CSV file)")
     if bool(cfg.model.name_or_path) == bool(cfg.model.config):

@@ -7,7 +7,6 @@ Run directory layout (runs/<name>/ or --output-dir):
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -17,19 +16,20 @@ from torch.utils.tensorboard import SummaryWriter
 from transformers import TrainingArguments, set_seed
 from transformers.integrations import TensorBoardCallback
 from transformers.trainer_callback import ProgressCallback
-from transformers.trainer_utils import get_last_checkpoint
 from transformers.utils import logging as transformers_logging
 
 from finetune import datafiles, features
+from finetune.checkpoints import storage_errors
 from finetune.config import RunConfig, config_error
-from finetune.errors import ConfigError, DataError
+from finetune.errors import DataError
 from finetune.evaluate import classification_accuracy, exact_match
 from finetune.manifest import build_manifest
 from finetune.modeling import build_model, count_parameters
 from finetune.report import human_summary, plot_loss, read_metrics, write_json
 from finetune.resolve import OPTIMIZERS, Settings, resolve
+from finetune.rundir import open_run_dir
 from finetune.tokenizer import build_char_tokenizer, load_tokenizer
-from finetune.trainer import STAGING, FinetuneTrainer, GracefulStop, MetricsLog, QuietProgress
+from finetune.trainer import FinetuneTrainer, GracefulStop, MetricsLog, QuietProgress
 
 
 def world_size() -> int:
@@ -160,21 +160,6 @@ def memory_levers(cfg: RunConfig) -> dict:
     }
 
 
-def prepare_run_dir(run_dir: Path, resume: bool) -> str | None:
-    """Create or reopen the run directory; returns the checkpoint to resume from (None: start fresh)."""
-    checkpoint = get_last_checkpoint(str(run_dir)) if run_dir.exists() else None
-    if not resume and run_dir.exists() and any(run_dir.iterdir()):
-        raise ConfigError(
-            f"{run_dir}: run directory exists; pass --resume to continue it or --output-dir for a new one"
-        )
-    if resume and checkpoint is None and is_main():
-        print(f"[finetune] no checkpoint in {run_dir}: starting from scratch", flush=True)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if is_main() and (run_dir / STAGING).exists():
-        shutil.rmtree(run_dir / STAGING)  # a checkpoint that a crash left unfinished
-    return checkpoint if resume else None
-
-
 def collator(cfg: RunConfig, settings: Settings, tokenizer) -> features.Collator:
     static = cfg.data.packing and settings.attn_implementation == "flex_attention"  # one shape, one compile
     return features.Collator(
@@ -231,13 +216,18 @@ def announce(cfg: RunConfig, settings: Settings, model, n_train: int, n_eval: in
     )
 
 
-def train(cfg: RunConfig, run_dir: Path, resume: bool = False, argv: list[str] | None = None) -> tuple[dict, int]:
+def train(
+    cfg: RunConfig, run_dir: Path, resume: bool = False, argv: list[str] | None = None, allow_config_change=False
+) -> tuple[dict, int]:
     """Train; returns (summary, exit_code). Exit code 0, or 128+signal when stopped by SIGTERM/SIGINT."""
     started = time.time()
     transformers_logging.disable_progress_bar()  # loading/saving weights bars; the training bar stays
     settings = resolve(cfg, world_size())  # every "auto" decided and every lever checked before any work
-    checkpoint = prepare_run_dir(run_dir, resume)
+    with open_run_dir(cfg, run_dir, resume, allow_config_change, is_main()) as checkpoint:  # locked while we write
+        return _train(cfg, settings, run_dir, checkpoint, resume, argv or sys.argv, started)
 
+
+def _train(cfg: RunConfig, settings: Settings, run_dir: Path, checkpoint, resume, argv, started) -> tuple[dict, int]:
     set_seed(cfg.seed)
     train_records, eval_records, labels = load_data(cfg)
     tokenizer = make_tokenizer(cfg, run_dir, resume, train_records + eval_records)
@@ -252,9 +242,7 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False, argv: list[str] |
     if is_main():
         if checkpoint is None:
             tokenizer.save_pretrained(run_dir / "tokenizer")
-            manifest = build_manifest(
-                cfg.to_dict(), argv or sys.argv, [cfg.data.train_file, cfg.data.eval_file], world_size()
-            )
+            manifest = build_manifest(cfg.to_dict(), argv, [cfg.data.train_file, cfg.data.eval_file], world_size())
             write_json(run_dir / "manifest.json", {**manifest, "resolved": settings.to_dict()})
         announce(cfg, settings, model, len(train_records), len(eval_records), len(train_ex), stats)
         if checkpoint is not None:
@@ -298,11 +286,13 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False, argv: list[str] |
                 model, tokenizer, gen_eval, cfg.eval.max_new_tokens, cfg.eval.batch_size
             )
             write_json(run_dir / "eval_samples.json", {"samples": samples[:50]})
-        trainer.save_model(str(run_dir / "model"))  # final model (or LoRA adapter) + tokenizer
+        with storage_errors(run_dir / "model"):
+            trainer.save_model(str(run_dir / "model"))  # final model (or LoRA adapter) + tokenizer
     summary["wall_seconds"] = time.time() - started
     if is_main():
-        write_json(run_dir / "summary.json", summary)
-        plot_loss(read_metrics(run_dir / "metrics.jsonl"), run_dir / "loss.png", f"{cfg.name}: {cfg.task}")
+        with storage_errors(run_dir):
+            write_json(run_dir / "summary.json", summary)
+            plot_loss(read_metrics(run_dir / "metrics.jsonl"), run_dir / "loss.png", f"{cfg.name}: {cfg.task}")
         print("\n" + human_summary(summary, run_dir), flush=True)
     finish_processes(trainer)
     return summary, exit_code

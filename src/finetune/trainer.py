@@ -16,15 +16,9 @@ from transformers import Trainer, TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
+from finetune import checkpoints
+
 STAGING = ".checkpoint-staging"  # not matched by get_last_checkpoint's "checkpoint-<n>" pattern
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class FinetuneTrainer(Trainer):
@@ -50,25 +44,28 @@ class FinetuneTrainer(Trainer):
         return os.path.join(run_dir, STAGING) if self._staging else run_dir
 
     def _save_checkpoint(self, model, trial):
-        """Write the checkpoint into a staging folder, then rename it into place: a crash leaves no half checkpoint."""
+        """Write the checkpoint into a staging folder, seal it (fsync, sizes and digests), then rename it into place:
+        a crash or a hard reset leaves no half checkpoint, and a failed write is one line (checkpoints.StorageError)."""
         run_dir = Path(super()._get_output_dir(trial))
         name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
         staged, final = run_dir / STAGING / name, run_dir / name
-        if self.args.should_save and staged.exists():
-            shutil.rmtree(staged)
-        self.accelerator.wait_for_everyone()
-        self._staging = True
-        try:
-            super()._save_checkpoint(model, trial)
-        finally:
-            self._staging = False
-        self.accelerator.wait_for_everyone()  # every rank has written its RNG state into the staging folder
-        if self.args.should_save:
-            if final.exists():  # re-saving the same step (e.g. a stop right after a scheduled save)
-                shutil.rmtree(final)
-            os.replace(staged, final)
-            _fsync_dir(run_dir)
-            rotate_checkpoints(output_dir=str(run_dir), save_total_limit=self.args.save_total_limit, use_mtime=False)
+        with checkpoints.storage_errors(staged, cleanup=staged if self.args.should_save else None):
+            if self.args.should_save and staged.exists():
+                shutil.rmtree(staged)
+            self.accelerator.wait_for_everyone()
+            self._staging = True
+            try:
+                super()._save_checkpoint(model, trial)
+            finally:
+                self._staging = False
+            self.accelerator.wait_for_everyone()  # every rank has written its RNG state into the staging folder
+            if self.args.should_save:
+                checkpoints.seal(staged)
+                checkpoints.replace_into_place(staged, final)
+                # older checkpoints go only now, after the new one is whole and in place
+                rotate_checkpoints(
+                    output_dir=str(run_dir), save_total_limit=self.args.save_total_limit, use_mtime=False
+                )
         self.accelerator.wait_for_everyone()
 
 

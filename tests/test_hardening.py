@@ -1,0 +1,227 @@
+"""No run ever lost (issue 12): run names, the config a run resumes with, checkpoints that validate before resume,
+one writer per run directory, storage failures as one line, and kill -9 during checkpoint saves."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import DEFAULT_CONFIG, REPO, SHORT, cli_env, read_json, rel_diff, run_cli
+from finetune.trainer import STAGING
+
+
+@pytest.mark.parametrize("name", ["../lost", "/abs", "x*", "", "-x", ".hidden", "a b"])
+def test_a_bad_run_name_is_one_line_naming_the_key(tmp_path, name):
+    proc = run_cli("train", DEFAULT_CONFIG, "--set", f"name={name}", *SHORT, check=False, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    line = proc.stderr.strip()
+    assert "\n" not in line and "name" in line and "allowed" in line, line
+    assert not (REPO / "lost").exists() and not Path("/abs").exists()
+
+
+@pytest.fixture(scope="module")
+def saved_run(tmp_path_factory) -> Path:
+    """A finished short default run with checkpoints at steps 20, 40 and 60 (kept: limit 3)."""
+    out = tmp_path_factory.mktemp("saved") / "run"
+    run_cli(
+        "train", DEFAULT_CONFIG, "--output-dir", out, *SHORT,
+        "--set", "training.save_steps=20", "--set", "training.save_total_limit=3",
+    )  # fmt: skip
+    return out
+
+
+def _copy(run: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / "run"
+    shutil.copytree(run, dst, symlinks=True)
+    return dst
+
+
+SAVED = [*SHORT, "--set", "training.save_steps=20", "--set", "training.save_total_limit=3"]
+
+
+@pytest.mark.slow
+def test_resume_refuses_a_changed_config_and_names_the_keys(tmp_path, saved_run):
+    run = _copy(saved_run, tmp_path)
+    proc = run_cli(
+        "train", DEFAULT_CONFIG, "--output-dir", run, "--resume", *SAVED,
+        "--set", "training.learning_rate=0.5", "--set", "seed=7", check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    err = proc.stderr.strip()
+    assert "\n" not in err and "training.learning_rate" in err and "seed" in err and "--allow-config-change" in err
+    assert "0.5" in err and "7" in err
+    same = run_cli("train", DEFAULT_CONFIG, "--output-dir", run, "--resume", *SAVED, check=False)
+    assert same.returncode == 0, same.stderr[-2000:]  # the same config resumes
+    allowed = run_cli(
+        "train", DEFAULT_CONFIG, "--output-dir", run, "--resume", *SAVED, "--set", "eval.max_samples=20",
+        "--allow-config-change", check=False,
+    )  # fmt: skip
+    assert allowed.returncode == 0, allowed.stderr[-2000:]
+    assert "eval.max_samples" in allowed.stdout + allowed.stderr  # said, not silent
+
+
+@pytest.mark.slow
+def test_every_checkpoint_records_its_files_sizes_and_digests(saved_run):
+    import hashlib
+
+    checkpoints = sorted(saved_run.glob("checkpoint-*"))
+    assert [c.name for c in checkpoints] == ["checkpoint-20", "checkpoint-40", "checkpoint-60"]
+    for ckpt in checkpoints:
+        record = read_json(ckpt / "checkpoint.json")
+        files = {p.relative_to(ckpt).as_posix() for p in ckpt.rglob("*") if p.is_file()} - {"checkpoint.json"}
+        assert set(record["files"]) == files and {"model.safetensors", "optimizer.pt"} <= files
+        for rel, facts in record["files"].items():
+            data = (ckpt / rel).read_bytes()
+            assert facts["size"] == len(data) and facts["sha256"] == hashlib.sha256(data).hexdigest(), rel
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("damage", ["truncate", "delete", "garble"])
+def test_resume_skips_a_damaged_checkpoint_and_falls_back(tmp_path, saved_run, damage):
+    run = _copy(saved_run, tmp_path)
+    finished = read_json(run / "summary.json")
+    (run / "summary.json").unlink()
+    target = run / "checkpoint-60" / "optimizer.pt"
+    if damage == "truncate":
+        target.write_bytes(target.read_bytes()[:1000])
+    elif damage == "delete":
+        target.unlink()
+    else:
+        data = bytearray(target.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        target.write_bytes(bytes(data))
+    proc = run_cli("train", DEFAULT_CONFIG, "--output-dir", run, "--resume", *SAVED)
+    said = proc.stdout + proc.stderr
+    assert "checkpoint-60" in said and "skipped" in said and "optimizer.pt" in said, said[-3000:]
+    assert "resuming from" in said and "checkpoint-40" in said
+    resumed = read_json(run / "summary.json")
+    assert resumed["steps"] == 60
+    assert rel_diff(resumed["eval_loss"], finished["eval_loss"]) < 1e-4, (resumed["eval_loss"], finished["eval_loss"])
+
+
+def _start(out: Path, *extra) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "finetune", "train", str(DEFAULT_CONFIG), "--output-dir", str(out), *extra]
+    return subprocess.Popen(cmd, cwd=REPO, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(predicate, proc, timeout=120.0, what="condition"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        assert proc.poll() is None, f"training ended before {what}: {proc.communicate()}"
+        time.sleep(0.05)
+    raise AssertionError(f"no {what} within {timeout}s")
+
+
+@pytest.mark.slow
+def test_a_second_run_on_a_busy_run_directory_refuses(tmp_path):
+    out = tmp_path / "busy"
+    first = _start(out, *SHORT, "--set", "training.max_steps=100000")
+    try:
+        _wait_for(lambda: (out / "metrics.jsonl").exists(), first, what="first metrics")
+        second = run_cli("train", DEFAULT_CONFIG, "--output-dir", out, "--resume", *SHORT, check=False, timeout=120)
+        assert second.returncode == 75, second.stderr[-2000:]
+        err = second.stderr.strip()
+        assert "\n" not in err and str(first.pid) in err and "busy" in err, err
+        assert first.poll() is None  # the first run is untouched
+    finally:
+        first.kill()
+        first.communicate()
+    # the lock died with its process (kill -9 included): a resume may take the directory over
+    third = run_cli(
+        "train", DEFAULT_CONFIG, "--output-dir", out, "--resume", *SHORT, "--allow-config-change", check=False
+    )  # fmt: skip
+    assert third.returncode == 0, third.stderr[-2000:]
+    assert f"lock of pid {first.pid}" in third.stdout and "stale" in third.stdout, third.stdout[-2000:]
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 9 MiB tmpfs: room for the run's first checkpoint (about 5 MiB) but not for a second one."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=9m", "tmpfs", str(disk)], capture_output=True)
+    if mount.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root): {mount.stderr.decode().strip()}")
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+@pytest.mark.slow
+def test_a_full_disk_is_one_line_with_exit_74_and_the_last_checkpoint_intact(tmp_path, small_disk):
+    from finetune import checkpoints
+
+    out = small_disk / "run"
+    proc = run_cli("train", DEFAULT_CONFIG, "--output-dir", out, *SAVED, check=False)
+    assert proc.returncode == 74, (proc.returncode, proc.stderr[-3000:])
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    err = proc.stderr.strip().splitlines()[-1]  # after the progress bar: one line
+    assert err.startswith("finetune: error: "), err
+    assert "write failed" in err and "full disk" in err and "MiB free" in err and str(out) in err and "--resume" in err
+    assert [c.name for c in checkpoints.checkpoints(out)] == ["checkpoint-20"]
+    assert checkpoints.problem(out / "checkpoint-20") is None
+    assert not (out / STAGING).exists() or not any((out / STAGING).iterdir())  # the partial one cleaned up
+    moved = tmp_path / "bigger"
+    shutil.copytree(out, moved)
+    run_cli("train", DEFAULT_CONFIG, "--output-dir", moved, "--resume", *SAVED)
+    assert read_json(moved / "summary.json")["steps"] == 60
+
+
+FAULT = [*SHORT, "--set", "training.save_steps=5", "--set", "training.save_total_limit=2"]
+FAULT_TRIALS = 24  # kill -9 at this many random points of checkpoint saves (the issue asks for at least 20)
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_points_of_checkpoint_saves_never_loses_the_run(tmp_path):
+    """The trainer is SIGKILLed at a random moment after a checkpoint save begins (the staging folder appears),
+    FAULT_TRIALS times, each time resumed with --resume. After every kill, every checkpoint in place must validate;
+    the run then finishes with the final eval loss of an uninterrupted run with the same settings (1e-4)."""
+    import random
+
+    from finetune import checkpoints
+
+    rng = random.Random(12)
+    reference = tmp_path / "reference"
+    run_cli("train", DEFAULT_CONFIG, "--output-dir", reference, *FAULT)
+    out, staging, landed = tmp_path / "faulted", tmp_path / "faulted" / STAGING, []
+    for trial in range(FAULT_TRIALS):
+        before = {c.name for c in checkpoints.checkpoints(out)} if out.exists() else set()
+        started = time.time()
+        proc = _start(out, "--resume", *FAULT)
+
+        def saving(started=started) -> bool:  # a save of this process: what a killed trial left is older
+            try:
+                return any(p.stat().st_ctime >= started for p in staging.iterdir())
+            except FileNotFoundError:
+                return False
+
+        try:
+            _wait_for(saving, proc, what=f"a save in trial {trial}")
+            time.sleep(
+                rng.uniform(0.0, 0.12)
+            )  # a save of this model takes about 0.1 s here (24 kills at 0-0.4 s: 6 mid-save)
+            mid_save = any(p.is_file() for p in staging.rglob("*"))
+            proc.kill()
+        finally:
+            proc.communicate()
+        assert proc.returncode == -9, f"trial {trial}: the run ended by itself ({proc.returncode})"
+        now = [c.name for c in checkpoints.checkpoints(out)]
+        broken = {c: checkpoints.problem(out / c) for c in now if checkpoints.problem(out / c)}
+        assert not broken, f"trial {trial}: a checkpoint in place does not validate: {broken}"
+        landed.append("mid-save" if mid_save else ("after the rename" if set(now) - before else "between saves"))
+    summary = {k: landed.count(k) for k in sorted(set(landed))}
+    print(f"\n[fault test] {FAULT_TRIALS} kills: {summary}; then {[c.name for c in checkpoints.checkpoints(out)]}")
+    # not vacuous: many kills hit a save in progress (about half of them here)
+    assert summary.get("mid-save", 0) >= FAULT_TRIALS // 4, summary
+    final = run_cli("train", DEFAULT_CONFIG, "--output-dir", out, "--resume", *FAULT)
+    assert "resuming from" in final.stdout
+    done, ref = read_json(out / "summary.json"), read_json(reference / "summary.json")
+    assert done["steps"] == ref["steps"] == 60
+    assert rel_diff(done["eval_loss"], ref["eval_loss"]) < 1e-4, (done["eval_loss"], ref["eval_loss"])
