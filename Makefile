@@ -1,5 +1,7 @@
-# Bootstrap and everyday commands. Needs only CPython 3.11 and make: `make train` / `make test` create .venv from
-# the hashed lockfiles (the CPU runtime lock + the dev layer), so the host matches the CPU image package for package.
+# Bootstrap and everyday commands. Needs only make and the CPython the locks are made for (make says which when
+# PYTHON is another; `python3 environments/lockfile.py python-version environments/cpu/pip.linux-64.lock` prints it):
+# `make train` / `make test` create .venv from the hashed lockfiles (the CPU runtime lock + the dev layer), so the
+# host matches the CPU image package for package.
 # Richer tasks (containers, lock, bench) live in tasks.py: `.venv/bin/invoke --list`.
 
 PYTHON ?= python3
@@ -9,8 +11,9 @@ ARGS   ?=
 # Lock platform of this machine (conda naming); the locks live in environments/<variant>/pip.<platform>.lock.
 PLATFORM := $(if $(filter aarch64 arm64,$(shell uname -m)),linux-aarch64,linux-64)
 LOCKS  := environments/cpu/pip.$(PLATFORM).lock environments/dev/pip.$(PLATFORM).lock
-# Where pip finds torch's CPU build (+cpu wheels are not on PyPI). A wheel folder you set in PIP_FIND_LINKS wins.
-TORCH_FIND_LINKS ?= $(if $(PIP_FIND_LINKS),,https://download.pytorch.org/whl/cpu/torch/)
+# Where pip finds torch's CPU build (+cpu wheels are not on PyPI): environments/lockfile.py's TORCH_CPU_FIND_LINKS.
+# A wheel folder you set in PIP_FIND_LINKS wins.
+TORCH_FIND_LINKS ?= $(if $(PIP_FIND_LINKS),,$(shell $(PYTHON) environments/lockfile.py torch-find-links))
 PIP := $(VENV)/bin/python -m pip
 
 .DEFAULT_GOAL := help
@@ -22,7 +25,7 @@ help: ## show this help
 # The editable install of the package builds with --no-build-isolation, i.e. with the setuptools the cpu lock has
 # just installed (hash-checked): pip's isolated build would fetch "setuptools>=68" unpinned and without a hash.
 $(VENV)/.installed: $(LOCKS) pyproject.toml
-	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if v == (3, 11) else f"make: the locks target CPython 3.11 (as the images do); {sys.executable} is {v[0]}.{v[1]}. Run: make PYTHON=python3.11 ...")'
+	@$(PYTHON) environments/lockfile.py check-python $(LOCKS)
 	@for f in $(LOCKS); do [ -f $$f ] || { echo "make: $$f is missing: this platform has no lock yet (see environments/README)"; exit 2; }; done
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --require-hashes --no-deps $(if $(TORCH_FIND_LINKS),--find-links $(TORCH_FIND_LINKS)) $(addprefix -r ,$(LOCKS))

@@ -1,13 +1,19 @@
-"""The pinned environments: locks fresh and hashed, staleness caught and explained, host venv == CPU lock + dev."""
+"""The pinned environments: locks fresh and hashed, staleness caught and explained, host venv == CPU lock + dev;
+the lockfile module as the one reader and writer of locks; every fact stated in several files agrees with its source.
+"""
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -16,10 +22,15 @@ from conftest import REPO
 
 ENVS = REPO / "environments"
 sys.path.insert(0, str(ENVS))
-from lock import environment_differences, parse_lock  # noqa: E402  (environments/lock.py, the lock tool itself)
+import facts  # noqa: E402  (environments/: the lock tool's modules)
+import lockfile  # noqa: E402
+import resolve  # noqa: E402
+import spec  # noqa: E402
+from installed import environment_differences  # noqa: E402
 
 sys.path.remove(str(ENVS))
 LOCKS = sorted(ENVS.glob("*/pip.*.lock"))
+parse_lock = lockfile.parse_lock
 
 
 def run_lock(lock_script: Path, *args):
@@ -42,13 +53,18 @@ def test_locks_are_fresh():
 
 @pytest.mark.parametrize("lock", LOCKS, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_every_lock_entry_is_pinned_with_sha256(lock):
-    for line in lock.read_text().splitlines():  # nothing but comments, exact pins and their hashes
-        assert not line.strip() or line.startswith("#") or re.match(r"^\S+==\S+ \\$|^    --hash=sha256:", line), line
-    packages = parse_lock(lock)
-    assert packages
-    for name, info in packages.items():
-        assert info["hashes"], f"{lock.name}: {name} has no sha256 hash"
-        assert all(re.fullmatch(r"[0-9a-f]{64}", h) for h in info["hashes"]), name
+    parsed = lockfile.read(lock)  # a header, then nothing but exact pins and sha256 hashes (else LockfileError)
+    assert parsed.packages and parsed.field("input-digest")
+    for package in parsed.packages:
+        assert package.hashes, f"{lock.name}: {package.name} has no sha256 hash"
+    assert parsed.text() == lock.read_text()  # what the parser read is all there is: it writes the same bytes
+
+
+def test_the_lockfile_parser_names_the_line_it_cannot_read(tmp_path):
+    lock = tmp_path / "pip.linux-64.lock"
+    lock.write_text("# tool: uv 0.13.9\nsix==1.17.0 \\\n    --hash=sha256:abc\n")
+    with pytest.raises(lockfile.LockfileError, match=rf"^{re.escape(str(lock))}:3: .*--hash=sha256:abc$"):
+        lockfile.read(lock)
 
 
 @pytest.mark.parametrize("variant", ["cpu", "cuda", "dev"])
@@ -63,12 +79,12 @@ def test_check_names_the_variant_and_the_added_package(tmp_path, variant):
     assert "invoke lock --variant" in proc.stdout
 
 
-def test_cpu_lock_has_the_cpu_torch_and_cuda_lock_the_stated_cuda():
+def test_cpu_lock_has_the_cpu_torch_and_cuda_lock_the_cuda_build():
+    """(That the cuda lock's CUDA runtime is invoke.yaml's cuda.version: the "CUDA version" fact below.)"""
     cpu, cuda = parse_lock(ENVS / "cpu" / "pip.linux-64.lock"), parse_lock(ENVS / "cuda" / "pip.linux-64.lock")
-    assert cpu["torch"]["version"] == "2.13.0+cpu" and not any(n.startswith("nvidia-") for n in cpu)
-    stated = yaml.safe_load((REPO / "invoke.yaml").read_text())["cuda"]["version"]
-    runtime = cuda["nvidia-cuda-runtime"]["version"]
-    assert runtime.startswith(stated + "."), (stated, runtime)
+    torch = next(f for f in facts.FACTS if f.name == "torch").value(REPO)
+    assert cpu["torch"]["version"] == f"{torch}+cpu" and not any(n.startswith("nvidia-") for n in cpu)
+    assert cuda["torch"]["version"] == torch and "nvidia-cuda-runtime" in cuda
     shared = set(cpu) & set(cuda) - {"torch"}
     assert {n: cpu[n]["version"] for n in shared} == {n: cuda[n]["version"] for n in shared}
 
@@ -90,3 +106,172 @@ def test_this_environment_matches_cpu_lock_plus_dev_layer():
     assert metadata.version("torch") == expected["torch"]["version"]
     diffs = environment_differences(["cpu"], "linux-64")  # the dev layer's packages are then extra
     assert ("pytest", None, metadata.version("pytest")) in diffs
+
+
+def test_lock_writer_reproduces_each_committed_lock_from_what_uv_printed(tmp_path, monkeypatch):
+    """lock.py's write path (header, layer filtering, the aarch64 torch stand-in), with uv replaced by the packages
+    each lock holds, in a copy of environments/: it writes every committed lock byte for byte."""
+    copy = tmp_path / "environments"
+    shutil.copytree(ENVS, copy)
+    monkeypatch.setattr(spec, "HERE", copy)
+    monkeypatch.setattr(resolve, "HERE", copy)
+    locks = {p.relative_to(ENVS): lockfile.read(p) for p in LOCKS}
+    torch = locks[Path("cpu/pip.linux-aarch64.lock")].by_name()["torch"]
+    standin = {"version": torch.version, "sha256": torch.hashes[0], "deps": []}
+    standin["wheel"] = f"torch-{torch.version}-cp311-cp311-manylinux_2_28_aarch64.whl"
+    monkeypatch.setattr(resolve.torch_cpu, "torch_standin", lambda r, pl, py: None if pl == "linux-64" else standin)
+
+    def packages(path, drop=()):
+        return [p for p in locks[Path(path)].packages if p.key not in drop]
+
+    printed = {  # what uv printed for each: for a layer, its base's packages too; for aarch64, no torch
+        ("cpu", "linux-64"): packages("cpu/pip.linux-64.lock"),
+        ("cuda", "linux-64"): packages("cuda/pip.linux-64.lock"),
+        ("cpu", "linux-aarch64"): packages("cpu/pip.linux-aarch64.lock", drop={"torch"}),
+        ("dev", "linux-64"): sorted(
+            packages("cpu/pip.linux-64.lock") + packages("dev/pip.linux-64.lock"), key=lambda p: p.key
+        ),
+    }
+    for (variant, platform), out in printed.items():
+        uv = lambda cmd, out=out, **kwargs: Path(cmd[cmd.index("-o") + 1]).write_text(lockfile.body(out))  # noqa: E731
+        monkeypatch.setattr(resolve.subprocess, "run", uv)
+        tool = locks[Path(variant, f"pip.{platform}.lock")].field("tool").split()[1]
+        written = resolve.compile_lock(variant, platform, tool)
+        assert written == copy / variant / f"pip.{platform}.lock"
+        assert written.read_bytes() == (ENVS / variant / f"pip.{platform}.lock").read_bytes(), (variant, platform)
+
+
+# --- the lockfile module as the Makefile, the workflow and the images use it ---------------------------------------
+
+
+def lockfile_cli(*args, python=sys.executable, cwd=REPO):
+    return subprocess.run([python, ENVS / "lockfile.py", *args], cwd=cwd, capture_output=True, text=True)
+
+
+def test_lockfile_cli_gives_the_python_the_conda_pins_and_the_torch_index():
+    cpu = ENVS / "cpu" / "pip.linux-64.lock"
+    python = next(f for f in facts.FACTS if f.name == "python").value(REPO)
+    assert lockfile_cli("python-version", ENVS / "dev" / "pip.linux-64.lock", cpu).stdout == python[:4] + "\n"
+    assert (
+        lockfile_cli("conda-pins", cpu).stdout.split() == lockfile.read(cpu).conda == [f"python={python}", "pip=25.3"]
+    )
+    assert lockfile_cli("torch-find-links").stdout.strip() == lockfile.TORCH_CPU_FIND_LINKS
+    assert lockfile_cli("no-such-command").returncode == 2
+
+
+def test_make_venv_refuses_another_cpython_and_names_the_one_the_locks_need(tmp_path):
+    lock = tmp_path / "pip.linux-64.lock"
+    lock.write_text("# conda: python=3.99.1\n# conda: pip=25.3\n")
+    proc = lockfile_cli("check-python", lock)
+    assert proc.returncode == 1
+    assert f"the locks target CPython 3.99 (as the images do: {lock}'s `# conda: python=`)" in proc.stderr
+    assert "Run: make PYTHON=python3.99 ..." in proc.stderr
+    assert (
+        lockfile_cli("check-python", ENVS / "dev" / "pip.linux-64.lock", ENVS / "cpu" / "pip.linux-64.lock").returncode
+        == 0
+    )
+    makefile = (REPO / "Makefile").read_text()
+    assert "environments/lockfile.py check-python $(LOCKS)" in makefile
+    assert (
+        "TORCH_FIND_LINKS ?= $(if $(PIP_FIND_LINKS),,$(shell $(PYTHON) environments/lockfile.py torch-find-links))"
+        in makefile
+    )
+
+
+def test_workflow_sets_up_the_python_the_locks_name_with_the_runners_bare_python3(tmp_path):
+    """setup-python's version comes from the locks, read by lockfile.py with the runner's python3 (no PyYAML)."""
+    workflow = yaml.safe_load((REPO / ".github" / "workflows" / "images.yml").read_text())
+    steps = {s.get("id"): s for s in workflow["jobs"]["test"]["steps"]}
+    assert steps["python"]["with"]["python-version"] == "${{ steps.locked.outputs.python }}"
+    bare = shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin")
+    script = steps["locked"]["run"].replace("python3 ", f"{shlex.quote(bare)} ", 1)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env["GITHUB_OUTPUT"] = str(tmp_path / "out")
+    proc = subprocess.run(["bash", "-c", script], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    python = next(f for f in facts.FACTS if f.name == "python").value(REPO)
+    assert (tmp_path / "out").read_text() == f"python={'.'.join(python.split('.')[:2])}\n"
+
+
+# --- one source per fact -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fact", facts.FACTS, ids=lambda f: f.name)
+def test_every_copy_of_a_fact_agrees_with_its_one_source(fact):
+    """environments/facts.py: each fact's source, and every copy that cannot read it checked against it."""
+    assert fact.disagreements(REPO) == []
+
+
+@pytest.mark.parametrize(
+    "path, old, new, named",
+    [
+        (
+            "README.md",
+            "CPython 3.11 and",
+            "CPython 3.12 and",
+            "README.md:6: 3.12, but environments/cpu/environment.yml",
+        ),
+        ("docker/Dockerfile", "ARG TORCH_FIND_LINKS=https://", "ARG TORCH_FIND_LINKS=http://", "docker/Dockerfile:"),
+        (
+            "deploy/cloud-init.yaml",
+            "CUDA 13.0 images",
+            "CUDA 12.8 images",
+            "12.8, but invoke.yaml cuda.version is 13.0",
+        ),
+        ("README.md", ">= 580.65.06 on", ">= 570.86.10 on", "570.86.10, but invoke.yaml cuda.min_driver is 580.65.06"),
+        ("docker/Dockerfile", "ARG CUDA_BASE_IMAGE=nvidia/cuda:13.0.3", "ARG CUDA_BASE_IMAGE=nvidia/cuda:13.0.2", ""),
+        ("pyproject.toml", '    "tqdm>=4.66",\n', "", "pyproject.toml [project].dependencies: lacks tqdm>=4.66"),
+        ("environments/cuda/environment.yml", "peft>=0.21,<1", "peft>=0.22,<1", "lacks peft>=0.21,<1"),
+        ("deploy/cloud-init.yaml", "(CUDA 13.0 images need >= 580.65.06)", "", "no CUDA X.Y in the host check found"),
+    ],
+)
+def test_a_copy_that_differs_from_its_source_is_named(tmp_path, path, old, new, named):
+    for name in {f for fact in facts.FACTS for f in fact.files()}:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / name, tmp_path / name)
+    assert facts.disagreements(tmp_path) == []
+    text = (tmp_path / path).read_text()
+    assert old in text
+    (tmp_path / path).write_text(text.replace(old, new, 1))
+    found = facts.disagreements(tmp_path)
+    assert len(found) >= 1 and all(path in d for d in found) and named in found[0], found
+
+
+# --- the devcontainers: what devtools gives every dev container ----------------------------------------------------
+
+
+def jsonc(path: Path) -> dict:
+    """devcontainer.json allows // comments (ours are whole-line comments only)."""
+    return json.loads("\n".join(line for line in path.read_text().splitlines() if not line.lstrip().startswith("//")))
+
+
+def namespace(node):
+    return SimpleNamespace(**{k: namespace(v) for k, v in node.items()}) if isinstance(node, dict) else node
+
+
+@pytest.mark.parametrize("gpu", [False, True], ids=["cpu", "gpu"])
+def test_devcontainers_get_what_devtools_gives_a_dev_container(monkeypatch, gpu):
+    """HF cache volume and path, workspace, PYTHONPATH, and /dev/shm (CPU) or the GPU flags (GPU), as
+    devtools.containers.dev_container_args gives `invoke shell` from invoke.yaml."""
+    for secret in ("HF_TOKEN", "WANDB_API_KEY"):
+        monkeypatch.delenv(secret, raising=False)
+    monkeypatch.syspath_prepend(str(REPO))
+    from devtools import containers
+
+    args = containers.dev_container_args(namespace(yaml.safe_load((REPO / "invoke.yaml").read_text())), gpu)
+    pairs = list(zip(args[::2], args[1::2]))
+    volumes = [v.split(":") for k, v in pairs if k == "--volume"]
+    assert volumes[0] == [str(containers.REPO), containers.WORKSPACE]
+    dev = jsonc(REPO / ".devcontainer" / ("gpu" if gpu else "") / "devcontainer.json")
+    assert dev["workspaceFolder"] == containers.WORKSPACE
+    assert dev["workspaceMount"] == f"source=${{localWorkspaceFolder}},target={containers.WORKSPACE},type=bind"
+    assert dev["containerEnv"] == dict(v.split("=", 1) for k, v in pairs if k == "--env")
+    assert dev["mounts"] == [f"source={src},target={dst},type=volume" for src, dst in volumes[1:]]
+    assert volumes[1][1] == containers.HF_CACHE
+    assert set(dev["secrets"]) <= set(containers.SECRETS)
+    if gpu:  # the CLI adds --gpus all for hostRequirements.gpu; the rest are runArgs
+        assert args[args.index("--gpus") : args.index("--gpus") + 2] == ["--gpus", "all"]
+        assert dev["hostRequirements"] == {"gpu": True} and dev["runArgs"] == containers.GPU_RUN_FLAGS
+        assert args[args.index("--gpus") + 2 :] == containers.GPU_RUN_FLAGS
+    else:
+        assert args[-2:] == ["--shm-size", dev["runArgs"][0].removeprefix("--shm-size=")] and len(dev["runArgs"]) == 1

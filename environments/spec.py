@@ -1,0 +1,59 @@
+"""What a lock is made from: environments/<variant>/environment.yml, the file a person edits, and the digest of
+every input that `lock.py --check` compares with a lock's `# input-digest:`.
+
+Each environment.yml is conda-forge only, with top-level dependencies and a `pip:` section. A layer variant (LAYERS:
+dev on cpu) is installed on top of its base's lock and locked against it; it takes its base's Python.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import yaml
+from lockfile import python_version
+
+HERE = Path(__file__).resolve().parent
+LAYERS = {"dev": "cpu"}  # a layer is installed on top of its base's lock and locked against it
+
+
+def variants() -> list[str]:
+    return sorted(p.parent.name for p in HERE.glob("*/environment.yml"))
+
+
+def lock_path(variant: str, platform: str) -> Path:
+    return HERE / variant / f"pip.{platform}.lock"
+
+
+def load_env(variant: str) -> dict:
+    path = HERE / variant / "environment.yml"
+    env = yaml.safe_load(path.read_text())
+    deps = env.get("dependencies") or []
+    pip = next((d["pip"] for d in deps if isinstance(d, dict) and "pip" in d), [])
+    conda = [d for d in deps if isinstance(d, str)]
+    layer_of = LAYERS.get(variant)
+    python = python_version(load_env(layer_of)["conda"] if layer_of else conda)
+    if python is None:
+        sys.exit(f"lock: {path.relative_to(HERE.parent)} pins no python (a conda dependency python=X.Y.Z)")
+    return {
+        "path": path,
+        "text": path.read_text(),
+        "pip": [str(p) for p in pip],
+        "conda": conda,
+        "platforms": env.get("platforms", ["linux-64"]),
+        "layer_of": layer_of,
+        "python": python,
+    }
+
+
+def input_digest(env: dict, platform: str, tool: str, base_lock: Path | None) -> str:
+    parts = {
+        "environment.yml": env["text"],
+        "tool": f"uv {tool}",
+        "platform": platform,
+        "python": env["python"],
+        "base_lock": hashlib.sha256(base_lock.read_bytes()).hexdigest() if base_lock else None,
+    }
+    return "sha256:" + hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
