@@ -1,6 +1,6 @@
 """finetune: reproducible fine-tuning of language models on top of transformers, PEFT and accelerate."""
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one place: pyproject.toml reads it (tool.setuptools.dynamic)
 
 import logging as _logging
 
