@@ -126,24 +126,20 @@ def _load_model(run_dir: Path, task: str):
 
 
 def cmd_eval(args) -> int:
-    from finetune.evaluate import accuracy, exact_match
+    from finetune.evaluate import task_metric
+    from finetune.resolve import resolve_metric
     from finetune.run import load_data
 
     run_dir = Path(args.run_dir)
-    _, cfg = _load_run(run_dir)
+    manifest, cfg = _load_run(run_dir)
     model, tokenizer = _load_model(run_dir, cfg.task)
     _, evals, labels = load_data(cfg)
     if not evals:
         raise UserError(f"{run_dir}: the run has no data.eval_file to evaluate on")
-    if cfg.task == "causal_lm":
-        acc, samples = exact_match(
-            model, tokenizer, evals[: cfg.eval.max_samples], cfg.eval.max_new_tokens, cfg.eval.batch_size
-        )
-        result = {"eval_accuracy": acc, "metric": "exact_match", "n": len(samples)}
-    else:
-        acc = accuracy(model, tokenizer, evals, labels, cfg.data.max_length, cfg.eval.batch_size)
-        result = {"eval_accuracy": acc, "metric": "accuracy", "n": len(evals)}
-    print(json.dumps(result, indent=2))
+    metric = (manifest.get("resolved") or {}).get("metric") or resolve_metric(cfg)  # as the run decided it
+    acc, samples = task_metric(model, tokenizer, cfg, metric, evals, labels)
+    n = 0 if metric == "none" else len(evals[: cfg.eval.max_samples])
+    print(json.dumps({"eval_accuracy": acc, "metric": metric, "n": n}, indent=2))
     return 0
 
 

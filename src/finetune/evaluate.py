@@ -47,7 +47,7 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, add_spec
 
 
 def exact_match(
-    model, tokenizer, records: list[Record], max_new_tokens: int, batch_size: int, progress: bool = True
+    model, tokenizer, records: list[Record], max_new_tokens: int, batch_size: int
 ) -> tuple[float, list[dict]]:
     """Share of held-out prompts whose greedy completion equals the reference (whitespace-stripped)."""
     was_training = model.training
@@ -55,7 +55,7 @@ def exact_match(
     samples = []
     starts = range(0, len(records), batch_size)
     # disable=None turns the bar off when stderr is not a terminal (CI logs), instead of leaving \r residue
-    for start in tqdm(starts, desc="exact match", disable=None if progress else True, leave=False):
+    for start in tqdm(starts, desc="exact match", disable=None, leave=False):
         batch = records[start : start + batch_size]
         prompts = [render_prompt(tokenizer, r) for r in batch]
         outputs = generate(model, tokenizer, prompts, max_new_tokens, add_special_tokens=batch[0].messages is None)
@@ -87,6 +87,17 @@ def accuracy(model, tokenizer, records: list[Record], labels: list[str], max_len
         correct += sum(labels[p] == r.label for p, r in zip(predicted, batch))
     model.train(was_training)
     return correct / max(len(records), 1)
+
+
+def task_metric(model, tokenizer, cfg, metric: str, records: list[Record], labels) -> tuple[float | None, list[dict]]:
+    """The run's task metric on its first eval.max_samples eval records, for training and `finetune eval` alike:
+    (accuracy, samples) for exact_match, (accuracy, []) for accuracy, (None, []) for none."""
+    records = records[: cfg.eval.max_samples]
+    if metric == "exact_match":
+        return exact_match(model, tokenizer, records, cfg.eval.max_new_tokens, cfg.eval.batch_size)
+    if metric == "accuracy":
+        return accuracy(model, tokenizer, records, labels, cfg.data.max_length, cfg.eval.batch_size), []
+    return None, []
 
 
 def classification_accuracy(eval_pred) -> dict:

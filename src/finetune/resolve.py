@@ -67,7 +67,7 @@ def resolve(cfg: RunConfig, world_size: int = 1, cuda: bool | None = None) -> Se
         attn_implementation=_attention(cfg, cuda),
         optimizer=_optimizer(cfg),
         per_device_batch=_per_device_batch(cfg, world_size),
-        metric=_metric(cfg),
+        metric=resolve_metric(cfg),
     )
 
 
@@ -177,7 +177,8 @@ def _per_device_batch(cfg: RunConfig, world_size: int) -> int:
     return per_device
 
 
-def _metric(cfg: RunConfig) -> str:
+def resolve_metric(cfg: RunConfig) -> str:
+    """eval.metric with auto decided: exact_match for causal_lm, accuracy for classification."""
     if cfg.eval.metric != "auto":
         return cfg.eval.metric
     return "exact_match" if cfg.task == "causal_lm" else "accuracy"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -22,7 +23,7 @@ from finetune import datafiles, features
 from finetune.checkpoints import storage_errors
 from finetune.config import RunConfig, config_error
 from finetune.errors import DataError
-from finetune.evaluate import classification_accuracy, exact_match
+from finetune.evaluate import classification_accuracy, task_metric
 from finetune.manifest import build_manifest
 from finetune.modeling import build_model, count_parameters
 from finetune.report import human_summary, plot_loss, read_metrics, write_json
@@ -228,38 +229,14 @@ def train(
 
 
 def _train(cfg: RunConfig, settings: Settings, run_dir: Path, checkpoint, resume, argv, started) -> tuple[dict, int]:
-    set_seed(cfg.seed)
-    train_records, eval_records, labels = load_data(cfg)
-    tokenizer = make_tokenizer(cfg, run_dir, resume, train_records + eval_records)
-    train_ex, eval_ex, stats = make_datasets(cfg, tokenizer, train_records, eval_records, labels)
-    check_enough_rows(cfg, train_ex)
+    """The fixed steps of a run, as the transformers examples read: data, model, trainer, train, evaluate, finish."""
+    data = build_data(cfg, run_dir, resume)
     set_seed(cfg.seed)  # model init does not depend on how much randomness data prep used
-    model = build_model(cfg, settings, tokenizer, labels)
+    model = build_model(cfg, settings, data.tokenizer, data.labels)
     model.config.use_cache = False  # training; also lets packed rows get their block-diagonal mask
-    trainer, stopper = build_trainer(cfg, settings, run_dir, model, tokenizer, train_ex, eval_ex)
-    gen_eval = eval_records[: cfg.eval.max_samples] if settings.metric == "exact_match" else []
-
-    if is_main():
-        if checkpoint is None:
-            tokenizer.save_pretrained(run_dir / "tokenizer")
-            manifest = build_manifest(cfg.to_dict(), argv, [cfg.data.train_file, cfg.data.eval_file], world_size())
-            write_json(run_dir / "manifest.json", {**manifest, "resolved": settings.to_dict()})
-        announce(cfg, settings, model, len(train_records), len(eval_records), len(train_ex), stats)
-        if checkpoint is not None:
-            print(f"[finetune] resuming from {checkpoint}", flush=True)
-    initial_acc = None
-    if gen_eval and checkpoint is None and is_main():
-        initial_acc, _ = exact_match(model, tokenizer, gen_eval, cfg.eval.max_new_tokens, cfg.eval.batch_size)
-
-    try:
-        result = trainer.train(resume_from_checkpoint=checkpoint)
-    finally:
-        stopper.restore()
-    tokens = int(
-        trainer.accelerator.reduce(  # all ranks; on the training device (NCCL has no CPU backend)
-            torch.tensor(trainer.tokens_trained, device=trainer.args.device), reduction="sum"
-        )
-    )
+    trainer, stopper = build_trainer(cfg, settings, run_dir, model, data.tokenizer, data.train_ex, data.eval_ex)
+    initial_acc = start_run(cfg, settings, run_dir, checkpoint, argv, data, model)
+    result, tokens = run_training(trainer, stopper, checkpoint)
     summary = {
         "status": "completed",
         "steps": trainer.state.global_step,
@@ -274,28 +251,87 @@ def _train(cfg: RunConfig, settings: Settings, run_dir: Path, checkpoint, resume
     }
     exit_code = 0
     if stopper.signum is not None:
-        summary["status"] = "interrupted"
-        exit_code = 128 + stopper.signum
+        summary["status"], exit_code = "interrupted", 128 + stopper.signum
     else:
-        if eval_ex:
-            evaluation = trainer.evaluate()
-            summary["eval_loss"] = evaluation["eval_loss"]
-            summary["eval_accuracy"] = evaluation.get("eval_accuracy")
-        if gen_eval and is_main():
-            summary["eval_accuracy"], samples = exact_match(
-                model, tokenizer, gen_eval, cfg.eval.max_new_tokens, cfg.eval.batch_size
-            )
-            write_json(run_dir / "eval_samples.json", {"samples": samples[:50]})
+        summary.update(evaluate_run(cfg, settings, run_dir, trainer, data))
         with storage_errors(run_dir / "model"):
             trainer.save_model(str(run_dir / "model"))  # final model (or LoRA adapter) + tokenizer
     summary["wall_seconds"] = time.time() - started
-    if is_main():
-        with storage_errors(run_dir):
-            write_json(run_dir / "summary.json", summary)
-            plot_loss(read_metrics(run_dir / "metrics.jsonl"), run_dir / "loss.png", f"{cfg.name}: {cfg.task}")
-        print("\n" + human_summary(summary, run_dir), flush=True)
+    report(cfg, run_dir, summary)
     finish_processes(trainer)
     return summary, exit_code
+
+
+@dataclass
+class RunData:
+    tokenizer: object
+    train_records: list
+    eval_records: list
+    labels: list | None
+    train_ex: list
+    eval_ex: list
+    stats: dict
+
+
+def build_data(cfg: RunConfig, run_dir: Path, resume: bool) -> RunData:
+    """Read and check the data, make (or reload) the tokenizer, tokenize and pack."""
+    set_seed(cfg.seed)
+    train_records, eval_records, labels = load_data(cfg)
+    tokenizer = make_tokenizer(cfg, run_dir, resume, train_records + eval_records)
+    train_ex, eval_ex, stats = make_datasets(cfg, tokenizer, train_records, eval_records, labels)
+    check_enough_rows(cfg, train_ex)
+    return RunData(tokenizer, train_records, eval_records, labels, train_ex, eval_ex, stats)
+
+
+def start_run(cfg: RunConfig, settings: Settings, run_dir: Path, checkpoint, argv, data: RunData, model):
+    """Main process: the tokenizer and manifest of a new run, what was chosen, and the task metric before training
+    (returned; None when resuming or when the metric needs no generation)."""
+    if not is_main():
+        return None
+    if checkpoint is None:
+        data.tokenizer.save_pretrained(run_dir / "tokenizer")
+        manifest = build_manifest(cfg.to_dict(), argv, [cfg.data.train_file, cfg.data.eval_file], world_size())
+        write_json(run_dir / "manifest.json", {**manifest, "resolved": settings.to_dict()})
+    announce(cfg, settings, model, len(data.train_records), len(data.eval_records), len(data.train_ex), data.stats)
+    if checkpoint is not None or settings.metric != "exact_match" or not data.eval_records:
+        return None
+    return task_metric(model, data.tokenizer, cfg, settings.metric, data.eval_records, data.labels)[0]
+
+
+def run_training(trainer, stopper, checkpoint) -> tuple:
+    """trainer.train, with the signal handlers restored after; returns (result, real tokens trained by all ranks)."""
+    try:
+        result = trainer.train(resume_from_checkpoint=checkpoint)
+    finally:
+        stopper.restore()
+    tokens = trainer.accelerator.reduce(  # all ranks; on the training device (NCCL has no CPU backend)
+        torch.tensor(trainer.tokens_trained, device=trainer.args.device), reduction="sum"
+    )
+    return result, int(tokens)
+
+
+def evaluate_run(cfg: RunConfig, settings: Settings, run_dir: Path, trainer, data: RunData) -> dict:
+    """Final evaluation: the Trainer's eval loss (and its accuracy for classifiers) over the eval rows; for
+    exact_match, the same task metric `finetune eval` computes, with its samples in eval_samples.json."""
+    out = {}
+    if data.eval_ex:
+        evaluation = trainer.evaluate()
+        out = {"eval_loss": evaluation["eval_loss"], "eval_accuracy": evaluation.get("eval_accuracy")}
+    if settings.metric == "exact_match" and data.eval_records and is_main():
+        model, tokenizer = trainer.model, data.tokenizer
+        out["eval_accuracy"], samples = task_metric(model, tokenizer, cfg, settings.metric, data.eval_records, None)
+        write_json(run_dir / "eval_samples.json", {"samples": samples[:50]})
+    return out
+
+
+def report(cfg: RunConfig, run_dir: Path, summary: dict) -> None:
+    """Main process: summary.json, loss.png and the printed summary."""
+    if not is_main():
+        return
+    with storage_errors(run_dir):
+        write_json(run_dir / "summary.json", summary)
+        plot_loss(read_metrics(run_dir / "metrics.jsonl"), run_dir / "loss.png", f"{cfg.name}: {cfg.task}")
+    print("\n" + human_summary(summary, run_dir), flush=True)
 
 
 def finish_processes(trainer) -> None:
