@@ -12,7 +12,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
 
+from conftest import REPO
+from finetune import cli
 from finetune.config import (
     DataConfig,
     EvalConfig,
@@ -24,10 +27,9 @@ from finetune.config import (
     from_dict,
     load_config,
 )
-from finetune.errors import ConfigError, UserError
+from finetune.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parents[1]
-SHIPPED = sorted((ROOT / "configs").glob("*.yaml"))
+SHIPPED = sorted((REPO / "configs").glob("*.yaml"))
 
 # A small valid config; the tests below append to it or replace single lines. Keep the key order: tests look
 # lines up by content, never by a hard-coded number.
@@ -100,13 +102,6 @@ def _assert_one_line(message: str) -> None:
     assert "\n" not in message and "\r" not in message, f"error message is not one line: {message!r}"
 
 
-def _assert_in_file(message: str, path: Path, dotted: str) -> None:
-    """message is `<path>:<line>: <dotted>: ...` with some line inside the file (exact lines: see test_*_line_*)."""
-    match = re.match(rf"{re.escape(str(path))}:(\d+): {re.escape(dotted)}: \S", message)
-    assert match, f"expected '{path}:<line>: {dotted}: ...', got: {message}"
-    assert 1 <= int(match.group(1)) <= len(path.read_text().splitlines()), message
-
-
 def _allowed(cls) -> list[str]:
     return [f.name for f in dataclasses.fields(cls)]
 
@@ -121,24 +116,28 @@ def _assert_names_allowed(message: str, names: list[str]) -> None:
 # --- the shipped configs --------------------------------------------------------------------------------------------
 
 
-def test_there_are_shipped_configs():
-    assert SHIPPED, f"no configs/*.yaml under {ROOT}"
-    assert ROOT / "configs" / "default.yaml" in SHIPPED
+def test_there_are_shipped_configs_with_invokes_default_among_them_and_a_run_name_each():
+    """The parametrized test below runs once per shipped config (none would pass silently); `invoke train` runs
+    invoke.yaml's finetune.config when no --config is given; each config's name is its default run directory,
+    runs/<name>, so two configs with one name would train into each other's runs."""
+    assert SHIPPED, f"no configs/*.yaml under {REPO}"
+    default = yaml.safe_load((REPO / "invoke.yaml").read_text())["finetune"]["config"]
+    assert REPO / default in SHIPPED, f"invoke.yaml's finetune.config {default} is not among {SHIPPED}"
+    names = [load_config(path).name for path in SHIPPED]
+    assert len(set(names)) == len(names), f"shipped configs share a run name: {dict(zip(SHIPPED, names))}"
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
 def test_shipped_config_loads(path):
-    cfg = load_config(path)
-    assert isinstance(cfg, RunConfig)
-    assert cfg.task in ("causal_lm", "classification")
+    cfg = load_config(path)  # raises on any unknown key, wrong type or bad value
     # the data it names is in the repository (paths are relative to the repo root, where the CLI runs)
     for name in (cfg.data.train_file, cfg.data.eval_file):
         if name:
-            assert (ROOT / name).is_file(), f"{path.name} names {name}, which does not exist"
+            assert (REPO / name).is_file(), f"{path.name} names {name}, which does not exist"
 
 
 def test_default_config_values():
-    cfg = load_config(ROOT / "configs" / "default.yaml")
+    cfg = load_config(REPO / "configs" / "default.yaml")
     assert cfg.name == "default"
     assert cfg.task == "causal_lm"
     assert cfg.model.name_or_path is None
@@ -178,9 +177,14 @@ def test_missing_config_file_names_the_path(tmp_path):
     assert "not found" in message
 
 
-def test_config_errors_are_user_errors_with_exit_code_2():
-    assert issubclass(ConfigError, UserError)
-    assert ConfigError("x").exit_code == 2
+def test_config_errors_are_user_errors_with_exit_code_2(tmp_path, capsys):
+    """finetune's handler turns a UserError into one line and exit code 2: a ConfigError must be one (anything else
+    escapes as a traceback and exit 1). In process; tests/test_bad_input.py does the same end to end."""
+    path = _write(tmp_path, VALID + "learning_rate: 0.1\n")
+    expected = _error(path)
+    code = cli.main(["train", str(path), "--output-dir", str(tmp_path / "run")])
+    assert (code, capsys.readouterr().err) == (2, f"finetune: error: {expected}\n")
+    assert not (tmp_path / "run").exists()
 
 
 # --- unknown keys ---------------------------------------------------------------------------------------------------
@@ -304,19 +308,27 @@ def test_wrong_literal_in_a_section_names_every_choice(tmp_path, old, new, dotte
 
 
 @pytest.mark.parametrize(
-    "old, new, dotted",
+    "old, dotted, outside, inside, allowed",
     [
-        ("batch_size: 16", "batch_size: 0", "training.batch_size"),
-        ("learning_rate: 0.001", "learning_rate: -1.0", "training.learning_rate"),
-        ("epochs: 3", "warmup_ratio: 1.5", "training.warmup_ratio"),
-        ("max_length: 64", "max_length: 4", "data.max_length"),
+        pytest.param("batch_size: 16", "training.batch_size", ["0", "-3"], ["1"], "an integer >= 1", id="batch_size"),
+        pytest.param(
+            "learning_rate: 0.001", "training.learning_rate", ["0.0", "-1.0"], ["1.0e-09"], "a number > 0", id="lr"
+        ),
+        pytest.param("epochs: 3", "training.warmup_ratio", ["1.0", "-0.1"], ["0.0", "0.99"], "0 <= x < 1", id="warmup"),
+        pytest.param("max_length: 64", "data.max_length", ["7", "0"], ["8"], "an integer >= 8", id="max_length"),
     ],
 )
-def test_out_of_range_value_names_its_line_and_the_range(tmp_path, old, new, dotted):
-    path = _write(tmp_path, _replace(VALID, old, new))
-    message = _error(path)
-    assert message.startswith(f"{path}:{_line_of(path, new)}: {dotted}: got "), message
-    assert "allowed:" in message
+def test_out_of_range_value_names_its_line_and_the_range(tmp_path, old, dotted, outside, inside, allowed):
+    """Values just past the bound fail with the bound in the message; the values at the bound load."""
+    base = _replace(VALID, "grad_accum: 2", "grad_accum: 1")  # batch_size 1 must not fail on divisibility
+    section, key = dotted.split(".")
+    for value in outside:
+        path = _write(tmp_path, _replace(base, old, f"{key}: {value}"))
+        line = _line_of(path, f"{key}: {value}")
+        assert _error(path) == f"{path}:{line}: {dotted}: got {value}; allowed: {allowed}"
+    for value in inside:
+        cfg = load_config(_write(tmp_path, _replace(base, old, f"{key}: {value}")))
+        assert getattr(getattr(cfg, section), key) == yaml.safe_load(value)
 
 
 def test_invalid_yaml_names_the_line(tmp_path):
@@ -416,41 +428,43 @@ def test_bad_nested_set_blames_the_command_line(tmp_path, override, key):
 # --- cross-field rules ----------------------------------------------------------------------------------------------
 
 
-def test_model_needs_one_of_name_or_path_and_config__both(tmp_path):
-    path = _write(tmp_path, _replace(VALID, "model:\n", "model:\n  name_or_path: gpt2\n"))
-    message = _error(path)
-    _assert_in_file(message, path, "model")
-    assert "exactly one" in message
-    assert "model.name_or_path" in message and "model.config" in message
+# the model section's body in VALID
+MODEL_CONFIG = "  config:\n    model_type: llama\n    hidden_size: 32\n    num_hidden_layers: 1\n"
+ONE_MODEL = "set exactly one of model.name_or_path (hub id or directory) and model.config (build from scratch)"
 
 
-def test_model_needs_one_of_name_or_path_and_config__neither(tmp_path):
-    text = _replace(
-        VALID,
-        "  config:\n    model_type: llama\n    hidden_size: 32\n    num_hidden_layers: 1\n",
-        "  attn_implementation: eager\n",
-    )
-    path = _write(tmp_path, text)
+@pytest.mark.parametrize(
+    "old, new, key_line, dotted, rule",
+    [
+        pytest.param("model:\n", "model:\n  name_or_path: gpt2\n", "model:", "model", ONE_MODEL, id="model-both"),
+        pytest.param(MODEL_CONFIG, "  attn_implementation: eager\n", "model:", "model", ONE_MODEL, id="model-neither"),
+        pytest.param(
+            "    model_type: llama\n", "", "config:", "model.config", "needs a model_type", id="model.config-type"
+        ),
+        pytest.param(
+            "build_from_data: true",
+            "build_from_data: false",
+            "tokenizer:",
+            "tokenizer",
+            "set tokenizer.name_or_path or tokenizer.build_from_data: true",
+            id="tokenizer",
+        ),
+        pytest.param(
+            "  train_file: data/reversal/train.jsonl\n", "", "data:", "data.train_file", "is required", id="train_file"
+        ),
+    ],
+)
+def test_cross_field_error_on_a_section_names_its_key_line_and_the_rule(tmp_path, old, new, key_line, dotted, rule):
+    """The error is on the line of the section's key (its value is a block on the following lines), names the dotted
+    key and says the rule that was broken."""
+    path = _write(tmp_path, _replace(VALID, old, new))
     message = _error(path)
-    _assert_in_file(message, path, "model")
-    assert "exactly one" in message
+    assert message.startswith(f"{path}:{_line_of(path, key_line)}: {dotted}: {rule}"), message
 
 
 def test_model_name_or_path_alone_is_valid(tmp_path):
-    text = _replace(
-        VALID,
-        "  config:\n    model_type: llama\n    hidden_size: 32\n    num_hidden_layers: 1\n",
-        "  name_or_path: some/model\n",
-    )
-    cfg = load_config(_write(tmp_path, text))
+    cfg = load_config(_write(tmp_path, _replace(VALID, MODEL_CONFIG, "  name_or_path: some/model\n")))
     assert cfg.model.name_or_path == "some/model" and cfg.model.config is None
-
-
-def test_model_config_needs_a_model_type(tmp_path):
-    path = _write(tmp_path, _replace(VALID, "    model_type: llama\n", ""))
-    message = _error(path)
-    _assert_in_file(message, path, "model.config")
-    assert "model_type" in message
 
 
 def test_batch_size_must_be_divisible_by_grad_accum(tmp_path):
@@ -495,20 +509,6 @@ def test_metric_must_fit_the_task(tmp_path, task, metric):
     assert metric in message and task in message
 
 
-def test_train_file_is_required(tmp_path):
-    path = _write(tmp_path, _replace(VALID, "  train_file: data/reversal/train.jsonl\n", ""))
-    message = _error(path)
-    _assert_in_file(message, path, "data.train_file")
-    assert "required" in message
-
-
-def test_built_model_needs_a_tokenizer(tmp_path):
-    path = _write(tmp_path, _replace(VALID, "build_from_data: true", "build_from_data: false"))
-    message = _error(path)
-    _assert_in_file(message, path, "tokenizer")
-    assert "tokenizer.name_or_path" in message and "build_from_data" in message
-
-
 # --- the line of a key whose value is a block on the following lines ----------------------------------------------
 
 
@@ -524,26 +524,11 @@ def test_line_of_a_block_list_of_the_wrong_type_is_the_key_line(tmp_path):
     assert message.startswith(f"{path}:{_line_of(path, 'target_modules:')}: lora.target_modules: got [1, 2]"), message
 
 
-@pytest.mark.parametrize(
-    "old, new, key_line, dotted",
-    [
-        pytest.param("model:\n", "model:\n  name_or_path: gpt2\n", "model:", "model", id="model"),
-        pytest.param("    model_type: llama\n", "", "config:", "model.config", id="model.config"),
-        pytest.param("build_from_data: true", "build_from_data: false", "tokenizer:", "tokenizer", id="tokenizer"),
-        pytest.param("  train_file: data/reversal/train.jsonl\n", "", "data:", "data.train_file", id="data.train_file"),
-    ],
-)
-def test_line_of_a_cross_field_error_on_a_section_is_the_key_line(tmp_path, old, new, key_line, dotted):
-    path = _write(tmp_path, _replace(VALID, old, new))
-    message = _error(path)
-    assert message.startswith(f"{path}:{_line_of(path, key_line)}: {dotted}: "), message
-
-
 # --- from_dict (used to reload a run's manifest) -------------------------------------------------------------------
 
 
 def test_from_dict_round_trips_to_dict():
-    cfg = load_config(ROOT / "configs" / "default.yaml", ["data.labels=[x, y]", "training.max_steps=7"])
+    cfg = load_config(REPO / "configs" / "default.yaml", ["data.labels=[x, y]", "training.max_steps=7"])
     again = from_dict(cfg.to_dict(), "manifest.json")
     assert again == cfg
 
@@ -580,14 +565,39 @@ def test_from_dict_minimal_and_defaults():
     ],
 )
 def test_from_dict_errors_name_the_source_and_key(data, starts, contains):
-    # a plain dict has no lines: `manifest.json: key: ...` (today `manifest.json:1: ...`, the fallback line)
+    message = _from_dict_error(data)
+    where, what = _source_and_rest(message)
+    assert where in ("manifest.json", "manifest.json:1"), message  # :1, the fallback line: see the next test
+    assert what.startswith(starts), message
+    for text in contains:
+        assert text in what, f"{text!r} missing from: {message}"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="config._where falls back to line 1 when there are no lines (a dict from a manifest): it should give the "
+    "source alone, `manifest.json: key: ...`; remove this mark with that fix",
+)
+def test_from_dict_error_makes_up_no_line_number():
+    """A dict (a run's manifest.json, read as JSON) has no line numbers: the message must not invent one."""
+    data = {"model": {"name_or_path": "gpt2"}, "data": {"train_file": "t.jsonl"}, "trainer": {}}
+    where, _ = _source_and_rest(_from_dict_error(data))
+    assert where == "manifest.json"
+
+
+def _from_dict_error(data: dict) -> str:
     with pytest.raises(ConfigError) as info:
         from_dict(data, "manifest.json")
     message = str(info.value)
     _assert_one_line(message)
-    assert re.match(r"manifest\.json(:\d+)?: " + re.escape(starts), message), message
-    for text in contains:
-        assert text in message, f"{text!r} missing from: {message}"
+    return message
+
+
+def _source_and_rest(message: str) -> tuple[str, str]:
+    """`manifest.json[:LINE]: key: what` -> (`manifest.json[:LINE]`, `key: what`)."""
+    match = re.fullmatch(r"(manifest\.json(?::\d+)?): (.*)", message)
+    assert match, f"expected 'manifest.json: ...', got: {message}"
+    return match.group(1), match.group(2)
 
 
 # --- YAML the loader must not crash on (a crash leaks a traceback and exit code 1 from the CLI) ---------------------
@@ -599,13 +609,18 @@ def test_empty_yaml_value_is_null(tmp_path):
 
 
 def test_unsupported_yaml_tag_is_a_config_error(tmp_path):
-    path = _write(tmp_path, _replace(VALID, "name: tiny", "name: !!python/name:os.system"))
+    # not on line 1: that is also the line a message falls back to when it knows none
+    path = _write(tmp_path, _replace(VALID, "max_length: 64", "max_length: !!python/name:os.system"))
+    line = _line_of(path, "max_length: !!python")
+    assert line > 1
     message = _error(path)
-    assert message.startswith(f"{path}:1: "), message
+    assert message.startswith(f"{path}:{line}: not valid YAML ("), message
+    assert "python/name:os.system" in message, message
 
 
 def test_config_that_is_not_utf8_is_a_config_error(tmp_path):
     path = tmp_path / "run.yaml"
-    path.write_bytes(VALID.replace("name: tiny", "name: caf\xe9").encode("latin-1"))
-    message = _error(path)
-    assert str(path) in message
+    data = VALID.replace("name: tiny", "name: caf\xe9").encode("latin-1")
+    path.write_bytes(data)
+    byte = data.index("\xe9".encode("latin-1"))  # where the decoder stops: the byte, counted from 0
+    assert _error(path) == f"{path}: not UTF-8 text (invalid continuation byte at byte {byte})"
