@@ -178,6 +178,19 @@ def test_make_venv_refuses_another_cpython_and_names_the_one_the_locks_need(tmp_
     )
 
 
+@pytest.mark.parametrize("reader", ["docker/Dockerfile", "deploy/skypilot.yaml"])
+@pytest.mark.parametrize(
+    "lock", [p for p in LOCKS if lockfile.read(p).conda], ids=lambda p: f"{p.parent.name}/{p.name}"
+)
+def test_shell_readers_of_the_conda_header_get_what_lockfile_reads(reader, lock):
+    """The image's env stage and SkyPilot's setup run `conda create` before any Python exists, so they read the
+    `# conda:` lines with sed: their sed must give exactly lockfile.py's pins."""
+    scripts = re.findall(r"\$\((sed -n '[^']*') ", (REPO / reader).read_text())
+    assert len(scripts) == 1, scripts
+    proc = subprocess.run([*shlex.split(scripts[0]), str(lock)], capture_output=True, text=True, check=True)
+    assert proc.stdout.split() == lockfile.read(lock).conda
+
+
 def test_workflow_sets_up_the_python_the_locks_name_with_the_runners_bare_python3(tmp_path):
     """setup-python's version comes from the locks, read by lockfile.py with the runner's python3 (no PyYAML)."""
     workflow = yaml.safe_load((REPO / ".github" / "workflows" / "images.yml").read_text())
@@ -275,3 +288,19 @@ def test_devcontainers_get_what_devtools_gives_a_dev_container(monkeypatch, gpu)
         assert args[args.index("--gpus") + 2 :] == containers.GPU_RUN_FLAGS
     else:
         assert args[-2:] == ["--shm-size", dev["runArgs"][0].removeprefix("--shm-size=")] and len(dev["runArgs"]) == 1
+
+
+def test_the_package_version_is_written_once_in_pyproject(tmp_path):
+    """finetune.__version__ reads pyproject.toml's version: installed (.venv), and from a source tree on PYTHONPATH
+    as the images run it (no installed metadata: pyproject.toml above src/)."""
+    import tomllib
+
+    import finetune
+
+    assert finetune.__version__ == tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    shutil.copytree(REPO / "src" / "finetune", tmp_path / "src" / "finetune")
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "finetune"\nversion = "9.8.7"\n')
+    env = dict(os.environ, PYTHONPATH=str(tmp_path / "src"))
+    show = "import finetune; print(finetune.__version__)"
+    proc = subprocess.run([sys.executable, "-S", "-c", show], env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert proc.stdout == "9.8.7\n", proc.stderr
