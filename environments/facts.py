@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from spec import LAYERS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -94,6 +95,11 @@ def source_yaml(path: str, dotted: str) -> Callable[[Path], str]:
     return lambda root: yaml_key(dotted)((root / path).read_text())[0][1]
 
 
+def source_text(path: str, pattern: str) -> Callable[[Path], str]:
+    """Group 1 of the first match of a regex in a file."""
+    return lambda root: text_matches(pattern)((root / path).read_text())[0][1]
+
+
 def pip_requirements(text: str) -> list:
     deps = yaml.safe_load(text).get("dependencies") or []
     return [("pip:", [str(r) for d in deps if isinstance(d, dict) for r in d.get("pip", [])])]
@@ -137,8 +143,9 @@ def includes_requirements(found: list, value: list) -> str | None:
 
 CPU_ENV = "environments/cpu/environment.yml"
 IMAGE_PIN = r"[\w./-]+:[\w.-]+@sha256:[0-9a-f]{64}"
-LOCKS_WITH_PYTHON = ["environments/cpu/pip.linux-64.lock", "environments/cpu/pip.linux-aarch64.lock"]
-LOCKS_WITH_PYTHON += ["environments/cuda/pip.linux-64.lock"]
+# every lock but a layer's (a layer takes its base's python) carries the pin in its `# conda:` header
+LOCKS_WITH_PYTHON = [str(p.relative_to(REPO)) for p in sorted(REPO.glob("environments/*/pip.*.lock"))]
+LOCKS_WITH_PYTHON = [p for p in LOCKS_WITH_PYTHON if p.split("/")[1] not in LAYERS]
 
 
 def base_image(name: str, arg: str) -> Fact:
@@ -156,7 +163,7 @@ FACTS = [
     Fact(
         "python",
         f"{CPU_ENV} python=",
-        lambda root: text_matches(r"^\s*- python=(\S+)")((root / CPU_ENV).read_text())[0][1],
+        source_text(CPU_ENV, r"^\s*- python=(\S+)"),
         [
             Copy("environments/cuda/environment.yml", "python= pin", text_matches(r"^\s*- python=(\S+)")),
             *(
@@ -176,7 +183,7 @@ FACTS = [
     Fact(
         "torch",
         f"{CPU_ENV} torch==",
-        lambda root: text_matches(r"^\s*- torch==([^\s#]+)")((root / CPU_ENV).read_text())[0][1],
+        source_text(CPU_ENV, r"^\s*- torch==([^\s#]+)"),
         [
             Copy("environments/cuda/environment.yml", "torch== pin", text_matches(r"^\s*- torch==([^\s#]+)")),
             Copy("README.md", "torch version", text_matches(r"(?:`torch==|\()(\d+\.\d+\.\d+)(?:\+cpu`|: CUDA)")),
@@ -186,9 +193,7 @@ FACTS = [
     Fact(
         "torch CPU wheel index",
         "environments/lockfile.py TORCH_CPU_FIND_LINKS",
-        lambda root: text_matches(r'^TORCH_CPU_FIND_LINKS = "(.+)"$')((root / "environments/lockfile.py").read_text())[
-            0
-        ][1],
+        source_text("environments/lockfile.py", r'^TORCH_CPU_FIND_LINKS = "(.+)"$'),
         [
             Copy("invoke.yaml", "image.torch_find_links", yaml_key("image.torch_find_links")),
             Copy("docker/Dockerfile", "ARG TORCH_FIND_LINKS default", text_matches(r"^ARG TORCH_FIND_LINKS=(\S+)$")),

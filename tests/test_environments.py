@@ -144,17 +144,23 @@ def test_lock_writer_reproduces_each_committed_lock_from_what_uv_printed(tmp_pat
 # --- the lockfile module as the Makefile, the workflow and the images use it ---------------------------------------
 
 
-def lockfile_cli(*args, python=sys.executable, cwd=REPO):
-    return subprocess.run([python, ENVS / "lockfile.py", *args], cwd=cwd, capture_output=True, text=True)
+def lockfile_cli(*args):
+    return subprocess.run([sys.executable, ENVS / "lockfile.py", *args], cwd=REPO, capture_output=True, text=True)
+
+
+def locked_python() -> str:
+    """X.Y of environments/cpu/environment.yml's python= pin (the python fact's source)."""
+    return ".".join(next(f for f in facts.FACTS if f.name == "python").value(REPO).split(".")[:2])
 
 
 def test_lockfile_cli_gives_the_python_the_conda_pins_and_the_torch_index():
     cpu = ENVS / "cpu" / "pip.linux-64.lock"
-    python = next(f for f in facts.FACTS if f.name == "python").value(REPO)
-    assert lockfile_cli("python-version", ENVS / "dev" / "pip.linux-64.lock", cpu).stdout == python[:4] + "\n"
-    assert (
-        lockfile_cli("conda-pins", cpu).stdout.split() == lockfile.read(cpu).conda == [f"python={python}", "pip=25.3"]
-    )
+    assert lockfile_cli("python-version", ENVS / "dev" / "pip.linux-64.lock", cpu).stdout == locked_python() + "\n"
+    pins = lockfile.read(cpu).conda
+    assert lockfile_cli("conda-pins", cpu).stdout.split() == pins and [p.split("=")[0] for p in pins] == [
+        "python",
+        "pip",
+    ]
     assert lockfile_cli("torch-find-links").stdout.strip() == lockfile.TORCH_CPU_FIND_LINKS
     assert lockfile_cli("no-such-command").returncode == 2
 
@@ -184,11 +190,14 @@ def test_make_venv_refuses_another_cpython_and_names_the_one_the_locks_need(tmp_
 )
 def test_shell_readers_of_the_conda_header_get_what_lockfile_reads(reader, lock):
     """The image's env stage and SkyPilot's setup run `conda create` before any Python exists, so they read the
-    `# conda:` lines with sed: their sed must give exactly lockfile.py's pins."""
+    `# conda:` lines with sed: their sed must give exactly lockfile.py's pins, python and pip, each an exact version."""
+    pins = lockfile.read(lock).conda
+    assert sorted(p.split("=")[0] for p in pins) == ["pip", "python"]
+    assert all(re.fullmatch(r"[a-z]+=\d+(\.\d+)+", p) for p in pins), pins
     scripts = re.findall(r"\$\((sed -n '[^']*') ", (REPO / reader).read_text())
     assert len(scripts) == 1, scripts
     proc = subprocess.run([*shlex.split(scripts[0]), str(lock)], capture_output=True, text=True, check=True)
-    assert proc.stdout.split() == lockfile.read(lock).conda
+    assert proc.stdout.split() == pins
 
 
 def test_workflow_sets_up_the_python_the_locks_name_with_the_runners_bare_python3(tmp_path):
@@ -202,8 +211,7 @@ def test_workflow_sets_up_the_python_the_locks_name_with_the_runners_bare_python
     env["GITHUB_OUTPUT"] = str(tmp_path / "out")
     proc = subprocess.run(["bash", "-c", script], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    python = next(f for f in facts.FACTS if f.name == "python").value(REPO)
-    assert (tmp_path / "out").read_text() == f"python={'.'.join(python.split('.')[:2])}\n"
+    assert (tmp_path / "out").read_text() == f"python={locked_python()}\n"
 
 
 # --- one source per fact -------------------------------------------------------------------------------------------
