@@ -1,0 +1,87 @@
+"""The container tests' Docker engine: the one DOCKER_HOST points at if it answers, otherwise docker/engine.sh starts
+Debian's dockerd on a private socket; in CI a missing engine fails the run, elsewhere the tests skip with one line.
+Also the figures measured on the way (printed at the end of the session) and the reason the tests were skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+ENGINE_SH = REPO / "docker" / "engine.sh"
+FIGURES: dict = {}  # measured figures, printed at the end of the session (pytest_terminal_summary)
+SKIPPED_BECAUSE: list[str] = []  # why the container tests could not run: said once, at the end
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def client() -> str:
+    """Debian's /usr/bin/docker: its BuildKit needs no buildx plugin (the newer client on PATH may need one).
+    FINETUNE_TEST_DOCKER names another client (tests/test_without_docker.py: one that is not there)."""
+    if os.environ.get("FINETUNE_TEST_DOCKER"):
+        return os.environ["FINETUNE_TEST_DOCKER"]
+    return "/usr/bin/docker" if Path("/usr/bin/docker").exists() else shutil.which("docker") or "docker"
+
+
+@dataclass
+class Engine:
+    env: dict
+    client: str
+
+    def __call__(self, *args, check=True, timeout=900, **kw) -> subprocess.CompletedProcess:
+        proc = subprocess.run(
+            [self.client, *map(str, args)], env=self.env, capture_output=True, text=True, timeout=timeout, **kw
+        )
+        if check and proc.returncode:
+            raise AssertionError(f"docker {' '.join(map(str, args))} exited {proc.returncode}:\n{proc.stderr[-4000:]}")
+        return proc
+
+    def inspect(self, image: str) -> dict:
+        return json.loads(self("image", "inspect", image).stdout)[0]
+
+
+def _run_quietly(argv: list, env: dict | None = None) -> tuple[int, str]:
+    """(exit status, last line of stderr) of argv; a program that is not there is an answer too (127)."""
+    try:
+        proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
+    except FileNotFoundError:
+        return 127, f"{argv[0]}: not found"
+    except (PermissionError, subprocess.TimeoutExpired) as e:
+        return 126, f"{argv[0]}: {type(e).__name__}"
+    return proc.returncode, (proc.stderr.strip().splitlines() or [""])[-1]
+
+
+@pytest.fixture(scope="session")
+def engine() -> Engine:
+    env = dict(os.environ, DOCKER_BUILDKIT="1", BUILDKIT_PROGRESS="plain")
+    status, why = _run_quietly([client(), "info"], env)
+    if status != 0:
+        up, up_why = _run_quietly(["bash", str(ENGINE_SH), "up"])
+        if up != 0:  # one line, the same for every container test, so pytest -ra reports it once
+            msg = (
+                f"container tests need a Docker engine: `docker info` failed ({why}) and docker/engine.sh up failed "
+                f"({up_why}); start an engine and set DOCKER_HOST, or run the tests as root so that "
+                "docker/engine.sh installs and starts one (-m 'not container' deselects these tests)"
+            )
+            if os.environ.get("CI"):
+                pytest.fail(msg)
+            SKIPPED_BECAUSE.append(msg)
+            pytest.skip(msg)
+        exports = subprocess.run(["bash", str(ENGINE_SH), "env"], capture_output=True, text=True).stdout
+        env.update(kv.split("=", 1) for kv in exports.replace("export ", "").split())
+    eng = Engine(env, client())
+    FIGURES["engine"] = eng("version", "--format", "{{.Server.Version}}").stdout.strip()
+    return eng
