@@ -1,4 +1,6 @@
-"""Shared helpers: run the CLI as a user would (a subprocess), and small tiny-run configs.
+"""The one place for the tests' shared helpers: the repository root, running the CLI and invoke as a user would (a
+subprocess), the message for a failed command, waiting for a run's step, and small tiny-run configs. Test files
+import them from here (`from conftest import REPO, run_cli`); FAKE host commands are in tests/fakes.py.
 
 Tests are sorted by cost with markers (see pyproject.toml): unmarked tests take seconds; `slow` ones train for real;
 `container` ones need a Docker engine. Skip the slow ones locally with `-m "not slow"`; CI runs everything.
@@ -8,13 +10,18 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from finetune.report import read_metrics
+
+REPO = Path(__file__).resolve().parents[1]  # the repository root: every test file takes it from here
 DEFAULT_CONFIG = REPO / "configs" / "default.yaml"
 # A short version of the default run: same model and data, fewer steps, logs every 5 steps, no scheduled saves.
 SHORT = [
@@ -35,15 +42,59 @@ def cli_env() -> dict:
     return env
 
 
+def explain(proc: subprocess.CompletedProcess, what: str | None = None) -> str:
+    """A failed command for an assertion message: what ran and its exit status, then the ends of stdout and stderr."""
+    if what is None:
+        what = " ".join(map(str, proc.args)) if isinstance(proc.args, (list, tuple)) else str(proc.args)
+    return f"{what} exited {proc.returncode}\n--- stdout\n{proc.stdout[-3000:]}\n--- stderr\n{proc.stderr[-5000:]}"
+
+
 def run_cli(*args, timeout: int = 600, check: bool = True, module: str = "finetune", launcher: list | None = None):
     cmd = [*(launcher or [sys.executable, "-m"]), module, *map(str, args)]
     proc = subprocess.run(cmd, cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
-        raise AssertionError(
-            f"{' '.join(cmd)} exited {proc.returncode}\n--- stdout\n{proc.stdout[-3000:]}\n"
-            f"--- stderr\n{proc.stderr[-5000:]}"
-        )
+        raise AssertionError(explain(proc))
     return proc
+
+
+def invoke_program() -> str:
+    """The `invoke` of the Python running the tests (its venv's bin/, as in .venv or the devcontainer's image),
+    else the first on PATH."""
+    beside = Path(sys.executable).parent / "invoke"  # not resolved: a venv's python is a link to the base one
+    return str(beside) if beside.exists() else shutil.which("invoke") or "invoke"
+
+
+def plain(text: str) -> str:
+    """invoke's echoed commands without their terminal colour codes."""
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)
+
+
+def invoke(env: dict | None, *args, timeout: int = 120) -> subprocess.CompletedProcess:
+    """`invoke ARGS` in the repository as a user runs it (env None: this process's environment), no stdin, its
+    echoed commands without their colour codes."""
+    proc = subprocess.run(
+        [invoke_program(), *map(str, args)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+    proc.stdout = plain(proc.stdout)
+    return proc
+
+
+def wait_for_step(metrics: Path, step: int, proc: subprocess.Popen | None = None, timeout: float = 120) -> None:
+    """Wait until a run's metrics.jsonl has logged `step` (or a later one); fail if proc ends first or time runs out."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc is not None:
+            assert proc.poll() is None, f"training ended before step {step}: {proc.communicate()}"
+        if max((m["step"] for m in read_metrics(metrics) if "step" in m), default=-1) >= step:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"no step {step} in {metrics} within {timeout}s")
 
 
 def read_json(path: Path) -> dict:

@@ -11,7 +11,6 @@ host beginning with `-` never reaches it (ssh would run its ProxyCommand locally
 from __future__ import annotations
 
 import json
-import re
 import shlex
 import shutil
 import subprocess
@@ -22,9 +21,8 @@ import pytest
 import yaml
 from fakes import fake_host
 
-from conftest import REPO
+from conftest import REPO, explain, invoke
 
-INVOKE = REPO / ".venv" / "bin" / "invoke"
 SETTINGS = yaml.safe_load((REPO / "invoke.yaml").read_text())
 DEPLOY_TASKS = ["deploy", "deploy.status", "deploy.logs", "deploy.fetch", "deploy.stop"]
 
@@ -105,19 +103,10 @@ def lines(path: Path) -> list:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def invoke(env: dict, *args) -> subprocess.CompletedProcess:
-    """`invoke ARGS` as a user runs it, its echoed commands without their terminal colour codes."""
-    proc = subprocess.run(
-        [str(INVOKE), *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL
-    )
-    proc.stdout = re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout)
-    return proc
-
-
 def one_line_error(proc: subprocess.CompletedProcess) -> str:
     """The single line a refused task prints on stderr (no traceback)."""
     said = proc.stderr.strip().splitlines()
-    assert proc.returncode == 2 and len(said) == 1, (proc.returncode, proc.stdout, proc.stderr)
+    assert proc.returncode == 2 and len(said) == 1, explain(proc)
     return said[0]
 
 

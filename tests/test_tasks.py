@@ -11,25 +11,14 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import subprocess
 
 import pytest
 import yaml
 from fakes import docker_calls, fake_host
 
-from conftest import REPO
+from conftest import REPO, invoke, plain
 
-INVOKE = REPO / ".venv" / "bin" / "invoke"
 SETTINGS = yaml.safe_load((REPO / "invoke.yaml").read_text())
-
-
-def plain(text: str) -> str:
-    """invoke's echoed commands without their terminal colour codes."""
-    return re.sub(r"\x1b\[[0-9;]*m", "", text)
-
-
-def invoke(env: dict, *args) -> subprocess.CompletedProcess:
-    return subprocess.run([str(INVOKE), *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
 
 
 def test_dry_gpu_train_prints_the_complete_gpu_command_line(tmp_path):
@@ -94,7 +83,10 @@ def test_secrets_reach_the_container_by_name_only(tmp_path):
     [
         (["build", "--variant", "tpu"], "--variant 'tpu': allowed: cpu, cuda"),
         (["build", "--target", "prod"], "--target 'prod': allowed: runtime, dev"),
-        (["train", "--docker", "--gpu", "--gpus", "two"], "--gpus 'two': allowed: all, or device ids as nvidia-smi numbers them"),
+        (
+            ["train", "--docker", "--gpu", "--gpus", "two"],
+            "--gpus 'two': allowed: all, or device ids as nvidia-smi numbers them",
+        ),
         (["train", "--runtime", "k8s"], "--runtime 'k8s': allowed: auto, docker, local"),
         (["build", "--ca-bundle", "/nonexistent/ca.pem"], "--ca-bundle /nonexistent/ca.pem: no such file"),
     ],

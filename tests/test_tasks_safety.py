@@ -19,9 +19,8 @@ from pathlib import Path
 import pytest
 import yaml
 from fakes import docker_calls, fake_host
-from test_tasks import invoke, plain
 
-from conftest import REPO
+from conftest import REPO, invoke, plain
 
 TOKEN = "ghp_FAKEtoken1234567890abcdef"
 REMOTE = f"https://x-access-token:{TOKEN}@github.com/org/finetune.git"

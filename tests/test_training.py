@@ -8,13 +8,13 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from transformers import AutoTokenizer
 
-from conftest import DEFAULT_CONFIG, REPO, SHORT, cli_env, read_json, rel_diff, run_cli
+from conftest import DEFAULT_CONFIG, REPO, SHORT, cli_env, read_json, rel_diff, run_cli, wait_for_step
+from finetune.report import read_metrics
 from finetune.trainer import STAGING
 
 pytestmark = pytest.mark.slow
@@ -46,7 +46,7 @@ def test_default_run_learns_and_writes_every_artifact(tmp_path):
     else:
         assert manifest["container"] is None
 
-    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    metrics = read_metrics(out / "metrics.jsonl")
     assert any("loss" in m for m in metrics) and any("eval_loss" in m for m in metrics)
     assert (out / "loss.png").stat().st_size > 10_000
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))
@@ -56,24 +56,12 @@ def test_default_run_learns_and_writes_every_artifact(tmp_path):
     assert run_cli("generate", out, "reverse: hello").stdout.strip() == "olleh"
 
 
-def _wait_for_step(path, step: int, proc, timeout: float = 120):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        assert proc.poll() is None, f"training ended early: {proc.communicate()}"
-        if path.exists():
-            steps = [json.loads(line)["step"] for line in path.read_text().splitlines() if line.strip()]
-            if steps and max(steps) >= step:
-                return
-        time.sleep(0.2)
-    raise AssertionError(f"no step {step} in {path} within {timeout}s")
-
-
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_interrupted_then_resumed_matches_uninterrupted(tmp_path, reference_run, sig):
     out = tmp_path / "interrupted"
     cmd = [sys.executable, "-m", "finetune", "train", str(DEFAULT_CONFIG), "--output-dir", str(out), *SHORT]
     proc = subprocess.Popen(cmd, cwd=REPO, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _wait_for_step(out / "metrics.jsonl", 15, proc)
+    wait_for_step(out / "metrics.jsonl", 15, proc)
     proc.send_signal(sig)
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 128 + sig, stderr[-3000:]

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from conftest import REPO, explain  # tests/conftest.py, the tests' shared helpers
+
 ENGINE_SH = REPO / "docker" / "engine.sh"
 FIGURES: dict = {}  # measured figures, printed at the end of the session (pytest_terminal_summary)
 SKIPPED_BECAUSE: list[str] = []  # why the container tests could not run: said once, at the end
@@ -46,7 +47,7 @@ class Engine:
             [self.client, *map(str, args)], env=self.env, capture_output=True, text=True, timeout=timeout, **kw
         )
         if check and proc.returncode:
-            raise AssertionError(f"docker {' '.join(map(str, args))} exited {proc.returncode}:\n{proc.stderr[-4000:]}")
+            raise AssertionError(explain(proc, f"docker {' '.join(map(str, args))}"))
         return proc
 
     def inspect(self, image: str) -> dict:

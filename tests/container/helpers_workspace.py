@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import explain
+
 from .helpers_engine import REPO, Engine, client
 
 WHEEL_DIRS = [d for d in os.environ.get("PIP_FIND_LINKS", "/opt/wheels").split() if Path(d).is_dir()]
@@ -55,10 +57,7 @@ class Workspace:
             )
         proc = subprocess.run(full, cwd=self.root, env=env, capture_output=True, text=True, timeout=timeout)
         if check and proc.returncode:
-            raise AssertionError(
-                f"{' '.join(map(str, cmd))} exited {proc.returncode}\n--- stdout\n"
-                f"{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-6000:]}"
-            )
+            raise AssertionError(explain(proc, " ".join(map(str, cmd))))
         return proc
 
     def invoke_cmd(self, *args, config: Path | None = None) -> list[str]:
