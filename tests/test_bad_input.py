@@ -11,11 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from conftest import explain, run_cli
 from finetune import datafiles
 from finetune.config import load_config
 
-ROOT = Path(__file__).resolve().parents[1]
 PREFIX = "finetune: error: "
 
 # tiny causal LM built from a config (no download), character tokenizer built from the data
@@ -83,7 +82,7 @@ def _causal_config(tmp_path: Path, train: Path) -> Path:
 
 def _assert_user_error(proc: subprocess.CompletedProcess, *expected: str) -> str:
     """Exit code 2, stderr exactly one `finetune: error: ...` line holding every expected text, no traceback."""
-    report = f"exit code {proc.returncode}\n--- stdout\n{proc.stdout[-2000:]}\n--- stderr\n{proc.stderr[-4000:]}"
+    report = explain(proc)
     assert "Traceback" not in proc.stderr, report
     assert proc.returncode == 2, report
     lines = proc.stderr.splitlines()
@@ -192,7 +191,7 @@ def test_label_case_would_otherwise_be_valid(tmp_path):
 def test_debug_shows_the_traceback(tmp_path):
     config, expected = _malformed_jsonl(tmp_path)
     proc = _train(config, tmp_path / "run", debug=True)
-    report = f"exit code {proc.returncode}\n--- stderr\n{proc.stderr[-4000:]}"
+    report = explain(proc)
     assert proc.returncode not in (0, 2), report  # an uncaught exception, not the handled exit
     assert "Traceback (most recent call last)" in proc.stderr, report
     assert "DataError" in proc.stderr, report
@@ -209,6 +208,9 @@ def test_bad_set_on_the_command_line(tmp_path):
 
 def test_data_file_that_is_not_utf8(tmp_path):
     train = tmp_path / "train.jsonl"
-    train.write_bytes((GOOD[0] + "\n" + '{"prompt": "caf\xe9", "completion": "x"}\n').encode("latin-1"))
+    bad = '{"prompt": "caf\xe9", "completion": "x"}'.encode("latin-1")
+    train.write_bytes(GOOD[0].encode() + b"\n" + bad + b"\n")
     proc = _train(_causal_config(tmp_path, train), tmp_path / "run")
-    _assert_user_error(proc, f"{train}:2: ")
+    column = bad.index(b"\xe9") + 1  # 1-based, in bytes: where the decoder stopped on line 2
+    where = _assert_user_error(proc, f"{train}:2: ")
+    assert where == f"{train}:2: not UTF-8 text (invalid continuation byte at column {column})", where

@@ -4,11 +4,14 @@ validator (Debian's cloud-init) and SkyPilot's own task parser (PyPI skypilot, i
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import sys
 
 import pytest
+import yaml
 
 from conftest import REPO
 
@@ -40,16 +43,31 @@ def test_cloud_init_passes_cloud_inits_schema_validation():
 
 
 def test_cloud_init_installs_driver_docker_toolkit_and_checks():
-    text = (DEPLOY / "cloud-init.yaml").read_text()
-    for step in (
-        "ubuntu-drivers install",
-        "docker-ce",
-        "nvidia-container-toolkit",
-        "nvidia-ctk runtime configure",
-        "finetune-host-check",
-        "power_state",
-    ):
-        assert step in text, step
+    """Read as cloud-init reads it (YAML, so a step named only in a comment does not count): runcmd installs the
+    driver, then Docker, then the toolkit and registers it with Docker, then enables the host check, which
+    write_files puts in place as an executable; the VM reboots so the driver loads."""
+    conf = yaml.safe_load((DEPLOY / "cloud-init.yaml").read_text())
+    steps = [cmd if isinstance(cmd, str) else shlex.join(cmd) for cmd in conf["runcmd"]]
+
+    def step(pattern: str) -> int:
+        hits = [i for i, cmd in enumerate(steps) if re.search(pattern, cmd)]
+        assert hits, f"no runcmd step matches {pattern!r}: {steps}"
+        return hits[0]
+
+    order = [
+        step(r"^ubuntu-drivers install\b"),
+        step(r"\bapt-get install\b.* docker-ce( |$)"),
+        step(r"\bapt-get install\b.* nvidia-container-toolkit( |$)"),
+        step(r"^nvidia-ctk runtime configure --runtime=docker$"),
+        step(r"^systemctl enable finetune-host-check\.service$"),
+    ]
+    assert order == sorted(order), f"runcmd steps out of order: {[steps[i] for i in order]}"
+    files = {f["path"]: f for f in conf["write_files"]}
+    check = files["/usr/local/sbin/finetune-host-check"]
+    assert check["permissions"] == "0755" and check["content"].startswith("#!/bin/sh\n"), check
+    unit = files["/etc/systemd/system/finetune-host-check.service"]["content"]
+    assert "ExecStart=/bin/sh -c '/usr/local/sbin/finetune-host-check " in unit, unit
+    assert conf["power_state"]["mode"] == "reboot"
 
 
 @pytest.mark.slow
