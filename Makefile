@@ -26,7 +26,7 @@ help: ## show this help
 # just installed (hash-checked): pip's isolated build would fetch "setuptools>=68" unpinned and without a hash.
 $(VENV)/.installed: $(LOCKS) pyproject.toml
 	@$(PYTHON) environments/lockfile.py check-python $(LOCKS)
-	@for f in $(LOCKS); do [ -f $$f ] || { echo "make: $$f is missing: this platform has no lock yet (see environments/README)"; exit 2; }; done
+	@for f in $(LOCKS); do [ -f $$f ] || { echo "make: $$f is missing: this platform has no lock yet (add it to platforms: in environments/{cpu,dev}/environment.yml, then make lock)"; exit 2; }; done
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --require-hashes --no-deps $(if $(TORCH_FIND_LINKS),--find-links $(TORCH_FIND_LINKS)) $(addprefix -r ,$(LOCKS))
 	$(PIP) install --quiet --no-deps --no-build-isolation -e .

@@ -101,8 +101,8 @@ def train(
     args = ["train", config, *(a for s in set_ or [] for a in ("--set", s))]
     if resume:
         args.append("--resume")
-    if chosen == "local":
-        if gpu or nproc > 1:
+    if chosen == "local":  # never with --gpu (refused above)
+        if nproc > 1:
             launcher = f"{_venv_bin(c, 'torchrun')} --standalone --nproc-per-node={nproc} -m finetune"
         else:
             launcher = _venv_bin(c, "finetune")
@@ -110,7 +110,7 @@ def train(
         c.run(f"FINETUNE_RUNTIME=local {launcher} {shlex.join(args + out)}")
         return
     images.gpu_check(c, gpu)  # before any build: a missing GPU runtime is reported first
-    image, (image_id, labels) = images.ensure_image(c, "cuda" if gpu else variant or "cpu", "runtime", gpu)
+    image, (image_id, labels) = images.ensure_image(c, "cuda" if gpu else variant or "cpu", "runtime")
     mounts = []
     inside, extra = containers.container_path(Path(config), containers.REPO, c.finetune.runs_dir)
     args[1], mounts = inside, mounts + extra
@@ -132,8 +132,6 @@ def train(
         gpus=gpus if gpu else None,
         nproc=nproc,
         extra_mounts=mounts,
-        env_names=containers.passthrough_env(containers.SECRETS),
-        interactive=False,
     )
     c.run(show(cmd), pty=False)
 
@@ -148,7 +146,7 @@ def train(
 def shell(c, variant="cpu", gpu=False, cmd=None):
     """A shell in the dev image, the repository mounted at /workspace (as in the devcontainer)."""
     images.gpu_check(c, gpu)
-    image, _ = images.ensure_image(c, "cuda" if gpu else variant, "dev", gpu)
+    image, _ = images.ensure_image(c, "cuda" if gpu else variant, "dev")
     run = [c.docker.client, "run", "--rm", *([] if cmd else ["-it"]), *containers.dev_container_args(c, gpu)]
     c.run(show([*run, image, *(["bash", "-c", cmd] if cmd else ["bash"])]), pty=not cmd)
 
@@ -191,23 +189,25 @@ def _tunnel(port: int) -> str:
 
 @task(
     help={
-        "port": "host port (default 8888)",
+        "port": f"host port (default {containers.LAB_PORT})",
         "host": "host address to publish on (default 127.0.0.1: this machine only; 0.0.0.0 exposes it)",
         "gpu": "the CUDA dev image with the host's GPUs",
         "token": "the login token (default: $JUPYTER_TOKEN, else a new random one printed once with the URL); "
         "a flag is visible in `ps` and your shell history: prefer JUPYTER_TOKEN in the environment",
     }
 )
-def lab(c, port=8888, host="127.0.0.1", gpu=False, token=None):
+def lab(c, port=containers.LAB_PORT, host="127.0.0.1", gpu=False, token=None):
     """JupyterLab in the dev image: the repository (notebooks/, runs/) at /workspace, token login always on."""
     images.gpu_check(c, gpu)
-    image, _ = images.ensure_image(c, "cuda" if gpu else "cpu", "dev", gpu)
+    image, _ = images.ensure_image(c, "cuda" if gpu else "cpu", "dev")
     exposed = f"reachable from other machines, and whoever has the token runs code here as you; {_tunnel(port)}"
-    run = [c.docker.client, "run", "--rm", "--name", f"finetune-lab-{port}", *_published(host, port, 8888, exposed)]
+    run = [c.docker.client, "run", "--rm", "--name", f"finetune-lab-{port}"]
+    run += _published(host, port, containers.LAB_PORT, exposed)
     # The token by name: docker copies it from its own environment, so it is on no command line (`ps`) or plan.
     run += [*containers.dev_container_args(c, gpu), "--env", "JUPYTER_TOKEN"]
     # Inside, Jupyter listens on all of the container's interfaces; what the host exposes is --publish above.
-    run += [image, "jupyter", "lab", "--ip=0.0.0.0", "--port=8888", "--no-browser", "--ServerApp.root_dir=/workspace"]
+    run += [image, "jupyter", "lab", "--ip=0.0.0.0", f"--port={containers.LAB_PORT}", "--no-browser"]
+    run.append(f"--ServerApp.root_dir={containers.WORKSPACE}")
     given = token or os.environ.get("JUPYTER_TOKEN")
     token = given or secrets.token_urlsafe(24)
     # A token the user chose is never echoed; a new one is shown once, and not in a plan (--dry starts nothing).
@@ -218,19 +218,21 @@ def lab(c, port=8888, host="127.0.0.1", gpu=False, token=None):
 
 @task(
     help={
-        "port": "host port (default 6006)",
+        "port": f"host port (default {containers.TENSORBOARD_PORT})",
         "host": "host address (default 127.0.0.1: this machine only); TensorBoard has no login, so 0.0.0.0 shows "
         "every run to anyone who can reach the port (use an SSH tunnel instead)",
     }
 )
-def tensorboard(c, port=6006, host="127.0.0.1"):
+def tensorboard(c, port=containers.TENSORBOARD_PORT, host="127.0.0.1"):
     """TensorBoard over runs/ (read-only) in the training image."""
-    image, _ = images.ensure_image(c, "cpu", "runtime", False)
+    image, _ = images.ensure_image(c, "cpu", "runtime")
     exposed = f"TensorBoard has no authentication: anyone who can reach {host}:{port} sees every run; {_tunnel(port)}"
     run = [c.docker.client, "run", "--rm", "--name", f"finetune-tensorboard-{port}"]
-    run += _published(host, port, 6006, exposed)
-    run += ["--volume", f"{containers.REPO / c.finetune.runs_dir}:/workspace/runs:ro", image]
-    c.run(show([*run, "tensorboard", "--logdir", "/workspace/runs", "--bind_all", "--port", "6006"]), pty=False)
+    run += _published(host, port, containers.TENSORBOARD_PORT, exposed)
+    runs = f"{containers.WORKSPACE}/{c.finetune.runs_dir}"  # where container_args mounts runs/ for training
+    run += ["--volume", f"{containers.REPO / c.finetune.runs_dir}:{runs}:ro", image]
+    run += ["tensorboard", "--logdir", runs, "--bind_all", "--port", str(containers.TENSORBOARD_PORT)]
+    c.run(show(run), pty=False)
 
 
 @task(

@@ -19,6 +19,8 @@ from finetune.urls import strip_userinfo
 REPO = Path(__file__).resolve().parents[1]
 TARGETS = ("runtime", "dev")
 WORKSPACE = "/workspace"  # the image's working directory: configs/, data/, runs/ live (or are mounted) here
+LAB_PORT = 8888  # JupyterLab inside its container (`invoke lab`), and the host port it is published on by default
+TENSORBOARD_PORT = 6006  # TensorBoard inside its container (`invoke tensorboard`), and its default host port
 HF_CACHE = "/home/finetune/.cache/huggingface"  # the image's HF_HOME (docker/Dockerfile)
 SECRETS = ["HF_TOKEN", "WANDB_API_KEY"]  # passed to containers by name when set on the host; never printed
 # NVIDIA's advice for PyTorch in containers (NGC PyTorch release notes, "Running PyTorch"): share the host's IPC
@@ -169,12 +171,10 @@ def run_command(
     gpus: str | None,
     nproc: int,
     extra_mounts: list[str],
-    env_names: list[str],
-    interactive: bool,
 ) -> list[str]:
-    """`docker run` of one training container (see container_args)."""
-    cmd = [cfg.docker.client, "run", "--rm", "--name", name, *(["-it"] if interactive else [])]
-    cmd += container_args(cfg, str(REPO), image, image_id, labels, env_names, gpus) + extra_mounts
+    """`docker run` of one training container (see container_args), with the secrets set on this host."""
+    cmd = [cfg.docker.client, "run", "--rm", "--name", name]
+    cmd += container_args(cfg, str(REPO), image, image_id, labels, passthrough_env(SECRETS), gpus) + extra_mounts
     return [*cmd, image, *launcher(nproc), *cli_args]
 
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from devtools.images import docker_info
+
 
 @dataclass
 class GpuRuntime:
@@ -36,7 +38,7 @@ def gpu_runtime(c, probe) -> GpuRuntime:
             f"NVIDIA driver {driver} is older than {need}, the minimum for CUDA {c.cuda.version}",
             "Upgrade the driver (e.g. `sudo ubuntu-drivers install`), then reboot",
         )
-    runtimes = probe(f"{c.docker.client} info --format '{{{{json .Runtimes}}}}'").stdout
+    runtimes = docker_info(c, "json .Runtimes", probe).stdout
     toolkit = probe("command -v nvidia-ctk || command -v nvidia-container-cli").ok
     if "nvidia" not in runtimes and not toolkit:
         return GpuRuntime(

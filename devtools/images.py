@@ -14,7 +14,6 @@ from invoke import Exit
 
 from devtools import containers
 from devtools.containers import show
-from devtools.gpu import gpu_runtime
 
 
 def probe(c, cmd: str):
@@ -22,8 +21,17 @@ def probe(c, cmd: str):
     return c.run(cmd, hide=True, warn=True, dry=False, echo=False, in_stream=False)
 
 
+def docker_info(c, template: str, via=None):
+    """`docker info --format '{{TEMPLATE}}'`: the one way devtools asks the engine about itself. `.ServerVersion`
+    answers whether an engine runs at all, `json .Runtimes` which runtimes it has (devtools/gpu.py),
+    `.DockerRootDir` where its images live (doctor's disk check). via runs the command (default: probe above;
+    doctor passes its own, tests fake the commands); returns its invoke Result."""
+    cmd = f"{c.docker.client} info --format {shlex.quote('{{' + template + '}}')}"
+    return via(cmd) if via else probe(c, cmd)
+
+
 def docker_answers(c) -> bool:
-    return probe(c, f"{c.docker.client} info --format '{{{{.ServerVersion}}}}'").ok
+    return docker_info(c, ".ServerVersion").ok
 
 
 def image_facts(c, image: str) -> tuple[str, dict] | None:
@@ -66,7 +74,9 @@ def build_image(c, variant, target, tag=None, platform="", push=False, no_cache=
     return cmd[cmd.index("--tag") + 1]
 
 
-def ensure_image(c, variant, target, gpu: bool):
+def ensure_image(c, variant, target, gpu=None):
+    """The image's name and (id, labels), built first when missing. `gpu` is unused, kept only while
+    devtools/deploy.py still passes it."""
     image = containers.image_name(c, variant, target)
     facts = image_facts(c, image)
     if facts is None:
@@ -78,6 +88,8 @@ def ensure_image(c, variant, target, gpu: bool):
 
 def gpu_check(c, gpu: bool) -> None:
     """Before anything is built: stop (exit 2, with the fix) when --gpu is asked for and the host cannot give one."""
+    from devtools.gpu import gpu_runtime  # here, not at the top: devtools/gpu.py uses docker_info above
+
     runtime = gpu_runtime(c, lambda cmd: probe(c, cmd)) if gpu else None
     if runtime and runtime.problem:
         stop(c, runtime.message())

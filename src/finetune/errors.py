@@ -17,4 +17,3 @@ class DataError(UserError):
     def __init__(self, path, line, message):
         where = f"{path}:{line}" if line else str(path)
         super().__init__(f"{where}: {message}")
-        self.path, self.line = path, line
