@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from scale_plan import FIT_METHODS
@@ -38,7 +38,7 @@ class Report:
     def data(self, partial: bool) -> dict:
         return {
             "benchmark": "scale",
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "command": [Path(sys.executable).name, *sys.argv],
             "environment": self.environment,
             "settings": self.settings,

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -354,7 +354,7 @@ def main(args) -> int:
 
     report = {
         "benchmark": "throughput",
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": [Path(sys.executable).name, *sys.argv],
         "config": args.config,
         "overrides": args.overrides,

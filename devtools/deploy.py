@@ -171,7 +171,7 @@ def start(c, host=None, gpu=False, config=None, name=None, set_=None, nproc=1, r
     if not config.startswith("configs/"):
         raise Exit(f"--config {config}: deploy ships configs/ and data/; put the config under configs/", code=2)
     name, d = _name(name or Path(config).stem), _dir(c)
-    image, facts = images.ensure_image(c, "cuda" if gpu else "cpu", "runtime", gpu)
+    image, facts = images.ensure_image(c, "cuda" if gpu else "cpu", "runtime")
     _make_way(c, host, name, replace)
     _ship(c, host, image, facts[0], reship)
     _send_inputs(c, host, d, name)

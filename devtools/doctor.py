@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from devtools import remote
+from devtools import containers, images, remote
 from devtools.gpu import gpu_runtime as runtime_of
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,7 +31,7 @@ class Check:
 
 
 def engine(c, probe) -> Check:
-    res = probe(f"{c.docker.client} info --format '{{{{.ServerVersion}}}}'")
+    res = images.docker_info(c, ".ServerVersion", probe)
     if res.ok:
         return Check("Docker engine", "ok", f"server {res.stdout.strip()}")
     fix = (
@@ -80,7 +80,7 @@ def gpu_in_image(c, probe, image: str, runtime_ok: bool) -> Check:
 
 
 def disk(c, probe, variant: str) -> Check:
-    root = probe(f"{c.docker.client} info --format '{{{{.DockerRootDir}}}}'").stdout.strip() or "/var/lib/docker"
+    root = images.docker_info(c, ".DockerRootDir", probe).stdout.strip() or "/var/lib/docker"
     path = Path(root)
     while not path.exists() and path != path.parent:
         path = path.parent
@@ -151,7 +151,10 @@ def run_checks(c, probe, *, gpu: bool, host: str | None) -> list[Check]:
     checks.append(buildkit(c, probe) if engine_ok else Check("BuildKit", "skip", "needs the engine"))
     if gpu:
         runtime = gpu_runtime(c, probe)
-        checks += [runtime, gpu_in_image(c, probe, f"{c.image.name}:cuda", runtime.state == "ok" and engine_ok)]
+        checks += [
+            runtime,
+            gpu_in_image(c, probe, containers.image_name(c, "cuda"), runtime.state == "ok" and engine_ok),
+        ]
     else:
         checks.append(Check("GPU runtime (driver, container toolkit)", "skip", "--cpu: GPU checks skipped"))
     checks += [disk(c, probe, "cuda" if gpu else "cpu"), shm(), locks(), ssh_host(c, probe, host)]

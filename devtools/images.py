@@ -74,9 +74,8 @@ def build_image(c, variant, target, tag=None, platform="", push=False, no_cache=
     return cmd[cmd.index("--tag") + 1]
 
 
-def ensure_image(c, variant, target, gpu=None):
-    """The image's name and (id, labels), built first when missing. `gpu` is unused, kept only while
-    devtools/deploy.py still passes it."""
+def ensure_image(c, variant, target):
+    """The image's name and (id, labels), built first when missing."""
     image = containers.image_name(c, variant, target)
     facts = image_facts(c, image)
     if facts is None:

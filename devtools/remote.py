@@ -13,6 +13,8 @@ must not plant a link that a later read or write follows out of runs/. Standard 
 
 from __future__ import annotations
 
+import copy
+import os
 import re
 import shlex
 import sys
@@ -56,18 +58,45 @@ def remote_dir(c) -> str:
     return f'"$HOME"/{shlex.quote(d)}' if d.strip("/") else '"$HOME"'
 
 
-def _refuse_links(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
-    """tarfile's 'data' filter (no absolute paths, no `..`, no devices), and no links at all."""
+class RefusedMember(tarfile.TarError):
+    """A member of the host's tar stream that a fetch must not unpack."""
+
+
+def _refuse(member: tarfile.TarInfo) -> None:
+    """What no Python may unpack from the host: links, special files, absolute paths, `..`."""
     if member.issym() or member.islnk():
-        raise tarfile.FilterError(f"{member.name} is a link (to {member.linkname}): links from the host are refused")
+        raise RefusedMember(f"{member.name} is a link (to {member.linkname}): links from the host are refused")
+    if not (member.isfile() or member.isdir()):
+        raise RefusedMember(f"{member.name}: only files and folders are unpacked")
+    if member.name.startswith("/") or ".." in Path(member.name).parts:
+        raise RefusedMember(f"{member.name}: a path outside the destination")
+
+
+def _refuse_links(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
+    """The refusals above, then tarfile's own 'data' filter (modes, owners, and its own path checks)."""
+    _refuse(member)
     return tarfile.data_filter(member, dest)
+
+
+def _checked_without_filters(member: tarfile.TarInfo) -> tarfile.TarInfo:
+    """The same rules for Pythons without extraction filters (before 3.11.4, e.g. Debian 12's 3.11.2): regular files
+    and folders only, relative paths without `..`, no special mode bits, owned by whoever unpacks."""
+    _refuse(member)
+    member = copy.copy(member)
+    member.uid, member.gid, member.uname, member.gname = os.getuid(), os.getgid(), "", ""
+    member.mode &= 0o755
+    return member
 
 
 def extract(dest: Path, stream) -> None:
     """Unpack the tar `stream` into `dest`, member by member (a pipe cannot seek), refusing links (see above)."""
+    filters = hasattr(tarfile, "data_filter")
     with tarfile.open(fileobj=stream, mode="r|*") as tar:
         for member in tar:
-            tar.extract(member, dest, filter=_refuse_links)
+            if filters:
+                tar.extract(member, dest, filter=_refuse_links)
+            else:
+                tar.extract(_checked_without_filters(member), dest)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,6 @@ import sys
 
 from freshness import check
 from installed import verify_env
-from lockfile import parse_lock  # noqa: F401  (tests/container/conftest.py imports it from here)
 from resolve import UV_PLATFORMS, compile_lock, uv_version
 from spec import load_env, variants
 

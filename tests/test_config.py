@@ -567,17 +567,12 @@ def test_from_dict_minimal_and_defaults():
 def test_from_dict_errors_name_the_source_and_key(data, starts, contains):
     message = _from_dict_error(data)
     where, what = _source_and_rest(message)
-    assert where in ("manifest.json", "manifest.json:1"), message  # :1, the fallback line: see the next test
+    assert where == "manifest.json", message  # a dict has no line numbers: none made up
     assert what.startswith(starts), message
     for text in contains:
         assert text in what, f"{text!r} missing from: {message}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="config._where falls back to line 1 when there are no lines (a dict from a manifest): it should give the "
-    "source alone, `manifest.json: key: ...`; remove this mark with that fix",
-)
 def test_from_dict_error_makes_up_no_line_number():
     """A dict (a run's manifest.json, read as JSON) has no line numbers: the message must not invent one."""
     data = {"model": {"name_or_path": "gpt2"}, "data": {"train_file": "t.jsonl"}, "trainer": {}}

@@ -80,3 +80,12 @@ def test_unreachable_deploy_host_fails_with_the_fix():
         rows(proc.stdout)["deploy host over SSH"] == "FAIL" and "ssh-copy-id nobody@deploy-host.invalid" in proc.stdout
     )
     assert proc.returncode == 1
+
+
+def test_doctor_checks_the_cuda_image_under_the_configured_registry(tmp_path):
+    """With image.registry set, the image train --gpu runs is <registry>/finetune:cuda: doctor must look for that
+    one (it built `finetune:cuda` itself and ignored the registry)."""
+    env = fake_host(tmp_path, "580.95.05", '{"nvidia":{"path":"nvidia-container-runtime"},"runc":{}}')
+    env |= {"FAKE_BUILDX": "1", "INVOKE_IMAGE_REGISTRY": "ghcr.io/acme"}
+    table = rows(doctor(env).stdout)
+    assert "GPU visible inside ghcr.io/acme/finetune:cuda" in table, table

@@ -15,6 +15,7 @@ import nbformat
 import pytest
 
 from conftest import REPO
+from finetune.report import read_metrics
 
 CHECK = REPO / "scripts" / "check_notebooks.py"
 QUICKSTART = REPO / "notebooks" / "quickstart.ipynb"
@@ -75,7 +76,7 @@ def test_quickstart_runs(tmp_path, monkeypatch):
     run_dir = tmp_path / "notebook-quickstart"  # not runs/: the notebook honours FINETUNE_NOTEBOOK_RUNS
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["steps"] > 0
-    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    metrics = read_metrics(run_dir / "metrics.jsonl")
     assert any("loss" in m for m in metrics)
 
     plots = [o for o in cell(nb, "plot").outputs if "image/png" in o.get("data", {})]

@@ -199,6 +199,8 @@ def _coerce(value, tp, where: str):
 
 def _where(source: str, lines: dict, keypath: tuple) -> str:
     dotted = ".".join(map(str, keypath))
+    if not lines:  # a dict (a run's manifest.json): no line numbers to give, and none made up
+        return f"{source}: {dotted}"
     line = lines.get(keypath, lines.get(keypath[:1], 1))
     return f"--set {dotted}" if line == 0 else f"{source}:{line}: {dotted}"
 

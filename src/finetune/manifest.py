@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+import finetune
 from finetune.urls import strip_userinfo
 
 PACKAGES = ["finetune", "torch", "transformers", "peft", "accelerate", "tokenizers", "safetensors", "numpy"]
@@ -56,12 +57,7 @@ def versions() -> dict:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             out[name] = None
-    if out["finetune"] is None:  # run from a source tree (the images put src/ on PYTHONPATH): pyproject's version
-        pyproject = repo_root() / "pyproject.toml"
-        if pyproject.exists():
-            import tomllib
-
-            out["finetune"] = tomllib.loads(pyproject.read_text())["project"]["version"]
+    out["finetune"] = finetune.__version__  # installed or a source tree (the images): read in one place
     return out
 
 

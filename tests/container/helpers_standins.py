@@ -52,11 +52,11 @@ def _standin_context(dest: Path) -> Path:
     shutil.copytree(prefix / "include" / ver, dest / "python" / "include" / ver, symlinks=True)
     for lib in (prefix / "lib").glob("libpython3*.so*"):
         shutil.copy2(lib, dest / "python" / "lib" / lib.name, follow_symlinks=False)
-    conda_pins = [
-        ln.split()[-1]
-        for ln in (REPO / "environments/cpu/pip.linux-64.lock").read_text().splitlines()
-        if ln.startswith("# conda: ")
-    ]
+    sys.path.insert(0, str(REPO / "environments"))
+    import lockfile  # environments/lockfile.py: the one reader of the lock format
+
+    sys.path.pop(0)
+    conda_pins = lockfile.read(REPO / "environments/cpu/pip.linux-64.lock").conda
     pip_pin = next(p for p in conda_pins if p.startswith("pip="))
     subprocess.run(
         [

@@ -139,7 +139,7 @@ def _docker_gid() -> int:
 def _invoke_venv(venv: Path) -> None:
     """invoke + pyyaml, hash-checked from the locks, in a venv of the system Python that any user can run."""
     sys.path.insert(0, str(REPO / "environments"))
-    from lock import parse_lock  # environments/lock.py, the lock tool itself
+    from lockfile import parse_lock  # environments/lockfile.py, the one reader of the lock format
 
     sys.path.pop(0)
     wanted = {"invoke", "pyyaml"}

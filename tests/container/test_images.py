@@ -8,9 +8,9 @@ import json
 import re
 import subprocess
 import time
+import tomllib
 
 import pytest
-import tomllib
 import yaml
 
 from .conftest import FIGURES, REPO
