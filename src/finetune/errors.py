@@ -1,4 +1,5 @@
-"""User-facing errors: bad config or bad data. The CLI turns them into exit code 2 and one line, no traceback."""
+"""User-facing errors: bad config, data, model or run directory. The CLI prints one line, no traceback, and exits
+with the class's exit_code (2 unless a subclass says otherwise: storage 74, busy run directory 75)."""
 
 
 class UserError(Exception):
@@ -9,6 +10,10 @@ class UserError(Exception):
 
 class ConfigError(UserError):
     """A config key is unknown, has the wrong type, or an invalid value."""
+
+
+class LoadError(UserError):
+    """A model or tokenizer the config names cannot be loaded (no such directory, hub id not cached offline)."""
 
 
 class DataError(UserError):

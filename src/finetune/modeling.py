@@ -10,7 +10,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
 
 from finetune.config import RunConfig
-from finetune.errors import ConfigError
+from finetune.errors import ConfigError, LoadError
 from finetune.resolve import Settings
 
 
@@ -54,7 +54,7 @@ def build_model(cfg: RunConfig, settings: Settings, tokenizer, labels: list[str]
                 cfg.model.name_or_path, **load, **extra, **(_quantized(cfg, settings) if cfg.lora.quantization else {})
             )
         except OSError as e:
-            raise ConfigError(
+            raise LoadError(
                 f"model.name_or_path: cannot load {cfg.model.name_or_path!r}: {str(e).splitlines()[0]}"
             ) from None
         if len(tokenizer) > model.get_input_embeddings().num_embeddings:
