@@ -214,3 +214,16 @@ def test_data_file_that_is_not_utf8(tmp_path):
     column = bad.index(b"\xe9") + 1  # 1-based, in bytes: where the decoder stopped on line 2
     where = _assert_user_error(proc, f"{train}:2: ")
     assert where == f"{train}:2: not UTF-8 text (invalid continuation byte at column {column})", where
+
+
+def test_a_model_that_cannot_be_loaded_is_one_line_naming_the_key(tmp_path):
+    from conftest import DEFAULT_CONFIG
+
+    missing = tmp_path / "no-such-model"
+    proc = run_cli(
+        "train", DEFAULT_CONFIG, "--output-dir", tmp_path / "run", "--set", "model.config=null",
+        "--set", f"model.name_or_path={missing}", "--set", "tokenizer.build_from_data=true", check=False, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, explain(proc)
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("finetune: error: model.name_or_path: cannot load") and str(missing) in last, last
