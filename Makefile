@@ -8,13 +8,26 @@ PYTHON ?= python3
 VENV   ?= .venv
 CONFIG ?= configs/default.yaml
 ARGS   ?=
-# Lock platform of this machine (conda naming); the locks live in environments/<variant>/pip.<platform>.lock.
-PLATFORM := $(if $(filter aarch64 arm64,$(shell uname -m)),linux-aarch64,linux-64)
-LOCKS  := environments/cpu/pip.$(PLATFORM).lock environments/dev/pip.$(PLATFORM).lock
-# Where pip finds torch's CPU build (+cpu wheels are not on PyPI): environments/lockfile.py's TORCH_CPU_FIND_LINKS.
-# A wheel folder you set in PIP_FIND_LINKS wins.
-TORCH_FIND_LINKS ?= $(if $(PIP_FIND_LINKS),,$(shell $(PYTHON) environments/lockfile.py torch-find-links))
+# Lock platform of this machine (conda naming), from `uname -s` and `uname -m`; the locks live in
+# environments/<variant>/pip.<platform>.lock. Any other machine: `make venv` says which platforms have locks.
+platform.Linux.x86_64  := linux-64
+platform.Linux.aarch64 := linux-aarch64
+platform.Linux.arm64   := linux-aarch64
+platform.Darwin.arm64  := osx-arm64
+UNAME    := $(shell uname -s) $(shell uname -m)
+PLATFORM := $(platform.$(subst $() ,.,$(UNAME)))
+LOCKS  := $(if $(PLATFORM),environments/cpu/pip.$(PLATFORM).lock environments/dev/pip.$(PLATFORM).lock)
+NO_LOCK = make: no lock for $(UNAME): locks exist for Linux x86_64 (linux-64), Linux aarch64 (linux-aarch64), macOS arm64 (osx-arm64)
+# Where pip and uv find torch's CPU build (+cpu wheels are not on PyPI): environments/lockfile.py's
+# TORCH_CPU_FIND_LINKS (Linux only: on macOS PyPI's torch is the CPU build). A wheel folder you set in PIP_FIND_LINKS
+# wins (uv is given it as --find-links too).
+TORCH_FIND_LINKS ?= $(if $(PIP_FIND_LINKS)$(filter osx-%,$(PLATFORM)),,$(shell $(PYTHON) environments/lockfile.py torch-find-links))
+FIND_LINKS := $(addprefix --find-links ,$(TORCH_FIND_LINKS) $(PIP_FIND_LINKS))
 PIP := $(VENV)/bin/python -m pip
+# uv builds .venv: pinned and hash-checked in environments/bootstrap/uv.txt, installed by pip into $(BOOTSTRAP).
+BOOTSTRAP ?= .bootstrap
+UV_PIN := environments/bootstrap/uv.txt
+UV     := $(BOOTSTRAP)/bin/uv
 
 .DEFAULT_GOAL := help
 .PHONY: help venv train test test-fast lint lock lock-check bench clean
@@ -23,13 +36,26 @@ help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 # The editable install of the package builds with --no-build-isolation, i.e. with the setuptools the cpu lock has
-# just installed (hash-checked): pip's isolated build would fetch "setuptools>=68" unpinned and without a hash.
-$(VENV)/.installed: $(LOCKS) pyproject.toml
+# just installed (hash-checked): an isolated build would fetch "setuptools>=68" unpinned and without a hash.
+# uv: `uv pip sync --require-hashes` makes .venv exactly the locks. pip is the fallback only when uv cannot be
+# installed (the recipe then says so in one line).
+$(VENV)/.installed: $(wildcard $(LOCKS)) pyproject.toml $(UV_PIN)
+	$(if $(PLATFORM),,$(error $(NO_LOCK)))
+	$(foreach f,$(LOCKS),$(if $(wildcard $f),,$(error make: $f is missing: this platform has no lock yet (add it to platforms: in environments/{cpu,dev}/environment.yml, then make lock))))
 	@$(PYTHON) environments/lockfile.py check-python $(LOCKS)
-	@for f in $(LOCKS); do [ -f $$f ] || { echo "make: $$f is missing: this platform has no lock yet (add it to platforms: in environments/{cpu,dev}/environment.yml, then make lock)"; exit 2; }; done
-	$(PYTHON) -m venv $(VENV)
-	$(PIP) install --quiet --require-hashes --no-deps $(if $(TORCH_FIND_LINKS),--find-links $(TORCH_FIND_LINKS)) $(addprefix -r ,$(LOCKS))
-	$(PIP) install --quiet --no-deps --no-build-isolation -e .
+	@cmp -s $(UV_PIN) $(BOOTSTRAP)/uv.txt || { rm -rf $(BOOTSTRAP) && $(PYTHON) -m venv $(BOOTSTRAP) \
+	  && $(BOOTSTRAP)/bin/python -m pip install --quiet --require-hashes --only-binary :all: --no-deps -r $(UV_PIN) \
+	  && cp $(UV_PIN) $(BOOTSTRAP)/uv.txt; } \
+	  || { rm -rf $(BOOTSTRAP); echo "make: uv could not be installed from $(UV_PIN): building .venv with pip (slower)"; }
+	if [ -x $(UV) ]; then \
+	  $(UV) venv --quiet --clear --python $(PYTHON) $(VENV) \
+	  && $(UV) pip sync --quiet --python $(VENV)/bin/python --require-hashes $(FIND_LINKS) $(LOCKS) \
+	  && $(UV) pip install --quiet --python $(VENV)/bin/python --no-deps --no-build-isolation -e .; \
+	else \
+	  $(PYTHON) -m venv --clear $(VENV) \
+	  && $(PIP) install --quiet --require-hashes --no-deps $(if $(TORCH_FIND_LINKS),--find-links $(TORCH_FIND_LINKS)) $(addprefix -r ,$(LOCKS)) \
+	  && $(PIP) install --quiet --no-deps --no-build-isolation -e .; \
+	fi
 	@touch $@
 
 venv: $(VENV)/.installed ## create .venv from the locks (CPU runtime + dev layer); re-run after a lock changes

@@ -3,6 +3,7 @@
 
     python environments/lock.py                 # regenerate every lock
     python environments/lock.py --variant cpu   # one variant
+    python environments/lock.py --variant cpu --variant dev --platform osx-arm64   # one platform's locks
     python environments/lock.py --check         # exit 1, naming variant and change, if any lock is stale
 
 Each `environments/<variant>/environment.yml` is the file a person edits (conda-forge only, top-level dependencies,
@@ -32,7 +33,14 @@ from installed import verify_env
 from resolve import UV_PLATFORMS, compile_lock, uv_version
 from spec import load_env, variants
 
-HOST_PLATFORM = "linux-aarch64" if platform_module.machine() in ("aarch64", "arm64") else "linux-64"
+# This machine's lock platform, as the Makefile picks it from `uname -s` / `uname -m`.
+UNAME_PLATFORMS = {
+    ("Linux", "x86_64"): "linux-64",
+    ("Linux", "aarch64"): "linux-aarch64",
+    ("Linux", "arm64"): "linux-aarch64",
+    ("Darwin", "arm64"): "osx-arm64",
+}
+HOST_PLATFORM = UNAME_PLATFORMS.get((platform_module.system(), platform_module.machine()), "linux-64")
 
 
 def conda_layer(selected: list[str]) -> None:
@@ -57,13 +65,12 @@ def main(argv=None) -> int:
     )
     p.add_argument(
         "--platform",
-        default=HOST_PLATFORM,
         choices=sorted(UV_PLATFORMS),
-        help=f"lock platform for --verify-env (default: this machine's, {HOST_PLATFORM})",
+        help=f"lock only this platform; for --verify-env, the locks to compare with (default: {HOST_PLATFORM})",
     )
     a = p.parse_args(argv)
     if a.verify_env is not None:
-        return verify_env(a.verify_env or ["cpu", "dev"], a.platform)
+        return verify_env(a.verify_env or ["cpu", "dev"], a.platform or HOST_PLATFORM)
     selected = a.variant or variants()
     tool = uv_version()
     if a.check:
@@ -71,7 +78,8 @@ def main(argv=None) -> int:
     ordered = sorted(selected, key=lambda v: load_env(v)["layer_of"] is not None)  # bases before layers
     for variant in ordered:
         for platform in load_env(variant)["platforms"]:
-            compile_lock(variant, platform, tool)
+            if a.platform in (None, platform):
+                compile_lock(variant, platform, tool)
     conda_layer(selected)
     return 0
 

@@ -12,8 +12,18 @@ import lockfile
 import standin as torch_cpu
 from spec import HERE, input_digest, load_env, lock_path
 
-# conda platform name -> the wheel platform uv resolves for (torch 2.13 wheels are manylinux_2_28)
-UV_PLATFORMS = {"linux-64": "x86_64-manylinux_2_28", "linux-aarch64": "aarch64-manylinux_2_28"}
+# conda platform name -> the wheel platform uv resolves for (torch 2.13 wheels are manylinux_2_28; macOS 11+)
+UV_PLATFORMS = {
+    "linux-64": "x86_64-manylinux_2_28",
+    "linux-aarch64": "aarch64-manylinux_2_28",
+    "osx-arm64": "aarch64-apple-darwin",
+}
+# macOS release the osx locks are resolved for (uv reads MACOSX_DEPLOYMENT_TARGET; its default, 13.0, is older than
+# torch 2.13's only macOS wheel, macosx_14_0_arm64): the osx-arm64 lock needs macOS 14 (Sonoma) or later.
+MACOS_TARGET = "14.0"
+# Where the CPU build of torch is PyTorch's +cpu wheel (on Linux, PyPI's torch is a CUDA build). On macOS PyPI's
+# torch is the CPU (and MPS) build itself: no +cpu wheel, no stand-in, no extra index.
+PLUS_CPU_TORCH = {"linux-64", "linux-aarch64"}
 
 
 def uv_version() -> str:
@@ -26,7 +36,9 @@ def uv_version() -> str:
 def compile_lock(variant: str, platform: str, tool: str) -> Path:
     env = load_env(variant)
     requirements, base_lock = list(env["pip"]), None
-    standin = torch_cpu.torch_standin(requirements, platform, env["python"]) if variant == "cpu" else None
+    standin = None
+    if variant == "cpu" and platform in PLUS_CPU_TORCH:
+        standin = torch_cpu.torch_standin(requirements, platform, env["python"])
     if standin:  # resolve everything else, torch's own dependencies included, then add torch with its pinned hash
         requirements = [r for r in requirements if not r.startswith("torch==")] + standin["deps"]
     if env["layer_of"]:
@@ -69,7 +81,8 @@ def compile_lock(variant: str, platform: str, tool: str) -> Path:
             constraints.write_text("\n".join(p.pin for p in lockfile.read(base_lock).packages) + "\n")
             cmd += ["--constraint", str(constraints)]
         print("$", " ".join(cmd[2:]), flush=True)
-        subprocess.run(cmd, check=True)
+        env_vars = dict(os.environ, MACOSX_DEPLOYMENT_TARGET=MACOS_TARGET) if platform.startswith("osx-") else None
+        subprocess.run(cmd, check=True, env=env_vars)
         packages = lockfile.parse((Path(tmp) / "out.lock").read_text(), "uv pip compile's output").packages
     if base_lock:  # keep only what the base lock does not already pin
         skip = lockfile.read(base_lock).by_name()

@@ -17,6 +17,9 @@ from lockfile import python_version
 
 HERE = Path(__file__).resolve().parent
 LAYERS = {"dev": "cpu"}  # a layer is installed on top of its base's lock and locked against it
+# Platforms no image is built for, only the host .venv (`make venv`): the variants it installs are locked for them
+# as well as for environment.yml's `platforms:` (the image platforms).
+HOST_ONLY_PLATFORMS = {"osx-arm64": ("cpu", "dev")}
 
 
 def variants() -> list[str]:
@@ -42,7 +45,7 @@ def load_env(variant: str) -> dict:
         "text": path.read_text(),
         "pip": [str(p) for p in pip],
         "conda": conda,
-        "platforms": env.get("platforms", ["linux-64"]),
+        "platforms": env.get("platforms", ["linux-64"]) + [p for p, vs in HOST_ONLY_PLATFORMS.items() if variant in vs],
         "layer_of": layer_of,
         "python": python,
     }

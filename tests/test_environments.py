@@ -119,7 +119,8 @@ def test_lock_writer_reproduces_each_committed_lock_from_what_uv_printed(tmp_pat
     torch = locks[Path("cpu/pip.linux-aarch64.lock")].by_name()["torch"]
     standin = {"version": torch.version, "sha256": torch.hashes[0], "deps": []}
     standin["wheel"] = f"torch-{torch.version}-cp311-cp311-manylinux_2_28_aarch64.whl"
-    monkeypatch.setattr(resolve.torch_cpu, "torch_standin", lambda r, pl, py: None if pl == "linux-64" else standin)
+    aarch64_only = lambda r, pl, py: standin if pl == "linux-aarch64" else None  # noqa: E731
+    monkeypatch.setattr(resolve.torch_cpu, "torch_standin", aarch64_only)
 
     def packages(path, drop=()):
         return [p for p in locks[Path(path)].packages if p.key not in drop]
@@ -128,6 +129,10 @@ def test_lock_writer_reproduces_each_committed_lock_from_what_uv_printed(tmp_pat
         ("cpu", "linux-64"): packages("cpu/pip.linux-64.lock"),
         ("cuda", "linux-64"): packages("cuda/pip.linux-64.lock"),
         ("cpu", "linux-aarch64"): packages("cpu/pip.linux-aarch64.lock", drop={"torch"}),
+        ("cpu", "osx-arm64"): packages("cpu/pip.osx-arm64.lock"),
+        ("dev", "osx-arm64"): sorted(
+            packages("cpu/pip.osx-arm64.lock") + packages("dev/pip.osx-arm64.lock"), key=lambda p: p.key
+        ),
         ("dev", "linux-64"): sorted(
             packages("cpu/pip.linux-64.lock") + packages("dev/pip.linux-64.lock"), key=lambda p: p.key
         ),
@@ -179,8 +184,8 @@ def test_make_venv_refuses_another_cpython_and_names_the_one_the_locks_need(tmp_
     makefile = (REPO / "Makefile").read_text()
     assert "environments/lockfile.py check-python $(LOCKS)" in makefile
     assert (
-        "TORCH_FIND_LINKS ?= $(if $(PIP_FIND_LINKS),,$(shell $(PYTHON) environments/lockfile.py torch-find-links))"
-        in makefile
+        "TORCH_FIND_LINKS ?= $(if $(PIP_FIND_LINKS)$(filter osx-%,$(PLATFORM)),,"
+        "$(shell $(PYTHON) environments/lockfile.py torch-find-links))" in makefile
     )
 
 

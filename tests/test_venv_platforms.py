@@ -1,0 +1,127 @@
+"""`make venv` on every host it has locks for: uv pinned and hash-checked in one place, the lock picked from
+`uname -s` / `uname -m` (tested with a FAKE `uname` first on PATH, so macOS is checked here without a Mac), the
+macOS arm64 locks (PyPI's torch, no +cpu), and one line for a machine without locks.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+ENVS = REPO / "environments"
+sys.path.insert(0, str(ENVS))
+import lock  # noqa: E402  (environments/: the lock tool's modules)
+import lockfile  # noqa: E402
+
+sys.path.remove(str(ENVS))
+UV_PIN = ENVS / "bootstrap" / "uv.txt"
+FAKE_UNAME = """#!/bin/sh
+# FAKE uname (tests/test_venv_platforms.py): the kernel and machine of the host under test
+case "$1" in
+  -s) echo "$FAKE_UNAME_S" ;;
+  -m) echo "$FAKE_UNAME_M" ;;
+  *) echo "$FAKE_UNAME_S" ;;
+esac
+"""
+
+
+def make_n_venv(tmp_path, system: str, machine: str, *, dry: bool = True) -> subprocess.CompletedProcess:
+    """`make [-n] venv` as a host with this `uname -s` / `uname -m` would run it (FAKE uname), into tmp_path."""
+    fake = tmp_path / "fakebin"
+    fake.mkdir(exist_ok=True)
+    (fake / "uname").write_text(FAKE_UNAME)
+    (fake / "uname").chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "PIP_FIND_LINKS")}
+    env.update(PATH=f"{fake}:{env['PATH']}", FAKE_UNAME_S=system, FAKE_UNAME_M=machine)
+    args = ["make", *(["-n"] if dry else []), "venv", f"VENV={tmp_path / 'venv'}", f"BOOTSTRAP={tmp_path / 'bs'}"]
+    return subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+
+
+# --- uv: pinned and hash-checked in one place -----------------------------------------------------------------------
+
+
+def test_the_bootstrap_uv_is_one_pin_with_hashes_and_the_dev_locks_uv():
+    """environments/bootstrap/uv.txt: one exact pin, sha256 hashes only (PyPI's, cited there), the same uv as the
+    dev layer's lock (the lock tool), each hash one the dev lock lists for that version."""
+    pin = lockfile.read(UV_PIN)
+    assert [p.name for p in pin.packages] == ["uv"] and pin.packages[0].hashes
+    assert "https://pypi.org/pypi/uv/json" in "\n".join(pin.header)
+    for platform in ("linux-64", "osx-arm64"):
+        locked = lockfile.parse_lock(ENVS / "dev" / f"pip.{platform}.lock")["uv"]
+        assert pin.packages[0].version == locked["version"], platform
+        assert set(pin.packages[0].hashes) <= set(locked["hashes"]), platform
+
+
+def test_make_venv_installs_uv_with_require_hashes_then_syncs_the_locks_with_hashes(tmp_path):
+    proc = make_n_venv(tmp_path, "Linux", "x86_64")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert f"pip install --quiet --require-hashes --only-binary :all: --no-deps -r {UV_PIN.relative_to(REPO)}" in out
+    sync = next(line for line in out.splitlines() if " pip sync " in line)
+    assert "--require-hashes" in sync and "--no-build-isolation" not in sync
+    editable = next(line for line in out.splitlines() if "bin/uv pip install" in line)
+    assert "--no-deps --no-build-isolation -e ." in editable  # builds with the lock's setuptools, nothing fetched
+    assert "building .venv with pip" in out  # the fallback when uv cannot be installed, in one line
+
+
+# --- the lock each host gets (FAKE uname) ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "system, machine, platform",
+    [("Linux", "x86_64", "linux-64"), ("Darwin", "arm64", "osx-arm64")],
+)
+def test_make_venv_installs_the_lock_of_this_host_fake_uname(tmp_path, system, machine, platform):
+    proc = make_n_venv(tmp_path, system, machine)
+    assert proc.returncode == 0, proc.stderr
+    sync = next(line for line in proc.stdout.splitlines() if " pip sync " in line)
+    locks = re.findall(r"environments/\w+/pip\.[\w-]+\.lock", sync)
+    assert locks == [f"environments/cpu/pip.{platform}.lock", f"environments/dev/pip.{platform}.lock"], sync
+    # torch's CPU index only where the CPU build is a +cpu wheel (Linux); macOS takes PyPI's torch
+    assert (lockfile.TORCH_CPU_FIND_LINKS in sync) == (system == "Linux"), sync
+
+
+def test_make_venv_on_linux_aarch64_names_its_missing_dev_lock_fake_uname(tmp_path):
+    """linux-aarch64 has a cpu lock (images) but no dev layer lock yet: make says so in one line, installs nothing."""
+    proc = make_n_venv(tmp_path, "Linux", "aarch64")
+    assert proc.returncode == 2
+    assert "environments/dev/pip.linux-aarch64.lock is missing" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+@pytest.mark.parametrize("system, machine", [("Darwin", "x86_64"), ("FreeBSD", "amd64"), ("Linux", "riscv64")])
+def test_make_venv_on_a_host_without_locks_says_which_have_them_in_one_line_fake_uname(tmp_path, system, machine):
+    for dry in (True, False):
+        proc = make_n_venv(tmp_path, system, machine, dry=dry)
+        assert proc.returncode == 2 and not (tmp_path / "venv").exists()
+        assert proc.stderr.count("\n") == 1, proc.stderr
+        assert f"no lock for {system} {machine}: locks exist for Linux x86_64 (linux-64)" in proc.stderr
+        assert "macOS arm64 (osx-arm64)" in proc.stderr
+
+
+def test_the_makefile_and_lock_py_map_uname_to_the_same_platforms():
+    table = re.findall(r"^platform\.(\w+)\.(\w+)\s*:= (\S+)$", (REPO / "Makefile").read_text(), re.M)
+    assert {(s, m): p for s, m, p in table} == lock.UNAME_PLATFORMS
+
+
+# --- the macOS arm64 locks -----------------------------------------------------------------------------------------
+
+
+def test_macos_arm64_locks_take_pypis_torch_and_the_linux_versions_of_everything_else():
+    """PyPI's macOS torch (the CPU/MPS build, no +cpu), every other package at the linux-64 lock's version; that every
+    line carries a sha256 hash: test_every_lock_entry_is_pinned_with_sha256 (tests/test_environments.py)."""
+    for variant in ("cpu", "dev"):
+        mac = lockfile.read(ENVS / variant / "pip.osx-arm64.lock")
+        assert mac.field("platform") == "osx-arm64" and all(p.hashes for p in mac.packages)
+        linux = lockfile.parse_lock(ENVS / variant / "pip.linux-64.lock")
+        versions = {p.key: p.version for p in mac.packages if p.key in linux}
+        assert versions == {n: linux[n]["version"] for n in versions if n != "torch"} | (
+            {"torch": linux["torch"]["version"].removesuffix("+cpu")} if "torch" in versions else {}
+        )
+    assert lockfile.parse_lock(ENVS / "cpu" / "pip.osx-arm64.lock")["torch"]["version"] == "2.13.0"
