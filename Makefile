@@ -16,7 +16,7 @@ platform.Linux.arm64   := linux-aarch64
 platform.Darwin.arm64  := osx-arm64
 UNAME    := $(shell uname -s) $(shell uname -m)
 PLATFORM := $(platform.$(subst $() ,.,$(UNAME)))
-LOCKS  := $(if $(PLATFORM),environments/cpu/pip.$(PLATFORM).lock environments/dev/pip.$(PLATFORM).lock)
+LOCKS  := environments/cpu/pip.$(PLATFORM).lock environments/dev/pip.$(PLATFORM).lock
 NO_LOCK = make: no lock for $(UNAME): locks exist for Linux x86_64 (linux-64), Linux aarch64 (linux-aarch64), macOS arm64 (osx-arm64)
 # Where pip and uv find torch's CPU build (+cpu wheels are not on PyPI): environments/lockfile.py's
 # TORCH_CPU_FIND_LINKS (Linux only: on macOS PyPI's torch is the CPU build). A wheel folder you set in PIP_FIND_LINKS
@@ -28,6 +28,8 @@ PIP := $(VENV)/bin/python -m pip
 BOOTSTRAP ?= .bootstrap
 UV_PIN := environments/bootstrap/uv.txt
 UV     := $(BOOTSTRAP)/bin/uv
+# The installer of the recipe below, chosen when it runs: uv once $(UV) is there, else pip (the fallback).
+INSTALLER = $$(if [ -x $(UV) ]; then echo "env VIRTUAL_ENV=$(VENV) $(UV) pip"; else echo "$(PIP)"; fi)
 
 .DEFAULT_GOAL := help
 .PHONY: help venv train test test-fast lint lock lock-check bench clean
@@ -47,15 +49,10 @@ $(VENV)/.installed: $(wildcard $(LOCKS)) pyproject.toml $(UV_PIN)
 	  && $(BOOTSTRAP)/bin/python -m pip install --quiet --require-hashes --only-binary :all: --no-deps -r $(UV_PIN) \
 	  && cp $(UV_PIN) $(BOOTSTRAP)/uv.txt; } \
 	  || { rm -rf $(BOOTSTRAP); echo "make: uv could not be installed from $(UV_PIN): building .venv with pip (slower)"; }
-	if [ -x $(UV) ]; then \
-	  $(UV) venv --quiet --clear --python $(PYTHON) $(VENV) \
-	  && $(UV) pip sync --quiet --python $(VENV)/bin/python --require-hashes $(FIND_LINKS) $(LOCKS) \
-	  && $(UV) pip install --quiet --python $(VENV)/bin/python --no-deps --no-build-isolation -e .; \
-	else \
-	  $(PYTHON) -m venv --clear $(VENV) \
-	  && $(PIP) install --quiet --require-hashes --no-deps $(if $(TORCH_FIND_LINKS),--find-links $(TORCH_FIND_LINKS)) $(addprefix -r ,$(LOCKS)) \
-	  && $(PIP) install --quiet --no-deps --no-build-isolation -e .; \
-	fi
+	if [ -x $(UV) ]; then $(UV) venv --quiet --clear --python $(PYTHON) $(VENV); else $(PYTHON) -m venv --clear $(VENV); fi
+	if [ -x $(UV) ]; then $(UV) pip sync --quiet --python $(VENV)/bin/python --require-hashes $(FIND_LINKS) $(LOCKS); \
+	else $(PIP) install --quiet --require-hashes --no-deps $(if $(TORCH_FIND_LINKS),--find-links $(TORCH_FIND_LINKS)) $(addprefix -r ,$(LOCKS)); fi
+	$(INSTALLER) install --quiet --no-deps --no-build-isolation -e .
 	@touch $@
 
 venv: $(VENV)/.installed ## create .venv from the locks (CPU runtime + dev layer); re-run after a lock changes

@@ -65,8 +65,9 @@ def test_make_venv_installs_uv_with_require_hashes_then_syncs_the_locks_with_has
     assert f"pip install --quiet --require-hashes --only-binary :all: --no-deps -r {UV_PIN.relative_to(REPO)}" in out
     sync = next(line for line in out.splitlines() if " pip sync " in line)
     assert "--require-hashes" in sync and "--no-build-isolation" not in sync
-    editable = next(line for line in out.splitlines() if "bin/uv pip install" in line)
-    assert "--no-deps --no-build-isolation -e ." in editable  # builds with the lock's setuptools, nothing fetched
+    editable = next(line for line in out.splitlines() if line.endswith(" -e ."))
+    assert "bin/uv pip" in editable and "-m pip" in editable  # uv when bootstrapped, else pip: the same flags
+    assert " install --quiet --no-deps --no-build-isolation -e ." in editable  # the lock's setuptools, nothing fetched
     assert "building .venv with pip" in out  # the fallback when uv cannot be installed, in one line
 
 
