@@ -3,6 +3,7 @@ one writer per run directory, storage failures as one line, and kill -9 during c
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -225,3 +226,45 @@ def test_kill_9_at_random_points_of_checkpoint_saves_never_loses_the_run(tmp_pat
     done, ref = read_json(out / "summary.json"), read_json(reference / "summary.json")
     assert done["steps"] == ref["steps"] == 60
     assert rel_diff(done["eval_loss"], ref["eval_loss"]) < 1e-4, (done["eval_loss"], ref["eval_loss"])
+
+
+def _fake_checkpoints(run_dir: Path, steps) -> None:
+    from finetune import checkpoints
+
+    for step in steps:
+        ckpt = run_dir / f"checkpoint-{step}"
+        ckpt.mkdir(parents=True)
+        for name in ("model.safetensors", "optimizer.pt", "trainer_state.json"):
+            (ckpt / name).write_bytes(os.urandom(64))
+        checkpoints.seal(ckpt)
+
+
+def test_a_crash_in_the_middle_of_rotation_leaves_only_whole_checkpoints(tmp_path, monkeypatch):
+    """Rotation deletes old checkpoints; a kill while it deletes must not leave a half one named checkpoint-<n>
+    (seen in a CI run of the kill -9 test, when rotation was transformers' rmtree in place)."""
+    from finetune import checkpoints
+
+    _fake_checkpoints(tmp_path, [5, 10, 15])
+    real_rmtree = shutil.rmtree
+
+    def killed_midway(path, *a, **k):  # deletes one file, then the process "dies"
+        next(p for p in Path(path).iterdir() if p.is_file()).unlink()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(shutil, "rmtree", killed_midway)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoints.rotate(tmp_path, 2)
+    monkeypatch.setattr(shutil, "rmtree", real_rmtree)
+    assert all(checkpoints.problem(c) is None for c in checkpoints.checkpoints(tmp_path))
+    checkpoints.recover(tmp_path)  # what the next run does first
+    assert [c.name for c in checkpoints.checkpoints(tmp_path)] == ["checkpoint-15", "checkpoint-10"]
+    assert not list(tmp_path.glob(".deleting-*"))
+
+
+def test_a_crash_while_replacing_a_step_puts_the_old_copy_back(tmp_path):
+    from finetune import checkpoints
+
+    _fake_checkpoints(tmp_path, [10])
+    os.replace(tmp_path / "checkpoint-10", tmp_path / ".replaced-checkpoint-10")  # killed before the new one arrived
+    checkpoints.recover(tmp_path)
+    assert checkpoints.problem(tmp_path / "checkpoint-10") is None and not list(tmp_path.glob(".replaced-*"))

@@ -108,6 +108,28 @@ def replace_into_place(staged: Path, final: Path) -> None:
         shutil.rmtree(aside)
 
 
+def rotate(run_dir: Path, keep: int | None) -> None:
+    """Remove all but the newest `keep` checkpoints. Each is first renamed out of the checkpoint-<step> pattern and
+    only then deleted, so a crash mid-delete never leaves a half checkpoint that looks like one."""
+    if not keep or keep <= 0:
+        return
+    for ckpt in checkpoints(run_dir)[keep:]:
+        doomed = ckpt.with_name(f".deleting-{ckpt.name}")
+        os.replace(ckpt, doomed)
+        shutil.rmtree(doomed)
+
+
+def recover(run_dir: Path) -> None:
+    """After a crash: finish what rotate and replace_into_place were doing. A step moved aside whose new copy never
+    arrived is put back; anything else moved aside or being deleted goes."""
+    for left in sorted(run_dir.glob(".replaced-checkpoint-*")) + sorted(run_dir.glob(".deleting-checkpoint-*")):
+        name = left.name.split("-", 1)[1]
+        if left.name.startswith(".replaced-") and not (run_dir / name).exists():
+            os.replace(left, run_dir / name)
+        else:
+            shutil.rmtree(left)
+
+
 def _is_storage_failure(e: BaseException) -> bool:
     if isinstance(e, OSError):
         return e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO, errno.EFBIG)

@@ -132,6 +132,8 @@ def open_run_dir(cfg: RunConfig, run_dir: Path, resume: bool, allow_config_chang
                 (run_dir / LOCK).unlink(missing_ok=True)
             raise RunDirError(f"{run_dir}: run directory exists; pass --resume to continue it")
     try:
+        if main:
+            checkpoints.recover(run_dir)  # a rotation or a same-step replace that a crash interrupted
         checkpoint = _resume_point(cfg, run_dir, allow_config_change, main) if resume else None
         if main and (run_dir / STAGING).exists():
             shutil.rmtree(run_dir / STAGING)  # a checkpoint that a crash left unfinished

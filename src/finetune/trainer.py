@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_callback import ProgressCallback
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from finetune import checkpoints
 
@@ -63,9 +63,7 @@ class FinetuneTrainer(Trainer):
                 checkpoints.seal(staged)
                 checkpoints.replace_into_place(staged, final)
                 # older checkpoints go only now, after the new one is whole and in place
-                rotate_checkpoints(
-                    output_dir=str(run_dir), save_total_limit=self.args.save_total_limit, use_mtime=False
-                )
+                checkpoints.rotate(run_dir, self.args.save_total_limit)
         self.accelerator.wait_for_everyone()
 
 
