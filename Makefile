@@ -39,8 +39,8 @@ help: ## show this help
 
 # The editable install of the package builds with --no-build-isolation, i.e. with the setuptools the cpu lock has
 # just installed (hash-checked): an isolated build would fetch "setuptools>=68" unpinned and without a hash.
-# uv: `uv pip sync --require-hashes` makes .venv exactly the locks. pip is the fallback only when uv cannot be
-# installed (the recipe then says so in one line).
+# The venv is the stdlib's (with its bundled pip, offline); uv's `uv pip sync --require-hashes` makes it exactly the
+# locks (it keeps the seed pip). pip is the fallback only when uv cannot be installed (the recipe says so in one line).
 $(VENV)/.installed: $(wildcard $(LOCKS)) pyproject.toml $(UV_PIN)
 	$(if $(PLATFORM),,$(error $(NO_LOCK)))
 	$(foreach f,$(LOCKS),$(if $(wildcard $f),,$(error make: $f is missing: this platform has no lock yet (add it to platforms: in environments/{cpu,dev}/environment.yml, then make lock))))
@@ -49,7 +49,7 @@ $(VENV)/.installed: $(wildcard $(LOCKS)) pyproject.toml $(UV_PIN)
 	  && $(BOOTSTRAP)/bin/python -m pip install --quiet --require-hashes --only-binary :all: --no-deps -r $(UV_PIN) \
 	  && cp $(UV_PIN) $(BOOTSTRAP)/uv.txt; } \
 	  || { rm -rf $(BOOTSTRAP); echo "make: uv could not be installed from $(UV_PIN): building .venv with pip (slower)"; }
-	if [ -x $(UV) ]; then $(UV) venv --quiet --clear --python $(PYTHON) $(VENV); else $(PYTHON) -m venv --clear $(VENV); fi
+	$(PYTHON) -m venv --clear $(VENV)
 	if [ -x $(UV) ]; then $(UV) pip sync --quiet --python $(VENV)/bin/python --require-hashes $(FIND_LINKS) $(LOCKS); \
 	else $(PIP) install --quiet --require-hashes --no-deps $(if $(TORCH_FIND_LINKS),--find-links $(TORCH_FIND_LINKS)) $(addprefix -r ,$(LOCKS)); fi
 	$(INSTALLER) install --quiet --no-deps --no-build-isolation -e .
