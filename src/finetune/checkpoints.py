@@ -83,6 +83,12 @@ def checkpoints(run_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: -int(_STEP.match(p.name).group(1)))
 
 
+def reached_max_steps(ckpt: Path) -> bool:
+    """Whether the checkpoint was saved at the run's last step (its trainer_state's global_step >= max_steps)."""
+    state = json.loads((ckpt / "trainer_state.json").read_text())
+    return state.get("max_steps", 0) > 0 and state.get("global_step", 0) >= state["max_steps"]
+
+
 def latest_valid(run_dir: Path) -> tuple[Path | None, list[tuple[Path, str]]]:
     """(the newest whole checkpoint or None, [(skipped checkpoint, why)...])."""
     skipped = []

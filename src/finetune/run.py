@@ -16,10 +16,12 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 from transformers import TrainingArguments, set_seed
 from transformers.integrations import TensorBoardCallback
-from transformers.trainer_callback import ProgressCallback
+from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_callback import ProgressCallback, TrainerState
+from transformers.trainer_utils import TrainOutput
 from transformers.utils import logging as transformers_logging
 
-from finetune import datafiles, features
+from finetune import checkpoints, datafiles, features
 from finetune.checkpoints import storage_errors
 from finetune.config import RunConfig, config_error
 from finetune.errors import DataError
@@ -301,13 +303,26 @@ def start_run(cfg: RunConfig, settings: Settings, run_dir: Path, checkpoint, arg
 def run_training(trainer, stopper, checkpoint) -> tuple:
     """trainer.train, with the signal handlers restored after; returns (result, real tokens trained by all ranks)."""
     try:
-        result = trainer.train(resume_from_checkpoint=checkpoint)
+        if checkpoint and checkpoints.reached_max_steps(Path(checkpoint)):
+            result = finished_at(trainer, checkpoint)
+        else:
+            result = trainer.train(resume_from_checkpoint=checkpoint)
     finally:
         stopper.restore()
     tokens = trainer.accelerator.reduce(  # all ranks; on the training device (NCCL has no CPU backend)
         torch.tensor(trainer.tokens_trained, device=trainer.args.device), reduction="sum"
     )
     return result, int(tokens)
+
+
+def finished_at(trainer, checkpoint: str) -> TrainOutput:
+    """Resuming from a checkpoint saved at training.max_steps (a crash during the final evaluation): the Trainer
+    would train one step too many (it fast-forwards into the epoch and steps before it checks max_steps), so the
+    checkpoint's weights and state are loaded and no step is trained. train_loss: the last logged one."""
+    trainer.state = TrainerState.load_from_json(str(Path(checkpoint) / TRAINER_STATE_NAME))
+    trainer._load_from_checkpoint(checkpoint)
+    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    return TrainOutput(trainer.state.global_step, losses[-1] if losses else None, {"train_runtime": 0.0})
 
 
 def evaluate_run(cfg: RunConfig, settings: Settings, run_dir: Path, trainer, data: RunData) -> dict:
