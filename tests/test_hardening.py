@@ -258,7 +258,8 @@ def _fake_checkpoints(run_dir: Path, steps) -> None:
 
 def test_a_crash_in_the_middle_of_rotation_leaves_only_whole_checkpoints(tmp_path, monkeypatch):
     """Rotation deletes old checkpoints; a kill while it deletes must not leave a half one named checkpoint-<n>
-    (seen in a CI run of the kill -9 test, when rotation was transformers' rmtree in place)."""
+    (transformers' rotation deleted in place; found by reading it while a CI failure of the kill -9 test was
+    investigated, not seen in a run: this test makes the crash happen)."""
     from finetune import checkpoints
 
     _fake_checkpoints(tmp_path, [5, 10, 15])
