@@ -85,16 +85,31 @@ def invoke(env: dict | None, *args, timeout: int = 120) -> subprocess.CompletedP
     return proc
 
 
-def wait_for_step(metrics: Path, step: int, proc: subprocess.Popen | None = None, timeout: float = 120) -> None:
-    """Wait until a run's metrics.jsonl has logged `step` (or a later one); fail if proc ends first or time runs out."""
+def start_cli(*args, module: str = "finetune") -> subprocess.Popen:
+    """run_cli's command, started in the background (stdout and stderr piped) for tests that signal or kill it."""
+    cmd = [sys.executable, "-m", module, *map(str, args)]
+    return subprocess.Popen(cmd, cwd=REPO, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_until(predicate, proc: subprocess.Popen | None, what: str, timeout: float = 120, poll: float = 0.2) -> None:
+    """Wait until predicate() holds; fail if proc ends first or time runs out (`what` names the awaited thing)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc is not None:
-            assert proc.poll() is None, f"training ended before step {step}: {proc.communicate()}"
-        if max((m["step"] for m in read_metrics(metrics) if "step" in m), default=-1) >= step:
+            assert proc.poll() is None, f"training ended before {what}: {proc.communicate()}"
+        if predicate():
             return
-        time.sleep(0.2)
-    raise AssertionError(f"no step {step} in {metrics} within {timeout}s")
+        time.sleep(poll)
+    raise AssertionError(f"no {what} within {timeout}s")
+
+
+def wait_for_step(metrics: Path, step: int, proc: subprocess.Popen | None = None, timeout: float = 120) -> None:
+    """Wait until a run's metrics.jsonl has logged `step` (or a later one); fail if proc ends first or time runs out."""
+
+    def logged() -> bool:
+        return max((m["step"] for m in read_metrics(metrics) if "step" in m), default=-1) >= step
+
+    wait_until(logged, proc, f"step {step} in {metrics}", timeout)
 
 
 def read_json(path: Path) -> dict:

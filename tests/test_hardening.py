@@ -6,13 +6,12 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import DEFAULT_CONFIG, REPO, SHORT, cli_env, read_json, rel_diff, run_cli
+from conftest import DEFAULT_CONFIG, REPO, SHORT, read_json, rel_diff, run_cli, start_cli, wait_until
 from finetune.trainer import STAGING
 
 
@@ -123,18 +122,7 @@ def test_resume_from_the_checkpoint_at_max_steps_trains_no_extra_step(tmp_path, 
 
 
 def _start(out: Path, *extra) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "finetune", "train", str(DEFAULT_CONFIG), "--output-dir", str(out), *extra]
-    return subprocess.Popen(cmd, cwd=REPO, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def _wait_for(predicate, proc, timeout=120.0, what="condition"):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return
-        assert proc.poll() is None, f"training ended before {what}: {proc.communicate()}"
-        time.sleep(0.05)
-    raise AssertionError(f"no {what} within {timeout}s")
+    return start_cli("train", DEFAULT_CONFIG, "--output-dir", out, *extra)
 
 
 @pytest.mark.slow
@@ -142,7 +130,7 @@ def test_a_second_run_on_a_busy_run_directory_refuses(tmp_path):
     out = tmp_path / "busy"
     first = _start(out, *SHORT, "--set", "training.max_steps=100000")
     try:
-        _wait_for(lambda: (out / "metrics.jsonl").exists(), first, what="first metrics")
+        wait_until(lambda: (out / "metrics.jsonl").exists(), first, "first metrics", poll=0.05)
         second = run_cli("train", DEFAULT_CONFIG, "--output-dir", out, "--resume", *SHORT, check=False, timeout=120)
         assert second.returncode == 75, second.stderr[-2000:]
         err = second.stderr.strip()
@@ -221,7 +209,7 @@ def test_kill_9_at_random_points_of_checkpoint_saves_never_loses_the_run(tmp_pat
                 return False
 
         try:
-            _wait_for(saving, proc, what=f"a save in trial {trial}")
+            wait_until(saving, proc, f"a save in trial {trial}", poll=0.05)
             time.sleep(
                 rng.uniform(0.0, 0.12)
             )  # a save of this model takes about 0.1 s here (24 kills at 0-0.4 s: 6 mid-save)

@@ -6,14 +6,13 @@ from __future__ import annotations
 import hashlib
 import json
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from transformers import AutoTokenizer
 
-from conftest import DEFAULT_CONFIG, REPO, SHORT, cli_env, read_json, rel_diff, run_cli, wait_for_step
+from conftest import DEFAULT_CONFIG, REPO, SHORT, read_json, rel_diff, run_cli, start_cli, wait_for_step
 from finetune.report import read_metrics
 from finetune.trainer import STAGING
 
@@ -59,8 +58,7 @@ def test_default_run_learns_and_writes_every_artifact(tmp_path):
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_interrupted_then_resumed_matches_uninterrupted(tmp_path, reference_run, sig):
     out = tmp_path / "interrupted"
-    cmd = [sys.executable, "-m", "finetune", "train", str(DEFAULT_CONFIG), "--output-dir", str(out), *SHORT]
-    proc = subprocess.Popen(cmd, cwd=REPO, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = start_cli("train", DEFAULT_CONFIG, "--output-dir", out, *SHORT)
     wait_for_step(out / "metrics.jsonl", 15, proc)
     proc.send_signal(sig)
     stdout, stderr = proc.communicate(timeout=120)
