@@ -270,14 +270,18 @@ def clean(c, volume=False, build_cache=False):
 
 
 @task(
-    help={"variant": "lock only this variant (cpu, cuda, dev); repeatable", "check": "only check freshness"},
+    help={
+        "variant": "lock only this variant (cpu, cuda, dev); repeatable",
+        "check": "only check freshness",
+        "upgrade": "every package to the newest version its range allows (default: keep the pinned ones)",
+    },
     iterable=["variant"],
 )
-def lock(c, variant=None, check=False):
+def lock(c, variant=None, check=False, upgrade=False):
     """Regenerate the hashed lockfiles from environments/*/environment.yml (or --check that they are fresh)."""
     cmd = [_venv_bin(c, "python"), "environments/lock.py", *(a for v in variant or [] for a in ("--variant", v))]
-    if check:
-        cmd.append("--check")
+    cmd += ["--check"] if check else []
+    cmd += ["--upgrade"] if upgrade else []
     c.run(shlex.join(cmd))
 
 

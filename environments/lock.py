@@ -5,6 +5,10 @@
     python environments/lock.py --variant cpu   # one variant
     python environments/lock.py --variant cpu --variant dev --platform osx-arm64   # one platform's locks
     python environments/lock.py --check         # exit 1, naming variant and change, if any lock is stale
+    python environments/lock.py --upgrade       # every package to the newest version its range allows
+
+A relock keeps each version the lock already pins while the requirements still allow it, so editing one line
+changes only what that line needs; --upgrade re-resolves everything.
 
 Each `environments/<variant>/environment.yml` is the file a person edits (conda-forge only, top-level dependencies,
 a `pip:` section). For every platform it lists, its pip layer is resolved by `uv pip compile --generate-hashes` into
@@ -58,6 +62,11 @@ def main(argv=None) -> int:
     p.add_argument("--variant", action="append", choices=variants(), help="lock only this variant (repeatable)")
     p.add_argument("--check", action="store_true", help="verify that every lock matches its environment.yml")
     p.add_argument(
+        "--upgrade",
+        action="store_true",
+        help="resolve every package afresh (default: keep the versions the lock pins where the ranges allow)",
+    )
+    p.add_argument(
         "--verify-env",
         nargs="*",
         metavar="VARIANT",
@@ -79,7 +88,7 @@ def main(argv=None) -> int:
     for variant in ordered:
         for platform in load_env(variant)["platforms"]:
             if a.platform in (None, platform):
-                compile_lock(variant, platform, tool)
+                compile_lock(variant, platform, tool, a.upgrade)
     conda_layer(selected)
     return 0
 

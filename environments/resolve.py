@@ -33,7 +33,10 @@ def uv_version() -> str:
     return out.stdout.split()[1]
 
 
-def compile_lock(variant: str, platform: str, tool: str) -> Path:
+def compile_lock(variant: str, platform: str, tool: str, upgrade: bool = False) -> Path:
+    """Resolve and write one lock. Versions already in the lock are kept where the requirements still allow them
+    (uv prefers the pins of an existing output file), so a relock after one edit changes only what that edit needs;
+    `upgrade` resolves every package afresh to the newest version its range allows."""
     env = load_env(variant)
     requirements, base_lock = list(env["pip"]), None
     standin = None
@@ -51,6 +54,10 @@ def compile_lock(variant: str, platform: str, tool: str) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
         req_in = Path(tmp) / "requirements.in"
         req_in.write_text("\n".join(requirements) + "\n")
+        out_lock = Path(tmp) / "out.lock"
+        if not upgrade and lock_path(variant, platform).exists():  # uv's preferences: the versions it already has;
+            # pins only: uv would copy an output file's hashes unchecked, and they must come from the index every time
+            out_lock.write_text("".join(f"{p.pin}\n" for p in lockfile.read(lock_path(variant, platform)).packages))
         cmd = [
             sys.executable,
             "-m",
@@ -67,7 +74,7 @@ def compile_lock(variant: str, platform: str, tool: str) -> Path:
             UV_PLATFORMS[platform],
             "--quiet",
             "-o",
-            str(Path(tmp) / "out.lock"),
+            str(out_lock),
         ]
         if platform == "linux-64" and variant != "cuda":  # the CPU build of torch: +cpu wheels, not PyPI's CUDA one
             for link in find_links or [lockfile.TORCH_CPU_FIND_LINKS]:
@@ -83,7 +90,7 @@ def compile_lock(variant: str, platform: str, tool: str) -> Path:
         print("$", " ".join(cmd[2:]), flush=True)
         env_vars = dict(os.environ, MACOSX_DEPLOYMENT_TARGET=MACOS_TARGET) if platform.startswith("osx-") else None
         subprocess.run(cmd, check=True, env=env_vars)
-        packages = lockfile.parse((Path(tmp) / "out.lock").read_text(), "uv pip compile's output").packages
+        packages = lockfile.parse(out_lock.read_text(), "uv pip compile's output").packages
     if base_lock:  # keep only what the base lock does not already pin
         skip = lockfile.read(base_lock).by_name()
         packages = [p for p in packages if p.key not in skip]

@@ -1,6 +1,9 @@
 """What a lock is made from: environments/<variant>/environment.yml, the file a person edits, and the digest of
 every input that `lock.py --check` compares with a lock's `# input-digest:`.
 
+The digest covers what the file says (its parsed name, channels, platforms, conda pins and pip requirements), not how
+it is worded: a comment can be fixed without a relock, which would re-resolve every range against today's PyPI.
+
 Each environment.yml is conda-forge only, with top-level dependencies and a `pip:` section. A layer variant (LAYERS:
 dev on cpu) is installed on top of its base's lock and locked against it; it takes its base's Python.
 """
@@ -12,6 +15,7 @@ import json
 import sys
 from pathlib import Path
 
+import lockfile
 import yaml
 from lockfile import python_version
 
@@ -42,7 +46,7 @@ def load_env(variant: str) -> dict:
         sys.exit(f"lock: {path.relative_to(HERE.parent)} pins no python (a conda dependency python=X.Y.Z)")
     return {
         "path": path,
-        "text": path.read_text(),
+        "parsed": env,
         "pip": [str(p) for p in pip],
         "conda": conda,
         "platforms": env.get("platforms", ["linux-64"]) + [p for p, vs in HOST_ONLY_PLATFORMS.items() if variant in vs],
@@ -53,10 +57,13 @@ def load_env(variant: str) -> dict:
 
 def input_digest(env: dict, platform: str, tool: str, base_lock: Path | None) -> str:
     parts = {
-        "environment.yml": env["text"],
+        "environment.yml": env["parsed"],
         "tool": f"uv {tool}",
         "platform": platform,
         "python": env["python"],
-        "base_lock": hashlib.sha256(base_lock.read_bytes()).hexdigest() if base_lock else None,
+        # the base lock's pins and hashes, not its header (whose own digest would chain every comment edit along)
+        "base_lock": hashlib.sha256(lockfile.body(lockfile.read(base_lock).packages).encode()).hexdigest()
+        if base_lock
+        else None,
     }
     return "sha256:" + hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()

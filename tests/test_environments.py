@@ -79,6 +79,23 @@ def test_check_names_the_variant_and_the_added_package(tmp_path, variant):
     assert "invoke lock --variant" in proc.stdout
 
 
+def test_a_comment_edit_keeps_every_lock_fresh_but_a_changed_pin_does_not(tmp_path):
+    # The digest covers what a lock is made from (the parsed file), not its wording: fixing a comment must not force
+    # a relock, which would re-resolve every range against today's PyPI.
+    copy = tmp_path / "environments"
+    shutil.copytree(ENVS, copy)
+    for env_file in copy.glob("*/environment.yml"):
+        text = env_file.read_text().replace("# ", "#  reworded: ")
+        env_file.write_text("# a new first comment line\n" + text + "\n# and a last one\n")
+    proc = run_lock(copy / "lock.py", "--check")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    cpu = copy / "cpu" / "environment.yml"
+    cpu.write_text(cpu.read_text().replace("pip=25.3", "pip=25.2"))
+    proc = run_lock(copy / "lock.py", "--check")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert re.search(r"STALE cpu \(linux-64\): .*conda pip=25", proc.stdout), proc.stdout
+
+
 def test_cpu_lock_has_the_cpu_torch_and_cuda_lock_the_cuda_build():
     """(That the cuda lock's CUDA runtime is invoke.yaml's cuda.version: the "CUDA version" fact below.)"""
     cpu, cuda = parse_lock(ENVS / "cpu" / "pip.linux-64.lock"), parse_lock(ENVS / "cuda" / "pip.linux-64.lock")
@@ -144,6 +161,33 @@ def test_lock_writer_reproduces_each_committed_lock_from_what_uv_printed(tmp_pat
         written = resolve.compile_lock(variant, platform, tool)
         assert written == copy / variant / f"pip.{platform}.lock"
         assert written.read_bytes() == (ENVS / variant / f"pip.{platform}.lock").read_bytes(), (variant, platform)
+
+
+@pytest.mark.parametrize("upgrade", [False, True])
+def test_a_relock_asks_uv_to_keep_the_pinned_versions_but_never_their_hashes(tmp_path, monkeypatch, upgrade):
+    """What uv finds in its output file before it resolves (its preferences), with uv replaced by a fake that records
+    it: the committed lock's pins, without hashes (uv would copy those unchecked), and nothing with --upgrade.
+    Run for real on 2026-11-26: a lock hand-set to tqdm==4.66.0 with a zero hash came back as 4.66.0 with PyPI's two
+    hashes, and as 4.70.1 with --upgrade."""
+    copy = tmp_path / "environments"
+    shutil.copytree(ENVS, copy)
+    monkeypatch.setattr(spec, "HERE", copy)
+    monkeypatch.setattr(resolve, "HERE", copy)
+    committed = lockfile.read(ENVS / "cuda" / "pip.linux-64.lock")
+    seen = {}
+
+    def fake_uv(cmd, **kwargs):
+        out = Path(cmd[cmd.index("-o") + 1])
+        seen["preferences"] = out.read_text() if out.exists() else ""
+        out.write_text(lockfile.body(committed.packages))
+
+    monkeypatch.setattr(resolve.subprocess, "run", fake_uv)
+    resolve.compile_lock("cuda", "linux-64", committed.field("tool").split()[1], upgrade=upgrade)
+    if upgrade:
+        assert seen["preferences"] == ""
+    else:
+        assert seen["preferences"].splitlines() == [p.pin for p in committed.packages]
+        assert "--hash" not in seen["preferences"]
 
 
 # --- the lockfile module as the Makefile, the workflow and the images use it ---------------------------------------
