@@ -1,5 +1,6 @@
-# Bootstrap and everyday commands. Needs only make and the CPython the locks are made for (make says which when
-# PYTHON is another; `python3 environments/lockfile.py python-version environments/cpu/pip.linux-64.lock` prints it):
+# Bootstrap and everyday commands. Needs only make and a python3 (3.9 or newer, with venv): .venv gets the CPython
+# the locks are made for (environments/hostpython.py: this python3 if it is that version, else pythonX.Y on PATH,
+# else one that uv downloads; otherwise one line with the fix).
 # `make train` / `make test` create .venv from the hashed lockfiles (the CPU runtime lock + the dev layer), so the
 # host matches the CPU image package for package.
 # Richer tasks (containers, lock, bench) live in tasks.py: `.venv/bin/invoke --list`.
@@ -44,12 +45,11 @@ help: ## show this help
 $(VENV)/.installed: $(wildcard $(LOCKS)) pyproject.toml $(UV_PIN)
 	$(if $(PLATFORM),,$(error $(NO_LOCK)))
 	$(foreach f,$(LOCKS),$(if $(wildcard $f),,$(error make: $f is missing: this platform has no lock yet (add it to platforms: in environments/{cpu,dev}/environment.yml, then make lock))))
-	@$(PYTHON) environments/lockfile.py check-python $(LOCKS)
 	@cmp -s $(UV_PIN) $(BOOTSTRAP)/uv.txt || { rm -rf $(BOOTSTRAP) && $(PYTHON) -m venv $(BOOTSTRAP) \
 	  && $(BOOTSTRAP)/bin/python -m pip install --quiet --require-hashes --only-binary :all: --no-deps -r $(UV_PIN) \
 	  && cp $(UV_PIN) $(BOOTSTRAP)/uv.txt; } \
 	  || { rm -rf $(BOOTSTRAP); echo "make: uv could not be installed from $(UV_PIN): building .venv with pip (slower)"; }
-	$(PYTHON) -m venv --clear $(VENV)
+	PY=$$($(PYTHON) environments/hostpython.py --uv $(UV) $(LOCKS)) && $$PY -m venv --clear $(VENV)
 	if [ -x $(UV) ]; then $(UV) pip sync --quiet --python $(VENV)/bin/python --require-hashes $(FIND_LINKS) $(LOCKS); \
 	else $(PIP) install --quiet --require-hashes --no-deps $(if $(TORCH_FIND_LINKS),--find-links $(TORCH_FIND_LINKS)) $(addprefix -r ,$(LOCKS)); fi
 	$(INSTALLER) install --quiet --no-deps --no-build-isolation -e .
@@ -69,7 +69,7 @@ test-fast: venv ## run the tests that take seconds (skips the slow training test
 lint: venv ## ruff, hadolint (Dockerfiles), actionlint (workflows), notebooks committed without outputs
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/hadolint docker/Dockerfile tests/container/standin/Dockerfile
+	$(VENV)/bin/hadolint docker/Dockerfile tests/container/standin/Dockerfile tests/container/newcomer/Dockerfile
 	$(VENV)/bin/actionlint
 	$(VENV)/bin/python scripts/check_notebooks.py
 

@@ -4,6 +4,7 @@
 #
 #   docker/engine.sh up     install docker.io + debootstrap if missing, start dockerd on a private socket, wait
 #   docker/engine.sh base   make the local Debian base image (debootstrap -> docker import): a stand-in for pulling
+#   docker/engine.sh base trixie   the same for another Debian suite (local/debian:trixie; the newcomer tests)
 #   docker/engine.sh env    print `export DOCKER_HOST=...` for the private socket
 #   docker/engine.sh down   stop the dockerd this script started
 #
@@ -13,8 +14,8 @@ set -euo pipefail
 
 STATE=${FINETUNE_ENGINE_DIR:-/tmp/finetune-engine}
 SOCK="$STATE/docker.sock"
-BASE_IMAGE=${FINETUNE_BASE_IMAGE:-local/debian:bookworm}
-SUITE=bookworm
+SUITE=${2:-bookworm}
+BASE_IMAGE=${FINETUNE_BASE_IMAGE:-local/debian:$SUITE}
 
 say() { printf '[engine] %s\n' "$*" >&2; }
 

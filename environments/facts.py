@@ -174,7 +174,7 @@ FACTS = [
         ],
         readers=[
             "environments/lock.py (lock header, uv's --python-version)",
-            "Makefile (lockfile.py check-python: the CPython make venv accepts)",
+            "Makefile (hostpython.py: the CPython make venv finds or provisions)",
             ".github/workflows/images.yml (lockfile.py python-version: setup-python's version)",
             "docker/Dockerfile, deploy/skypilot.yaml (conda create from the lock's `# conda:` lines)",
         ],

@@ -3,7 +3,6 @@
 
     python3 environments/lockfile.py python-version LOCK  # 3.11: the CPython the lock is made for (its python pin)
     python3 environments/lockfile.py conda-pins LOCK      # python=3.11.15, pip=25.3 one a line: what conda creates
-    python3 environments/lockfile.py check-python LOCK    # exit 1, with the fix, unless this python is that CPython
     python3 environments/lockfile.py torch-find-links     # where pip finds torch's +cpu wheels (not on PyPI)
 
 A lock is a header of `#` lines that environments/lock.py writes, then one block per package:
@@ -169,19 +168,6 @@ def python_of(paths) -> tuple:
     raise LockfileError(f"none of {', '.join(map(str, paths))} has a `# conda: python=` line")
 
 
-def check_python(paths) -> int:
-    want, lock = python_of(paths)
-    have = "{}.{}".format(*sys.version_info[:2])
-    if have == want:
-        return 0
-    print(
-        f"make: the locks target CPython {want} (as the images do: {lock}'s `# conda: python=`); "
-        f"{sys.executable} is {have}. Run: make PYTHON=python{want} ...",
-        file=sys.stderr,
-    )
-    return 1
-
-
 def main(argv=None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     command, paths = (args[0], args[1:]) if args else ("", [])
@@ -192,8 +178,6 @@ def main(argv=None) -> int:
             print(python_of(paths)[0])
         elif command == "conda-pins" and len(paths) == 1:
             print("\n".join(read(paths[0]).conda))
-        elif command == "check-python" and paths:
-            return check_python(paths)
         else:
             print(__doc__.split("\n\n")[1], file=sys.stderr)
             return 2

@@ -214,19 +214,9 @@ def test_lockfile_cli_gives_the_python_the_conda_pins_and_the_torch_index():
     assert lockfile_cli("no-such-command").returncode == 2
 
 
-def test_make_venv_refuses_another_cpython_and_names_the_one_the_locks_need(tmp_path):
-    lock = tmp_path / "pip.linux-64.lock"
-    lock.write_text("# conda: python=3.99.1\n# conda: pip=25.3\n")
-    proc = lockfile_cli("check-python", lock)
-    assert proc.returncode == 1
-    assert f"the locks target CPython 3.99 (as the images do: {lock}'s `# conda: python=`)" in proc.stderr
-    assert "Run: make PYTHON=python3.99 ..." in proc.stderr
-    assert (
-        lockfile_cli("check-python", ENVS / "dev" / "pip.linux-64.lock", ENVS / "cpu" / "pip.linux-64.lock").returncode
-        == 0
-    )
+def test_the_makefile_reads_the_python_and_the_torch_index_through_the_environment_tools():
     makefile = (REPO / "Makefile").read_text()
-    assert "environments/lockfile.py check-python $(LOCKS)" in makefile
+    assert "PY=$$($(PYTHON) environments/hostpython.py --uv $(UV) $(LOCKS)) && $$PY -m venv --clear $(VENV)" in makefile
     assert (
         "TORCH_FIND_LINKS ?= $(if $(PIP_FIND_LINKS)$(filter osx-%,$(PLATFORM)),,"
         "$(shell $(PYTHON) environments/lockfile.py torch-find-links))" in makefile

@@ -1,0 +1,101 @@
+"""A new user on a fresh machine: a plain Debian container (tests/container/newcomer/Dockerfile: the suite's python3,
+venv, pip, git, make, CA certificates; a non-root user; no Docker) clones this repository and runs the README's
+first-screen commands exactly as written there.
+
+- Debian 12 (its python3 is the CPython the locks are made for): `make train` and `make test` both exit 0 and print
+  their figures. Marked `newcomer` (about 20 min: the whole suite once more, inside the container); plain `make test`
+  deselects it, CI runs it as its own step (`make test ARGS="-m newcomer"`).
+- Debian 13 (only Python 3.13): `make train` trains (uv downloaded a CPython 3.11) or stops with one line naming the
+  fix; never a traceback. Here it is the line: uv's CPython builds come from github.com, which is not reachable.
+
+Stand-ins for what this machine cannot reach, named: the Debian bases are debootstrapped (docker/engine.sh base
+SUITE) instead of pulled; PyTorch's CPU wheel index is replaced by this machine's wheel folder (/opt/wheels, mounted,
+PIP_FIND_LINKS); the host's CA bundle is mounted so pip and uv reach PyPI through this machine's TLS proxy.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import FIGURES, REPO, Engine
+from .helpers_engine import ENGINE_SH
+
+pytestmark = [pytest.mark.container, pytest.mark.slow]
+HERE = Path(__file__).resolve().parent
+WHEELS = Path("/opt/wheels")  # stand-in for https://download.pytorch.org/whl/cpu (the +cpu torch wheel)
+CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"  # stand-in: this machine's CA bundle (its TLS proxy)
+WANT = "{}.{}".format(*sys.version_info[:2])  # the tests run in .venv, made from the locks: their CPython
+
+
+def readme_commands() -> list[str]:
+    """The commands of the README's first code block, comments dropped: what a new user types."""
+    block = re.search(r"```bash\n(.*?)```", (REPO / "README.md").read_text(), re.S).group(1)
+    return [line.split("#")[0].strip() for line in block.splitlines() if line.split("#")[0].strip()]
+
+
+def fresh_machine(engine: Engine, suite: str) -> str:
+    """The newcomer image on local/debian:<suite> (debootstrapped: the stand-in for debian:<suite>)."""
+    subprocess.run(["bash", str(ENGINE_SH), "base", suite], env=engine.env, check=True, capture_output=True)
+    tag = f"local/newcomer:{suite}"
+    engine("build", "--quiet", "--build-arg", f"BASE=local/debian:{suite}", "--tag", tag, HERE / "newcomer")
+    return tag
+
+
+def as_newcomer(engine: Engine, image: str, script: str, timeout: int) -> subprocess.CompletedProcess:
+    """bash -c SCRIPT as the non-root user in a fresh container of image, after cloning the committed repository."""
+    if not WHEELS.is_dir():
+        pytest.skip(f"needs the +cpu torch wheel folder {WHEELS} (the stand-in for PyTorch's CPU index)")
+    clone = "git config --global --add safe.directory /src && git clone --quiet /src finetune && cd finetune"
+    return engine(
+        "run", "--rm",
+        "--volume", f"{REPO}:/src:ro",
+        "--volume", f"{WHEELS}:{WHEELS}:ro", "--env", f"PIP_FIND_LINKS={WHEELS}",
+        "--volume", f"{CA_BUNDLE}:/etc/ssl/host-ca.crt:ro",
+        "--env", "SSL_CERT_FILE=/etc/ssl/host-ca.crt", "--env", "PIP_CERT=/etc/ssl/host-ca.crt",
+        image, "bash", "-c", f"{clone} && {script}",
+        check=False, timeout=timeout,
+    )  # fmt: skip
+
+
+def test_the_readme_names_make_train_and_make_test_first():
+    assert readme_commands() == ["make train", "make test"]
+
+
+@pytest.mark.newcomer
+def test_fresh_debian12_runs_both_readme_commands_as_a_non_root_user_without_docker(engine):
+    image = fresh_machine(engine, "bookworm")
+    train, test = readme_commands()
+    script = f"id -u && ! command -v docker && {train} && echo '=== make test ===' && {test}"
+    proc = as_newcomer(engine, image, script, timeout=3600)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-6000:]
+    assert proc.stdout.splitlines()[0] == "1000"  # non-root
+    accuracy = re.search(r"^eval accuracy +(.*)$", proc.stdout, re.M)
+    assert accuracy and accuracy.group(1).startswith("0.000 before -> 1.000"), out[-3000:]
+    summary = re.findall(r"=+ (\d+ passed.*?) in ([\d.]+)s", proc.stdout.split("=== make test ===")[1])
+    assert summary and "failed" not in summary[-1][0] and "error" not in summary[-1][0], out[-3000:]
+    FIGURES["newcomer debian 12: make train"] = accuracy.group(1)
+    FIGURES["newcomer debian 12: make test"] = f"{summary[-1][0]} in {float(summary[-1][1]):.0f} s"
+
+
+def test_fresh_debian13_with_only_python313_trains_or_names_the_fix_in_one_line(engine):
+    image = fresh_machine(engine, "trixie")
+    train = readme_commands()[0]
+    proc = as_newcomer(engine, image, f"python3 --version && ! command -v python{WANT} && {train}", timeout=1800)
+    out = proc.stdout + proc.stderr
+    assert proc.stdout.startswith("Python 3.13"), out[-3000:]
+    assert "Traceback" not in out, out[-3000:]
+    if proc.returncode == 0:  # uv could download CPython 3.11 (github.com reachable): it trained
+        assert re.search(r"^eval accuracy +0\.000 before -> 1\.000", proc.stdout, re.M), out[-3000:]
+        FIGURES["newcomer debian 13: make train"] = f"trained (uv downloaded CPython {WANT})"
+        return
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("make: the locks are made for CPython")]
+    assert len(lines) == 1, out[-3000:]
+    assert f"Fix: install CPython {WANT}" in lines[0] and f"uv python install {WANT}" in lines[0], lines[0]
+    assert "eval accuracy" not in proc.stdout and "Error 1" in proc.stderr  # make stopped at that line
+    FIGURES["newcomer debian 13: make train"] = lines[0][:160] + " ..."
