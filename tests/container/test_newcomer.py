@@ -50,7 +50,8 @@ def as_newcomer(engine: Engine, image: str, script: str, timeout: int) -> subpro
     """bash -c SCRIPT as the non-root user in a fresh container of image, after cloning the committed repository."""
     if not WHEELS.is_dir():
         pytest.skip(f"needs the +cpu torch wheel folder {WHEELS} (the stand-in for PyTorch's CPU index)")
-    clone = "git config --global --add safe.directory /src && git clone --quiet /src finetune && cd finetune"
+    # /src belongs to the host user, not the newcomer: git refuses to read it unless it is named safe (/src/.git too)
+    clone = "git config --global --add safe.directory /src/.git && git clone --quiet /src finetune && cd finetune"
     return engine(
         "run", "--rm",
         "--volume", f"{REPO}:/src:ro",
