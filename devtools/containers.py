@@ -14,6 +14,7 @@ import re
 import shlex
 from pathlib import Path
 
+from devtools.engines import NVIDIA_CDI_KIND, USER_FLAGS
 from finetune.urls import strip_userinfo
 
 REPO = Path(__file__).resolve().parents[1]
@@ -111,15 +112,19 @@ def build_command(
     return [*cmd, "."]
 
 
-def gpu_flags(gpus: str) -> list[str]:
-    """--gpus all, or device ids as nvidia-smi numbers them (0, 0,2), in the form Docker reads as ids. Docker reads a
-    bare number as a count (`--gpus 0`: zero GPUs, `--gpus 2`: any two), so ids always go as "device=..."."""
+def gpu_flags(gpus: str, devices: str = "gpus") -> list[str]:
+    """The GPUs for a container: all, or device ids as nvidia-smi numbers them (0, 0,2). devices "cdi": as CDI
+    devices from NVIDIA's CDI spec (`--device nvidia.com/gpu=0`), the way Podman (only) and Docker 25+ take them;
+    otherwise Docker's --gpus (the NVIDIA runtime). Docker reads a bare number there as a count (`--gpus 0`: zero
+    GPUs, `--gpus 2`: any two), so ids always go as "device=..."."""
     if gpus == "all":
         spec = gpus
     elif re.fullmatch(r"\d+(,\d+)*", gpus):
         spec = f'"device={gpus}"'  # the quotes: the comma would split docker's --gpus value into fields
     else:
         raise ValueError(f"--gpus {gpus!r}: allowed: all, or device ids as nvidia-smi numbers them (0 or 0,2)")
+    if devices == "cdi":  # NVIDIA's spec names each GPU by its index, and "all"
+        return [a for i in gpus.split(",") for a in ("--device", f"{NVIDIA_CDI_KIND}={i}")] + GPU_RUN_FLAGS
     return ["--gpus", spec, *GPU_RUN_FLAGS]
 
 
@@ -200,9 +205,12 @@ def dev_container_args(cfg, gpu: bool) -> list[str]:
 
 def _cache_secrets_devices(cfg, env_names: list[str], gpus: str | None) -> list[str]:
     """The HF cache volume, secrets by name, and the GPUs or a sized /dev/shm: common to every container."""
-    args = ["--volume", f"{cfg.image.hf_cache_volume}:{HF_CACHE}"]
+    # The engine facts tasks resolved for this host (images.resolve_engine); deploy's remote hosts have none here.
+    docker = getattr(cfg, "docker", None)
+    args = ["--volume", f"{cfg.image.hf_cache_volume}:{HF_CACHE}", *USER_FLAGS.get(getattr(docker, "run_as", ""), [])]
     args += [a for var in env_names for a in ("--env", var)]
-    return args + (gpu_flags(gpus) if gpus else ["--shm-size", cfg.image.shm_size])
+    devices = getattr(docker, "gpu_devices", "gpus")
+    return args + (gpu_flags(gpus, devices) if gpus else ["--shm-size", cfg.image.shm_size])
 
 
 def launcher(nproc: int) -> list[str]:

@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from devtools import containers, images, remote
+from devtools import containers, engines, images, remote
 from devtools.gpu import gpu_runtime as runtime_of
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,50 +33,64 @@ class Check:
 def engine(c, probe) -> Check:
     res = images.docker_info(c, ".ServerVersion", probe)
     if res.ok:
-        return Check("Docker engine", "ok", f"server {res.stdout.strip()}")
+        eng = engines.engine(c, probe)
+        mode = {"image": "", "root": ", rootless: containers run as its root (you on the host)"}
+        mode["keep-id"] = ", rootless: containers run with --userns=keep-id (your UID inside)"
+        name = "Podman" if eng.kind == "podman" else "server"
+        return Check("Docker engine", "ok", f"{name} {res.stdout.strip()}{mode[engines.run_as(eng)]}")
     fix = (
         "install Docker Engine (https://docs.docker.com/engine/install/) or Debian's docker.io, start it "
         "(`sudo systemctl start docker`), and add yourself to the docker group (`sudo usermod -aG docker $USER`, "
-        "then log in again); on this project's CI machines: docker/engine.sh up"
+        "then log in again); or Podman (docker.client: podman); on this project's CI machines: docker/engine.sh up"
     )
     said = (res.stderr or res.stdout).strip().splitlines()
     return Check("Docker engine", "fail", said[-1] if said else "no answer", fix)
 
 
 def buildkit(c, probe) -> Check:
-    res = probe(f"{c.docker.client} buildx version")
-    if res.ok:
-        return Check("BuildKit", "ok", res.stdout.strip().split("\n")[0])
-    return Check(
-        "BuildKit",
-        "warn",
-        "no buildx plugin: builds use the engine's BuildKit (DOCKER_BUILDKIT=1), one platform, no push",
-        "for --platform a,b and --push install docker-buildx-plugin (Docker's apt repository)",
-    )
+    """Can the configured client build the images (BuildKit: cache, bind and secret mounts)? The same rule and fix
+    as `invoke build` (engines.build_problem)."""
+    cl = engines.client(c, probe)
+    how = engines.buildkit(cl)
+    if how == "buildx":
+        return Check("BuildKit", "ok", probe(f"{c.docker.client} buildx version").stdout.strip().split("\n")[0])
+    if how == "buildah":
+        return Check("BuildKit", "ok", f"{cl.said}: builds with Buildah (cache and secret mounts); one platform")
+    if how == "engine":
+        return Check(
+            "BuildKit",
+            "warn",
+            f"{cl.describe()} without buildx: builds use the engine's BuildKit (DOCKER_BUILDKIT=1), one platform, "
+            "no push",
+            f"for --platform a,b and --push: {engines.buildx_fix(cl, probe)}",
+        )
+    if how == "missing":
+        return Check("BuildKit", "fail", engines.buildx_missing(cl), engines.buildx_fix(cl, probe))
+    return Check("BuildKit", "skip", f"{c.docker.client} --version: no Docker or Podman answered")
 
 
-def gpu_runtime(c, probe) -> Check:
+def gpu_runtime(c, probe) -> tuple[Check, str]:
+    """The check, and how containers get the GPUs (cdi or gpus) for the next check."""
     name, rt = "GPU runtime (driver, container toolkit)", runtime_of(c, probe)
     if rt.problem:
-        return Check(name, "fail", rt.problem, rt.fix)
-    return Check(name, "ok", f"driver {rt.driver} >= {c.cuda.min_driver}; toolkit")
+        return Check(name, "fail", rt.problem, rt.fix), rt.devices
+    return Check(name, "ok", f"driver {rt.driver} >= {c.cuda.min_driver}; GPUs through {rt.found}"), rt.devices
 
 
-def gpu_in_image(c, probe, image: str, runtime_ok: bool) -> Check:
+def gpu_in_image(c, probe, image: str, runtime_ok: bool, devices: str = "gpus") -> Check:
     name = f"GPU visible inside {image}"
     if not runtime_ok:
         return Check(name, "skip", "needs the GPU runtime above")
     if not probe(f"{c.docker.client} image inspect {image}").ok:
         return Check(name, "skip", f"{image} not built", "invoke build --variant cuda")
-    res = probe(f"{c.docker.client} run --rm --gpus all {image} nvidia-smi --query-gpu=name --format=csv,noheader")
+    flags = "--device nvidia.com/gpu=all" if devices == "cdi" else "--gpus all"
+    res = probe(f"{c.docker.client} run --rm {flags} {image} nvidia-smi --query-gpu=name --format=csv,noheader")
     if res.ok and res.stdout.strip():
         return Check(name, "ok", ", ".join(res.stdout.split("\n")[:4]).strip(", "))
-    return Check(
-        name,
-        "fail",
-        (res.stderr or "no GPU listed").strip()[-200:],
-        "sudo nvidia-ctk runtime configure --runtime=docker && sudo systemctl restart docker",
-    )
+    fix = "sudo nvidia-ctk runtime configure --runtime=docker && sudo systemctl restart docker"
+    if devices == "cdi":  # a spec from before a driver upgrade names libraries that are gone
+        fix = f"generate the CDI spec again after each driver change: {engines.CDI_GENERATE}"
+    return Check(name, "fail", (res.stderr or "no GPU listed").strip()[-200:], fix)
 
 
 def disk(c, probe, variant: str) -> Check:
@@ -148,13 +162,11 @@ def ssh_host(c, probe, host: str | None) -> Check:
 def run_checks(c, probe, *, gpu: bool, host: str | None) -> list[Check]:
     checks = [engine(c, probe)]
     engine_ok = checks[0].state == "ok"
-    checks.append(buildkit(c, probe) if engine_ok else Check("BuildKit", "skip", "needs the engine"))
+    checks.append(buildkit(c, probe))  # the client's: it holds without an engine too
     if gpu:
-        runtime = gpu_runtime(c, probe)
-        checks += [
-            runtime,
-            gpu_in_image(c, probe, containers.image_name(c, "cuda"), runtime.state == "ok" and engine_ok),
-        ]
+        runtime, devices = gpu_runtime(c, probe)
+        image = containers.image_name(c, "cuda")
+        checks += [runtime, gpu_in_image(c, probe, image, runtime.state == "ok" and engine_ok, devices)]
     else:
         checks.append(Check("GPU runtime (driver, container toolkit)", "skip", "--cpu: GPU checks skipped"))
     checks += [disk(c, probe, "cuda" if gpu else "cpu"), shm(), locks(), ssh_host(c, probe, host)]

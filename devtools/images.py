@@ -12,7 +12,7 @@ from pathlib import Path
 
 from invoke import Exit
 
-from devtools import containers
+from devtools import containers, engines
 from devtools.containers import show
 
 
@@ -26,8 +26,9 @@ def docker_info(c, template: str, via=None):
     answers whether an engine runs at all, `json .Runtimes` which runtimes it has (devtools/gpu.py),
     `.DockerRootDir` where its images live (doctor's disk check). via runs the command (default: probe above;
     doctor passes its own, tests fake the commands); returns its invoke Result."""
-    cmd = f"{c.docker.client} info --format {shlex.quote('{{' + template + '}}')}"
-    return via(cmd) if via else probe(c, cmd)
+    via = via or (lambda cmd: probe(c, cmd))
+    template = engines.info_template(engines.client(c, via).kind, template)  # Podman names some facts otherwise
+    return via(f"{c.docker.client} info --format {shlex.quote('{{' + template + '}}')}")
 
 
 def docker_answers(c) -> bool:
@@ -68,14 +69,26 @@ def build_image(c, variant, target, tag=None, platform="", push=False, no_cache=
         )
     except ValueError as err:
         raise Exit(str(err), code=2) from None
-    if cmd[1] == "buildx" and not probe(c, f"{c.docker.client} buildx version").ok:
-        stop(c, "several platforms or --push need docker buildx: install docker-buildx-plugin (Docker's apt repo)")
-    c.run(f"DOCKER_BUILDKIT=1 {show(cmd)}")
+    client = engines.client(c, lambda cmd: probe(c, cmd))
+    if cmd[1] == "buildx" and client.kind == "podman":
+        stop(
+            c,
+            "several platforms or --push: not with Podman here (podman build --platform a,b --manifest NAME, then "
+            "podman manifest push NAME); build one platform, or set docker.client to a Docker client with buildx",
+        )
+    elif cmd[1] == "buildx" and not client.buildx:
+        stop(c, f"several platforms or --push need docker buildx: {engines.buildx_fix(client, lambda x: probe(c, x))}")
+    problem = engines.build_problem(c, lambda x: probe(c, x))  # before anything is built: one line with the fix
+    if problem:
+        stop(c, problem)
+    # A Docker client before 23.0 uses the engine's BuildKit only when asked; Podman builds with Buildah either way.
+    c.run(show(cmd) if client.kind == "podman" else f"DOCKER_BUILDKIT=1 {show(cmd)}")
     return cmd[cmd.index("--tag") + 1]
 
 
 def ensure_image(c, variant, target):
     """The image's name and (id, labels), built first when missing."""
+    resolve_engine(c)
     image = containers.image_name(c, variant, target)
     facts = image_facts(c, image)
     if facts is None:
@@ -92,6 +105,15 @@ def gpu_check(c, gpu: bool) -> None:
     runtime = gpu_runtime(c, lambda cmd: probe(c, cmd)) if gpu else None
     if runtime and runtime.problem:
         stop(c, runtime.message())
+    if runtime:
+        c.docker.gpu_devices = runtime.devices  # auto resolved: cdi or gpus (containers.gpu_flags)
+
+
+def resolve_engine(c) -> None:
+    """docker.run_as `auto` becomes what this engine needs (engines.run_as): containers.py reads the resolved value
+    when it writes a run's command line."""
+    if c.docker.run_as == "auto":
+        c.docker.run_as = engines.run_as(engines.engine(c, lambda cmd: probe(c, cmd)))
 
 
 def stop(c, problem: str) -> None:

@@ -10,8 +10,12 @@ from pathlib import Path
 
 FAKE_DOCKER = """#!/bin/sh
 # FAKE docker (tests/fakes.py): answers the probes of tasks.py and devtools/doctor.py as the host under test would
-# (FAKE_* variables); records every other call in $FAKE_LOG.
+# (FAKE_* variables); records every other call in $FAKE_LOG. By default its client is a Docker client before 23.0
+# without buildx (it builds with the engine's BuildKit), its engine rootful and without CDI.
 case "$*" in
+  "--version") echo "Docker version ${FAKE_CLIENT_VERSION:-20.10.24-fake}, build FAKE" ;;
+  "info --format {{json .SecurityOptions}}") echo "${FAKE_SECURITY_OPTIONS:-[\"name=seccomp,profile=default\"]}" ;;
+  "info --format {{json .CDISpecDirs}}") echo "${FAKE_CDI_SPEC_DIRS:-[]}" ;;
   "info --format {{.ServerVersion}}") echo 99.0-fake ;;
   "info --format {{json .Runtimes}}") echo "$FAKE_RUNTIMES" ;;
   "info --format {{.DockerRootDir}}") echo "$FAKE_DOCKER_ROOT" ;;
