@@ -39,17 +39,17 @@ def compile_lock(variant: str, platform: str, tool: str, upgrade: bool = False) 
     `upgrade` resolves every package afresh to the newest version its range allows."""
     env = load_env(variant)
     requirements, base_lock = list(env["pip"]), None
-    standin = None
-    if variant == "cpu" and platform in PLUS_CPU_TORCH:
-        standin = torch_cpu.torch_standin(requirements, platform, env["python"])
-    if standin:  # resolve everything else, torch's own dependencies included, then add torch with its pinned hash
-        requirements = [r for r in requirements if not r.startswith("torch==")] + standin["deps"]
     if env["layer_of"]:
         base = load_env(env["layer_of"])
         base_lock = lock_path(env["layer_of"], platform)
         if not base_lock.exists():
             sys.exit(f"lock: {variant} is a layer of {env['layer_of']}: lock {env['layer_of']} first")
         requirements = base["pip"] + requirements
+    standin = None
+    if (env["layer_of"] or variant) == "cpu" and platform in PLUS_CPU_TORCH:  # the cpu lock and its layers
+        standin = torch_cpu.torch_standin(requirements, platform, env["python"])
+    if standin:  # resolve everything else, torch's own dependencies included, then add torch with its pinned hash
+        requirements = [r for r in requirements if not r.startswith("torch==")] + standin["deps"]
     find_links = [f for f in os.environ.get("PIP_FIND_LINKS", "").split() if f]
     with tempfile.TemporaryDirectory() as tmp:
         req_in = Path(tmp) / "requirements.in"
@@ -85,7 +85,8 @@ def compile_lock(variant: str, platform: str, tool: str, upgrade: bool = False) 
             cmd += ["--override", str(overrides)]
         if base_lock:
             constraints = Path(tmp) / "constraints.txt"
-            constraints.write_text("\n".join(p.pin for p in lockfile.read(base_lock).packages) + "\n")
+            pins = [p.pin for p in lockfile.read(base_lock).packages if not (standin and p.key == "torch")]
+            constraints.write_text("\n".join(pins) + "\n")
             cmd += ["--constraint", str(constraints)]
         print("$", " ".join(cmd[2:]), flush=True)
         env_vars = dict(os.environ, MACOSX_DEPLOYMENT_TARGET=MACOS_TARGET) if platform.startswith("osx-") else None
@@ -95,7 +96,7 @@ def compile_lock(variant: str, platform: str, tool: str, upgrade: bool = False) 
         skip = lockfile.read(base_lock).by_name()
         packages = [p for p in packages if p.key not in skip]
     notes = []
-    if standin:
+    if standin and not base_lock:  # a layer's torch is its base lock's
         torch = f"torch=={standin['version']}"
         packages.append(lockfile.Package("torch", standin["version"], [standin["sha256"]], [f"{torch} \\"]))
         packages[-1].lines.append(f"    --hash=sha256:{standin['sha256']}")

@@ -76,7 +76,12 @@ def test_make_venv_installs_uv_with_require_hashes_then_syncs_the_locks_with_has
 
 @pytest.mark.parametrize(
     "system, machine, platform",
-    [("Linux", "x86_64", "linux-64"), ("Darwin", "arm64", "osx-arm64")],
+    [
+        ("Linux", "x86_64", "linux-64"),
+        ("Linux", "aarch64", "linux-aarch64"),  # Graviton, Ampere, a Linux VM on Apple silicon
+        ("Linux", "arm64", "linux-aarch64"),
+        ("Darwin", "arm64", "osx-arm64"),
+    ],
 )
 def test_make_venv_installs_the_lock_of_this_host_fake_uname(tmp_path, system, machine, platform):
     proc = make_n_venv(tmp_path, system, machine)
@@ -88,12 +93,12 @@ def test_make_venv_installs_the_lock_of_this_host_fake_uname(tmp_path, system, m
     assert (lockfile.TORCH_CPU_FIND_LINKS in sync) == (system == "Linux"), sync
 
 
-def test_make_venv_on_linux_aarch64_names_its_missing_dev_lock_fake_uname(tmp_path):
-    """linux-aarch64 has a cpu lock (images) but no dev layer lock yet: make says so in one line, installs nothing."""
-    proc = make_n_venv(tmp_path, "Linux", "aarch64")
-    assert proc.returncode == 2
-    assert "environments/dev/pip.linux-aarch64.lock is missing" in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+def test_linux_aarch64_dev_lock_has_the_linux_64_versions_and_takes_torch_from_its_base():
+    """The dev layer for aarch64 hosts (and the arm64 dev image), resolved against the cpu lock's torch stand-in: the
+    same packages at the same versions as linux-64's, and no torch of its own (the cpu lock's +cpu one)."""
+    arm, x86 = (lockfile.parse_lock(ENVS / "dev" / f"pip.{p}.lock") for p in ("linux-aarch64", "linux-64"))
+    assert "torch" not in arm and {n: v["version"] for n, v in arm.items()} == {n: v["version"] for n, v in x86.items()}
+    assert all(v["hashes"] for v in arm.values())
 
 
 @pytest.mark.parametrize("system, machine", [("Darwin", "x86_64"), ("FreeBSD", "amd64"), ("Linux", "riscv64")])
