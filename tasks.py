@@ -68,6 +68,11 @@ def build(c, variant="cpu", target="runtime", tag=None, push=False, no_cache=Fal
         "gpus": "which GPUs with --gpu: all (default) or device ids as nvidia-smi numbers them, 0 or 0,2 (not a count)",
         "nproc": "processes per container: torchrun --nproc-per-node N inside it (one per GPU)",
         "variant": "image variant for --docker without --gpu: cpu (default) or cuda",
+        "nnodes": "nodes (machines, or containers on one host) in the job: torchrun's c10d rendezvous (default 1)",
+        "node_rank": "with --nnodes N: this node's number, 0 to N-1; node 0 hosts the rendezvous",
+        "rdzv_endpoint": "with --nnodes N: node 0's HOST:PORT, the rendezvous every node joins (e.g. node0:29400)",
+        "network": "Docker network of the container: host (one node per machine) or a user-defined network "
+        "(several nodes on one host; node 0's container is named after the --rdzv-endpoint host)",
     },
 )
 def train(
@@ -83,6 +88,10 @@ def train(
     gpus="all",
     nproc=1,
     variant=None,
+    nnodes=1,
+    node_rank=None,
+    rdzv_endpoint=None,
+    network=None,
 ):
     """Fine-tune from a config (default: the embedded tiny default) and write runs/<name>/."""
     try:
@@ -93,21 +102,26 @@ def train(
         raise Exit(str(err), code=2) from None
     if nproc < 1:
         raise Exit(f"--nproc {nproc}: allowed: 1 or more", code=2)
+    if node_rank is not None and not str(node_rank).isdigit():  # invoke passes a flag without a default as text
+        raise Exit(f"--node-rank {node_rank!r}: allowed: a number, 0 to --nnodes minus 1", code=2)
+    nodes = containers.Nodes(nnodes, None if node_rank is None else int(node_rank), rdzv_endpoint, network)
     chosen, why = choose_runtime(c, runtime, local, docker or gpu)
     if gpu and chosen != "docker":
         raise Exit("--gpu runs in the CUDA image: drop --local/--runtime local", code=2)
+    try:
+        nodes.check(chosen)
+    except ValueError as err:
+        raise Exit(str(err), code=2) from None
     print(f"runtime: {chosen} ({why})", flush=True)
     config = config or c.finetune.config
     args = ["train", config, *(a for s in set_ or [] for a in ("--set", s))]
     if resume:
         args.append("--resume")
     if chosen == "local":  # never with --gpu (refused above)
-        if nproc > 1:
-            launcher = f"{_venv_bin(c, 'torchrun')} --standalone --nproc-per-node={nproc} -m finetune"
-        else:
-            launcher = _venv_bin(c, "finetune")
+        launcher = containers.launcher(nproc, nodes)
+        launcher[0] = _venv_bin(c, launcher[0])  # finetune or torchrun: .venv's
         out = ["--output-dir", output_dir] if output_dir else []
-        c.run(f"FINETUNE_RUNTIME=local {launcher} {shlex.join(args + out)}")
+        c.run(f"FINETUNE_RUNTIME=local {shlex.join(launcher + args + out)}")
         return
     images.gpu_check(c, gpu)  # before any build: a missing GPU runtime is reported first
     image, (image_id, labels) = images.ensure_image(c, "cuda" if gpu else variant or "cpu", "runtime")
@@ -132,6 +146,7 @@ def train(
         gpus=gpus if gpu else None,
         nproc=nproc,
         extra_mounts=mounts,
+        nodes=nodes,
     )
     c.run(show(cmd), pty=False)
 
