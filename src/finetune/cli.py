@@ -1,6 +1,7 @@
 """The `finetune` command: train, eval, generate, reproduce.
 
-Errors the user can fix (bad config, bad data) print one line and exit with code 2; --debug shows the traceback.
+Errors the user can fix (bad config, bad data) print one line and exit with code 2; a GPU lost mid-run is one line
+with its cause and fix, exit 69; --debug shows the traceback.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import re
 import sys
 from pathlib import Path
 
-from finetune.errors import UserError
+from finetune.errors import UserError, gpu_lost
 
 EPILOG = """examples:
   finetune train configs/default.yaml
@@ -25,8 +26,8 @@ EPILOG = """examples:
   finetune reproduce runs/default
 
 exit codes: 0 ok; 2 bad config, data or run directory; 74 a write failed (disk full, read-only: the last complete
-checkpoint is intact); 75 the run directory is busy (another run writes it); 128+N stopped by signal N (a checkpoint
-was saved; use --resume)"""
+checkpoint is intact); 75 the run directory is busy (another run writes it); 69 the GPU stopped answering mid-run (a
+container that lost its GPU: the line says the fix); 128+N stopped by signal N (a checkpoint was saved; use --resume)"""
 
 COMPARED = ["steps", "train_loss", "eval_loss", "eval_accuracy"]  # what `reproduce` requires to match exactly
 
@@ -191,12 +192,13 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {"train": cmd_train, "eval": cmd_eval, "generate": cmd_generate, "reproduce": cmd_reproduce}
     try:
         return handlers[args.command](args)
-    except UserError as e:
-        if args.debug:
+    except Exception as e:  # a UserError, or a lost GPU outside the trainer's steps (loading, saving): one line
+        error = e if isinstance(e, UserError) else gpu_lost(e)
+        if error is None or args.debug:
             raise
         _close_progress_bars()
-        print(f"finetune: error: {e}", file=sys.stderr)
-        return e.exit_code
+        print(f"finetune: error: {error}", file=sys.stderr)
+        return error.exit_code
 
 
 def _close_progress_bars() -> None:

@@ -1,8 +1,10 @@
 """What we add to the Hugging Face Trainer: atomic checkpoints, a clean stop on SIGTERM/SIGINT, metrics.jsonl,
-and a count of the real (non-pad) tokens trained on, for an honest tokens/s figure."""
+a count of the real (non-pad) tokens trained on, for an honest tokens/s figure, and one line naming the cause and the
+fix when the GPU goes away mid-run (finetune.errors.gpu_lost) instead of a CUDA traceback."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -17,6 +19,7 @@ from transformers.trainer_callback import ProgressCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from finetune import checkpoints
+from finetune.errors import gpu_lost
 
 STAGING = ".checkpoint-staging"  # not matched by get_last_checkpoint's "checkpoint-<n>" pattern
 
@@ -35,9 +38,14 @@ class FinetuneTrainer(Trainer):
             self.tokens_trained += int(num_tokens)
         return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
 
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        with gpu_guard(f"at step {self.state.global_step + 1}"):  # where a lost GPU surfaces: a step's forward/backward
+            return super().training_step(model, inputs, num_items_in_batch)
+
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs.pop("num_tokens", None)
-        return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
+        with gpu_guard(f"in the evaluation after step {self.state.global_step}"):
+            return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
 
     def _get_output_dir(self, trial):
         run_dir = super()._get_output_dir(trial)
@@ -65,6 +73,18 @@ class FinetuneTrainer(Trainer):
                 # older checkpoints go only now, after the new one is whole and in place
                 checkpoints.rotate(run_dir, self.args.save_total_limit)
         self.accelerator.wait_for_everyone()
+
+
+@contextlib.contextmanager
+def gpu_guard(where: str):
+    """A lost GPU (finetune.errors.gpu_lost) becomes its one-line GpuLost, saying where; other errors pass unchanged."""
+    try:
+        yield
+    except Exception as err:
+        lost = gpu_lost(err, where)
+        if lost is None:
+            raise
+        raise lost from err
 
 
 class GracefulStop(TrainerCallback):
