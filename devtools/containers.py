@@ -78,14 +78,19 @@ def build_command(
     gid: int,
     revision: str,
     source_url: str,
+    podman: bool = False,
 ) -> list[str]:
-    """`docker build` (one platform, local image) or `docker buildx build` (several platforms or --push)."""
+    """`docker build` (one platform, local image) or `docker buildx build` (several platforms or --push); podman:
+    `podman build` in Docker's image format (Buildah's default OCI format drops SHELL, which the Dockerfile's bash
+    RUNs need)."""
     check_variant(cfg, variant)
     if target not in TARGETS:
         raise ValueError(f"--target {target!r}: allowed: {', '.join(TARGETS)}")
     buildx = push or len(platforms) > 1
     cmd = [cfg.docker.client, *(["buildx", "build"] if buildx else ["build"])]
     cmd += ["--file", cfg.image.dockerfile, "--target", target, "--tag", image_name(cfg, variant, target, tag)]
+    if podman:
+        cmd += ["--format", "docker"]
     if platforms:
         cmd += ["--platform", ",".join(platforms)]
     uid, gid = build_user(uid, gid)

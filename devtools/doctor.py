@@ -34,10 +34,11 @@ def engine(c, probe) -> Check:
     res = images.docker_info(c, ".ServerVersion", probe)
     if res.ok:
         eng = engines.engine(c, probe)
-        mode = {"image": "", "root": ", rootless: containers run as its root (you on the host)"}
+        mode = {"root": ", rootless: containers run as its root (you on the host)"}
         mode["keep-id"] = ", rootless: containers run with --userns=keep-id (your UID inside)"
+        rootless = mode[engines.run_as(eng)] if eng.rootless else ""
         name = "Podman" if eng.kind == "podman" else "server"
-        return Check("Docker engine", "ok", f"{name} {res.stdout.strip()}{mode[engines.run_as(eng)]}")
+        return Check("Docker engine", "ok", f"{name} {res.stdout.strip()}{rootless}")
     fix = (
         "install Docker Engine (https://docs.docker.com/engine/install/) or Debian's docker.io, start it "
         "(`sudo systemctl start docker`), and add yourself to the docker group (`sudo usermod -aG docker $USER`, "

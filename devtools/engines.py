@@ -193,12 +193,13 @@ def nvidia_cdi_spec(dirs) -> tuple[Path, list[str]] | None:
     return None
 
 
-def run_as(eng: Engine) -> str:
+def run_as(eng: Engine, uid: int | None = None) -> str:
     """Whose files a container writes on bind mounts: 'image' (its user, built with the host user's UID), 'root'
-    (rootless Docker: the container's root is the host user, its other UIDs are subordinate ones), 'keep-id'
-    (rootless Podman: --userns=keep-id maps the host user's UID onto itself, the image's user)."""
+    (rootless Docker: the container's root is the host user, its other UIDs are subordinate ones; and root on a
+    rootful engine: the image's user is UID 1000 then, which cannot write root's folders), 'keep-id' (rootless
+    Podman: --userns=keep-id maps the host user's UID onto itself, the image's user)."""
     if not eng.rootless:
-        return "image"
+        return "root" if (os.getuid() if uid is None else uid) == 0 else "image"
     return "keep-id" if eng.kind == "podman" else "root"
 
 

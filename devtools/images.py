@@ -40,6 +40,7 @@ def image_facts(c, image: str) -> tuple[str, dict] | None:
     if not res.ok:
         return None
     info = json.loads(res.stdout)
+    info = info[0] if isinstance(info, list) else info  # Podman's {{json .}} is the list `image inspect` prints
     return info["Id"], info.get("Config", {}).get("Labels") or {}
 
 
@@ -52,6 +53,7 @@ def build_image(c, variant, target, tag=None, platform="", push=False, no_cache=
     bundle = ca_bundle if ca_bundle is not None else c.image.ca_bundle
     if bundle and not Path(bundle).is_file():
         raise Exit(f"--ca-bundle {bundle}: no such file", code=2)
+    client = engines.client(c, lambda cmd: probe(c, cmd))
     try:
         cmd = containers.build_command(
             c,
@@ -66,10 +68,10 @@ def build_image(c, variant, target, tag=None, platform="", push=False, no_cache=
             gid=os.getgid(),
             revision=revision,
             source_url=source,
+            podman=client.kind == "podman",
         )
     except ValueError as err:
         raise Exit(str(err), code=2) from None
-    client = engines.client(c, lambda cmd: probe(c, cmd))
     if cmd[1] == "buildx" and client.kind == "podman":
         stop(
             c,

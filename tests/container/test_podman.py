@@ -1,0 +1,126 @@
+"""Podman as the engine (issue 17): `invoke build` and `invoke train --docker` with docker.client: podman, on the
+real Podman of this machine (Debian's podman 4.3 here), rootful when the tests run as root, and the core checks of
+test_images.py: a non-root image user (root builds for UID 1000), the labels, a completed run whose files belong to
+the host user (root: on a rootful engine the container runs as its root, docker.run_as), the manifest's image facts.
+
+The base images are the Docker harness's stand-ins (tests/container/conftest.py), copied into Podman's storage with
+`docker save | podman load`; the checkout is a root-owned copy of the harness's workspace. Skipped, in one line,
+where Podman is not installed or does not answer. Podman 4.3 as root raises every container's open-file limit to
+1048576, which a machine without CAP_SYS_RESOURCE (this one: hard limit 20000) refuses ("error setting rlimit type
+7"); the tests then give Podman a containers.conf with limits this machine allows (CONTAINERS_CONF, a stand-in for
+the host's own configuration, said here).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import explain
+
+from .conftest import FIGURES
+
+pytestmark = [pytest.mark.container, pytest.mark.slow]
+
+
+class Podman:
+    def __init__(self, root: Path, config: Path, invoke: Path, env: dict):
+        self.root, self.config, self.invoke_bin, self.env = root, config, invoke, env
+
+    def __call__(self, *args, check=True, timeout=600, **kw) -> subprocess.CompletedProcess:
+        run = ["podman", *map(str, args)]
+        proc = subprocess.run(run, env=self.env, capture_output=True, text=True, timeout=timeout, **kw)
+        if check and proc.returncode:
+            raise AssertionError(explain(proc))
+        return proc
+
+    def invoke(self, *args, check=True, timeout=1800) -> subprocess.CompletedProcess:
+        cmd = [str(self.invoke_bin), "-f", str(self.config), *map(str, args)]
+        proc = subprocess.run(cmd, cwd=self.root, env=self.env, capture_output=True, text=True, timeout=timeout)
+        if check and proc.returncode:
+            raise AssertionError(explain(proc))
+        return proc
+
+    def inspect(self, image: str) -> dict:
+        return json.loads(self("image", "inspect", image).stdout)[0]
+
+
+@pytest.fixture(scope="session")
+def podman(engine, standins, workspace, tmp_path_factory) -> Podman:
+    if os.getuid() != 0:
+        pytest.skip("the Podman tests run rootful: they need root (rootless Podman: see the README's engine table)")
+    if not shutil.which("podman") or subprocess.run(["podman", "info"], capture_output=True).returncode:
+        pytest.skip("Podman tests need `podman` (Debian: apt-get install podman)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DOCKER_", "INVOKE_"))}
+    conf = tmp_path_factory.mktemp("podman-conf") / "containers.conf"
+    nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    conf.write_text(f'[containers]\ndefault_ulimits = ["nofile={nofile}:{nofile}", "nproc=4096:4096"]\n')
+    if subprocess.run(["podman", "info"], capture_output=True).returncode == 0:
+        env["CONTAINERS_CONF"] = str(conf)
+    settings = {"docker": {"client": "podman"}, "image": dict(workspace.settings.get("image", {}))}
+    if standins:  # the stand-in bases into Podman's storage, under fully qualified names (no registry is asked)
+        images = list(standins["image"]["base_images"].values())
+        save = subprocess.Popen([engine.client, "save", *images], env=engine.env, stdout=subprocess.PIPE)
+        load = subprocess.run(["podman", "load"], stdin=save.stdout, env=env, capture_output=True, text=True)
+        assert save.wait() == 0 and load.returncode == 0, load.stderr
+        names = {k: f"localhost/{v}" for k, v in standins["image"]["base_images"].items()}
+        settings["image"]["base_images"] = names
+    root = tmp_path_factory.mktemp("podman") / "repo"
+    shutil.copytree(workspace.root, root, symlinks=True)
+    subprocess.run(["chown", "-R", "0:0", str(root)], check=True)  # the host user here is root
+    config = root.parent / "invoke-podman.yaml"
+    config.write_text(yaml.safe_dump(settings))
+    return Podman(root, config, workspace.root.parent / "invoke-venv" / "bin" / "invoke", env)
+
+
+@pytest.fixture(scope="session")
+def podman_runtime(podman: Podman) -> dict:
+    t0 = time.monotonic()
+    proc = podman.invoke("build")
+    FIGURES["podman: cpu runtime build s"] = round(time.monotonic() - t0, 1)
+    return {"image": "finetune:cpu", "log": proc.stdout + proc.stderr, "info": podman.inspect("finetune:cpu")}
+
+
+def test_podman_builds_without_buildkit_variables_in_docker_format(podman_runtime):
+    assert "DOCKER_BUILDKIT" not in podman_runtime["log"]
+    assert (
+        "podman build --file docker/Dockerfile --target runtime --tag finetune:cpu --format docker"
+        in (podman_runtime["log"])
+    )
+    # the stand-in conda and pip steps ran with their cache mounts, the CA bundle as a secret: the build completed
+    assert "SHELL is not supported for OCI image format" not in podman_runtime["log"]
+
+
+def test_podman_image_runs_as_the_non_root_build_user_with_labels(podman, podman_runtime):
+    info = podman_runtime["info"]
+    assert info["Config"]["User"] == "1000:1000"  # root builds for UID 1000
+    assert podman("run", "--rm", podman_runtime["image"], "id", "-u").stdout.split() == ["1000"]
+    labels = info["Config"]["Labels"]
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=podman.root, capture_output=True, text=True).stdout
+    assert labels["org.opencontainers.image.revision"] == head.strip()
+    assert labels["org.finetune.variant"] == "cpu" and labels["org.finetune.target"] == "runtime"
+
+
+def test_podman_train_docker_completes_and_its_files_belong_to_the_host_user(podman, podman_runtime):
+    t0 = time.monotonic()
+    proc = podman.invoke("train", "--docker")
+    FIGURES["podman: default run in the cpu container, wall s"] = round(time.monotonic() - t0, 1)
+    assert "runtime: docker (--docker/--gpu)" in proc.stdout and "podman run --rm" in proc.stdout
+    assert "--user 0:0" in proc.stdout  # root on a rootful engine: the container's root writes as the host user
+    run = podman.root / "runs" / "default"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["eval_accuracy"] >= 0.9, summary
+    owners = {(p.stat().st_uid, p.stat().st_gid) for p in [run, *run.rglob("*")]}
+    assert owners == {(0, 0)}, owners
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["runtime"] == "docker" and manifest["container"]["image"] == "finetune:cpu"
+    assert manifest["container"]["image_id"] == podman_runtime["info"]["Id"]
+    assert manifest["container"]["labels"] == podman_runtime["info"]["Config"]["Labels"]
