@@ -17,6 +17,7 @@ from typing import Any, Literal
 import yaml
 
 from finetune.errors import ConfigError
+from finetune.formats import check_columns
 from finetune.names import name_problem
 
 
@@ -39,8 +40,15 @@ class TokenizerConfig:
 
 @dataclass
 class DataConfig:
+    # a .jsonl/.json/.csv/.parquet file, a save_to_disk folder or a hub dataset id (finetune.datafiles)
     train_file: str = ""
     eval_file: str | None = None
+    # the layout of the rows (finetune.formats); auto: per row, from the columns it has
+    format: Literal["auto", "messages", "sharegpt", "alpaca", "prompt_completion", "text_label"] = "auto"
+    columns: dict | None = None  # the layout's fields read from other columns, e.g. {prompt: question}
+    split: str = "train"  # of train_file, for a hub id or a save_to_disk folder holding several splits
+    eval_split: str = "test"  # of eval_file, likewise
+    subset: str | None = None  # a hub dataset's configuration (load_dataset's name)
     max_length: int = 512  # longer examples are truncated (with a warning count)
     packing: bool = False  # causal_lm: pack several examples per row, attention kept within each example
     labels: list[str] | None = None  # classification: the label set (default: sorted labels of train_file)
@@ -249,7 +257,14 @@ def _check_values(cfg: RunConfig) -> None:
     if problem := name_problem(cfg.name):  # becomes runs/<name>: one safe path component
         fail("name", problem)
     if not cfg.data.train_file:
-        fail("data.train_file", "is required (a JSONL or CSV file)")
+        fail(
+            "data.train_file",
+            "is required (a JSONL, JSON, CSV or parquet file, a save_to_disk folder, or a hub dataset id)",
+        )
+    if cfg.data.columns and (problem := check_columns(cfg.data.format, cfg.data.columns)):
+        fail("data.columns", problem)
+    if cfg.data.format != "auto" and (cfg.task == "classification") != (cfg.data.format == "text_label"):
+        fail("data.format", f"{cfg.data.format} does not apply to task {cfg.task}")
     if bool(cfg.model.name_or_path) == bool(cfg.model.config):
         fail(
             "model", "set exactly one of model.name_or_path (hub id or directory) and model.config (build from scratch)"

@@ -1,4 +1,10 @@
-"""Reading training data files (JSONL or CSV) into validated records, with errors that name the file and line.
+"""Reading training data into validated records, with errors that name the file and line (line-based files) or the
+row and column (the others). The entry point for every source; layouts and column mapping are finetune.formats'.
+
+Sources (data.train_file / data.eval_file):
+  .jsonl (and any other suffix), .csv   read here, line by line, without importing `datasets` (fast, exact lines)
+  .json                                 a JSON array of objects (rows by index), or JSON lines (as .jsonl)
+  .parquet, a save_to_disk folder, a hub dataset id (data.split, data.subset)    finetune.hfdata, through `datasets`
 
 Record shapes, by task:
   causal_lm       {"messages": [{"role": ..., "content": ...}, ...]}   (chat; the last turn is the assistant's)
@@ -10,34 +16,39 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from finetune.errors import DataError
+from finetune.formats import Layout, Where
 
-ROLES = ("system", "user", "assistant")
+# A name that is not a local path and reads as a hub dataset id ("owner/name" or a bare "name"): loaded by `datasets`
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
+FILE_SUFFIXES = {".jsonl", ".json", ".csv", ".parquet", ".arrow", ".txt"}
 
 
 @dataclass
 class Record:
-    line: int  # 1-based line in the source file, for error messages and debugging
+    line: int | None  # 1-based line in the source file (line-based files), for error messages and debugging
     messages: list[dict] | None = None
     prompt: str | None = None
     completion: str | None = None
     text: str | None = None
     label: str | None = None
+    row: int | None = None  # 0-based row index, for the sources that have no lines (finetune.formats.Where)
 
 
-def _rows(path: Path):
-    """Yield (line_number, dict) from a JSONL or CSV file."""
+def _rows(path: Path, lines: bool = False):
+    """Yield (line_number, dict) from a JSONL or CSV file (lines: JSON lines whatever the suffix)."""
     if not path.is_file():
         raise DataError(path, None, "data file not found")
-    if path.suffix.lower() == ".csv":
+    if path.suffix.lower() == ".csv" and not lines:
         try:
             with path.open(newline="", encoding="utf-8") as f:
                 reader = csv.DictReader(f)
-                for row in reader:
-                    yield reader.line_num, row
+                for row in reader:  # a short row's missing cells (None) are missing fields, not values
+                    yield reader.line_num, {k: v for k, v in row.items() if v is not None}
         except UnicodeDecodeError as e:
             raise DataError(path, None, f"not UTF-8 text ({e.reason} at byte {e.start})") from None
         except csv.Error as e:
@@ -60,57 +71,77 @@ def _rows(path: Path):
             yield number, obj
 
 
-def _string_field(path, number, obj, name, allowed):
-    if name not in obj:
-        raise DataError(path, number, f"missing field '{name}' (expected {allowed})")
-    value = obj[name]
-    if not isinstance(value, str):
-        raise DataError(path, number, f"field '{name}' must be a string, got {type(value).__name__}")
-    return value
+def _json_rows(path: Path):
+    """A .json file: a JSON array of objects (row index), or JSON lines (line numbers) as `datasets` also reads it."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(path, None, f"not UTF-8 text ({e.reason} at byte {e.start})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        if e.msg == "Extra data" and text.lstrip().startswith("{"):  # one object per line
+            for number, obj in _rows(path, lines=True):
+                yield Where(str(path), line=number), obj
+            return
+        raise DataError(path, e.lineno, f"not valid JSON ({e.msg} at column {e.colno})") from None
+    if isinstance(data, dict):
+        data = [data]
+    if not isinstance(data, list):
+        raise DataError(path, None, f"expected a JSON array of objects, got {type(data).__name__}")
+    for index, obj in enumerate(data):
+        where = Where(str(path), row=index)
+        if not isinstance(obj, dict):
+            raise where.error(f"expected a JSON object, got {type(obj).__name__}")
+        yield where, obj
 
 
-def _chat_record(path, number, obj) -> Record:
-    messages = obj["messages"]
-    if not isinstance(messages, list) or not messages:
-        raise DataError(path, number, "field 'messages' must be a non-empty list of {role, content} objects")
-    for i, m in enumerate(messages):
-        if not isinstance(m, dict) or "role" not in m or "content" not in m:
-            raise DataError(path, number, f"messages[{i}] must be an object with 'role' and 'content'")
-        if m["role"] not in ROLES:
-            raise DataError(path, number, f"messages[{i}].role is {m['role']!r}; allowed: {', '.join(ROLES)}")
-        if not isinstance(m["content"], str):
-            raise DataError(path, number, f"messages[{i}].content must be a string")
-    if messages[-1]["role"] != "assistant":
-        raise DataError(path, number, "the last message must be the assistant's (it is what the model learns)")
-    return Record(line=number, messages=[{"role": m["role"], "content": m["content"]} for m in messages])
+def sources_rows(source: str, split: str, subset: str | None):
+    """Yield (Where, row dict) from any supported source (see the module docstring)."""
+    path = Path(source)
+    suffix = path.suffix.lower()
+    if path.is_dir() or (suffix == ".parquet" and path.is_file()):
+        from finetune import hfdata  # imports `datasets` (seconds): only for the sources that need it
+
+        yield from hfdata.rows(path, split)
+    elif path.is_file() and suffix == ".json":
+        yield from _json_rows(path)
+    elif path.is_file() or suffix in FILE_SUFFIXES or not HUB_ID.fullmatch(source):
+        for number, obj in _rows(path):
+            yield Where(str(path), line=number), obj
+    else:
+        from finetune import hfdata
+
+        yield from hfdata.hub_rows(source, split, subset)
 
 
-def read_records(path: str | Path, task: str, text_field: str = "text", label_field: str = "label") -> list[Record]:
-    path = Path(path)
-    records = []
-    for number, obj in _rows(path):
-        if task == "classification":
-            allowed = f"fields '{text_field}' and '{label_field}'"
-            text = _string_field(path, number, obj, text_field, allowed)
-            if label_field not in obj or obj[label_field] in (None, ""):
-                raise DataError(path, number, f"missing field '{label_field}' (expected {allowed})")
-            records.append(Record(line=number, text=text, label=str(obj[label_field])))
-        elif "messages" in obj:
-            records.append(_chat_record(path, number, obj))
-        elif "prompt" in obj or "completion" in obj:
-            allowed = "'messages', or 'prompt' and 'completion'"
-            prompt = _string_field(path, number, obj, "prompt", allowed)
-            completion = _string_field(path, number, obj, "completion", allowed)
-            records.append(Record(line=number, prompt=prompt, completion=completion))
-        else:
-            raise DataError(path, number, "missing field 'messages' (or 'prompt' and 'completion')")
+def read_records(
+    path: str | Path,
+    task: str,
+    text_field: str = "text",
+    label_field: str = "label",
+    fmt: str = "auto",
+    columns: dict | None = None,
+    split: str = "train",
+    subset: str | None = None,
+) -> list[Record]:
+    layout = Layout(task, fmt, columns, text_field, label_field)
+    records = [Record(**layout.fields(obj, where)) for where, obj in sources_rows(str(path), split, subset)]
     if not records:
         raise DataError(path, None, "the dataset is empty (no examples)")
     return records
+
+
+def read_config_data(data, task: str, which: str = "train") -> list[Record]:
+    """The records of data.train_file (which="train") or data.eval_file ("eval") of a DataConfig."""
+    source = data.train_file if which == "train" else data.eval_file
+    split = data.split if which == "train" else data.eval_split
+    return read_records(source, task, data.text_field, data.label_field, data.format, data.columns, split, data.subset)
 
 
 def check_labels(records: list[Record], labels: list[str], path) -> None:
     allowed = set(labels)
     for r in records:
         if r.label not in allowed:
-            raise DataError(path, r.line, f"label {r.label!r} is not in the label set [{', '.join(labels)}]")
+            message = f"label {r.label!r} is not in the label set [{', '.join(labels)}]"
+            raise Where(str(path), r.line, r.row).error(message, "label" if r.row is not None else None)

@@ -46,8 +46,8 @@ def is_main() -> bool:
 def load_data(cfg: RunConfig):
     """Read and validate the data files; returns (train_records, eval_records, labels)."""
     d = cfg.data
-    train = datafiles.read_records(d.train_file, cfg.task, d.text_field, d.label_field)
-    evals = datafiles.read_records(d.eval_file, cfg.task, d.text_field, d.label_field) if d.eval_file else []
+    train = datafiles.read_config_data(d, cfg.task, "train")
+    evals = datafiles.read_config_data(d, cfg.task, "eval") if d.eval_file else []
     labels = None
     if cfg.task == "classification":
         labels = d.labels or sorted({r.label for r in train})
