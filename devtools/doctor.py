@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from devtools import containers, engines, images, remote
+from devtools import containers, engines, gpu_loss, images, remote
 from devtools.gpu import gpu_runtime as runtime_of
 
 REPO = Path(__file__).resolve().parents[1]
@@ -94,37 +94,32 @@ def gpu_in_image(c, probe, image: str, runtime_ok: bool, devices: str = "gpus") 
     return Check(name, "fail", (res.stderr or "no GPU listed").strip()[-200:], fix)
 
 
+def at_least(name: str, value: float, need: float, found: str, short: str, fix: str) -> Check:
+    """ok when value >= need, else `short` (fail or warn) with the fix."""
+    return Check(name, "ok", found) if value >= need else Check(name, short, found, fix)
+
+
 def disk(c, probe, variant: str) -> Check:
-    root = images.docker_info(c, ".DockerRootDir", probe).stdout.strip() or "/var/lib/docker"
-    path = Path(root)
+    name, root = "free disk (images, HF cache)", images.docker_info(c, ".DockerRootDir", probe).stdout.strip()
+    path = Path(root or "/var/lib/docker")
     while not path.exists() and path != path.parent:
         path = path.parent
     try:
         free = shutil.disk_usage(path).free / 1e9
     except OSError:
-        return Check("free disk (images, HF cache)", "skip", f"cannot read {root}")
-    need = MIN_DISK_GB[variant]
-    state = "ok" if free >= need else "fail"
-    return Check(
-        "free disk (images, HF cache)",
-        state,
-        f"{free:.0f} GB free under {root} (want >= {need} GB)",
-        "" if state == "ok" else "free space: `docker system prune`, `invoke clean --build-cache`",
-    )
+        return Check(name, "skip", f"cannot read {root}")
+    need, fix = MIN_DISK_GB[variant], "free space: `docker system prune`, `invoke clean --build-cache`"
+    return at_least(name, free, need, f"{free:.0f} GB free under {path} (want >= {need} GB)", "fail", fix)
 
 
 def shm() -> Check:
+    name = "/dev/shm (local runs)"
     try:
         size = shutil.disk_usage("/dev/shm").total / 1e9
     except OSError:
-        return Check("/dev/shm (local runs)", "warn", "no /dev/shm", "DataLoader workers need shared memory")
-    state = "ok" if size >= MIN_SHM_GB else "warn"
-    return Check(
-        "/dev/shm (local runs)",
-        state,
-        f"{size:.1f} GB (containers get --shm-size or --ipc=host anyway)",
-        "" if state == "ok" else "set training.num_workers: 0, or enlarge /dev/shm",
-    )
+        return Check(name, "warn", "no /dev/shm", "DataLoader workers need shared memory")
+    found = f"{size:.1f} GB (containers get --shm-size or --ipc=host anyway)"
+    return at_least(name, size, MIN_SHM_GB, found, "warn", "set training.num_workers: 0, or enlarge /dev/shm")
 
 
 def locks() -> Check:
@@ -168,6 +163,7 @@ def run_checks(c, probe, *, gpu: bool, host: str | None) -> list[Check]:
         runtime, devices = gpu_runtime(c, probe)
         image = containers.image_name(c, "cuda")
         checks += [runtime, gpu_in_image(c, probe, image, runtime.state == "ok" and engine_ok, devices)]
+        checks.append(gpu_loss.cgroup_device_check(c, probe))  # devices lost at a daemon-reload (exit 69 mid-run)
     else:
         checks.append(Check("GPU runtime (driver, container toolkit)", "skip", "--cpu: GPU checks skipped"))
     checks += [disk(c, probe, "cuda" if gpu else "cpu"), shm(), locks(), ssh_host(c, probe, host)]
