@@ -318,3 +318,29 @@ def bench(c, args=""):
 
 ns = Collection(build, train, shell, test, lab, tensorboard, doctor, clean, lock, env, bench)
 ns.add_collection(deploy.ns)
+
+
+@task(
+    help={
+        "port": "port to listen on (default 5000)",
+        "host": "address to bind (default 127.0.0.1: this machine only); the server has no login, so 0.0.0.0 shows "
+        "and accepts every run to anyone who can reach the port (use an SSH tunnel instead)",
+        "root": "folder for the SQLite database (mlflow.db) and the artifacts (default: <runs_dir>/mlflow)",
+        "workers": "server worker processes (default 1: enough for a workstation's runs)",
+    }
+)
+def mlflow(c, port=5000, host="127.0.0.1", root=None, workers=1):
+    """An MLflow tracking server (the dev layer's mlflow): runs log to it with MLFLOW_TRACKING_URI=<the URL printed>
+    and `tracking: [mlflow]` in the config (finetune.tracking); Ctrl-C stops it."""
+    store = Path(root or Path(c.finetune.runs_dir) / "mlflow").resolve()
+    if not c.config.run.dry:
+        store.mkdir(parents=True, exist_ok=True)
+    url = f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}"
+    print(f"MLflow tracking server: {url}  (export MLFLOW_TRACKING_URI={url})", flush=True)
+    cmd = [_venv_bin(c, "mlflow"), "server", "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}"]
+    cmd += ["--artifacts-destination", str(store / "artifacts"), "--host", host, "--port", str(port)]
+    cmd += ["--workers", str(workers)]
+    c.run(shlex.join(cmd), pty=False)
+
+
+ns.add_task(mlflow)

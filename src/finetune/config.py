@@ -110,6 +110,8 @@ class RunConfig:
     lora: LoraConfig = field(default_factory=LoraConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    # experiment trackers (finetune.tracking): each gets the config, metrics, summary, artifacts and provenance tags
+    tracking: list[Literal["tensorboard", "mlflow", "wandb"]] = field(default_factory=lambda: ["tensorboard"])
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -319,6 +321,8 @@ def _check_values(cfg: RunConfig) -> None:
         fail("lora.quantization", "quantizes the frozen base of a LoRA run: set lora.enabled: true too")
     if cfg.training.fsdp and cfg.lora.quantization:
         fail("training.fsdp", "cannot shard a quantized (QLoRA) base; use lora.quantization: null or fsdp: false")
+    if len(set(cfg.tracking)) != len(cfg.tracking):
+        fail("tracking", f"got {cfg.tracking}; name each tracker once")
     metric = cfg.eval.metric
     if (cfg.task, metric) in {("causal_lm", "accuracy"), ("classification", "exact_match")}:
         fail("eval.metric", f"{metric} does not apply to task {cfg.task}")

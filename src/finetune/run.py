@@ -13,15 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch.utils.tensorboard import SummaryWriter
 from transformers import TrainingArguments, set_seed
-from transformers.integrations import TensorBoardCallback
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_callback import ProgressCallback, TrainerState
 from transformers.trainer_utils import TrainOutput
 from transformers.utils import logging as transformers_logging
 
-from finetune import checkpoints, datafiles, features
+from finetune import checkpoints, datafiles, features, tracking
 from finetune.checkpoints import storage_errors
 from finetune.config import RunConfig, config_error
 from finetune.errors import DataError
@@ -172,10 +170,9 @@ def collator(cfg: RunConfig, settings: Settings, tokenizer) -> features.Collator
     )
 
 
-def build_trainer(cfg: RunConfig, settings: Settings, run_dir: Path, model, tokenizer, train_ex, eval_ex):
+def build_trainer(cfg: RunConfig, settings: Settings, run_dir: Path, model, tokenizer, train_ex, eval_ex, trackers):
     args = training_arguments(cfg, settings, run_dir, bool(eval_ex))
     stopper = GracefulStop()
-    tensorboard = TensorBoardCallback(SummaryWriter(str(run_dir / "tensorboard")) if is_main() else None)
     trainer = FinetuneTrainer(
         model=model,
         args=args,
@@ -184,7 +181,7 @@ def build_trainer(cfg: RunConfig, settings: Settings, run_dir: Path, model, toke
         eval_dataset=features.ListDataset(eval_ex) if eval_ex else None,
         data_collator=collator(cfg, settings, tokenizer),
         compute_metrics=classification_accuracy if cfg.task == "classification" else None,
-        callbacks=[stopper, MetricsLog(run_dir / "metrics.jsonl"), tensorboard],
+        callbacks=[stopper, MetricsLog(run_dir / "metrics.jsonl"), *tracking.callbacks(trackers)],
     )
     trainer.remove_callback(ProgressCallback)
     for cb in [cb for cb in trainer.callback_handler.callbacks if type(cb).__name__ == "NotebookProgressCallback"]:
@@ -226,6 +223,7 @@ def train(
     started = time.time()
     transformers_logging.disable_progress_bar()  # loading/saving weights bars; the training bar stays
     settings = resolve(cfg, world_size())  # every "auto" decided and every lever checked before any work
+    tracking.check(cfg.tracking, lambda message: config_error(cfg, "tracking", message))
     with open_run_dir(cfg, run_dir, resume, allow_config_change, is_main()) as checkpoint:  # locked while we write
         return _train(cfg, settings, run_dir, checkpoint, resume, argv or sys.argv, started)
 
@@ -236,7 +234,10 @@ def _train(cfg: RunConfig, settings: Settings, run_dir: Path, checkpoint, resume
     set_seed(cfg.seed)  # model init does not depend on how much randomness data prep used
     model = build_model(cfg, settings, data.tokenizer, data.labels)
     model.config.use_cache = False  # training; also lets packed rows get their block-diagonal mask
-    trainer, stopper = build_trainer(cfg, settings, run_dir, model, data.tokenizer, data.train_ex, data.eval_ex)
+    trackers = tracking.make_trackers(cfg, run_dir, is_main())  # tensorboard, mlflow, wandb: config `tracking`
+    trainer, stopper = build_trainer(
+        cfg, settings, run_dir, model, data.tokenizer, data.train_ex, data.eval_ex, trackers
+    )
     initial_acc = start_run(cfg, settings, run_dir, checkpoint, argv, data, model)
     result, tokens = run_training(trainer, stopper, checkpoint)
     summary = {
@@ -260,6 +261,7 @@ def _train(cfg: RunConfig, settings: Settings, run_dir: Path, checkpoint, resume
             trainer.save_model(str(run_dir / "model"))  # final model (or LoRA adapter) + tokenizer
     summary["wall_seconds"] = time.time() - started
     report(cfg, run_dir, summary)
+    tracking.finish(trackers, summary)  # after report: loss.png and summary.json exist to upload
     finish_processes(trainer)
     return summary, exit_code
 
