@@ -89,9 +89,27 @@ def cmd_train(args) -> int:
     cfg = load_config(args.config, args.overrides)  # before importing torch: config errors answer at once
     from finetune.run import train
 
+    if note := no_gpu_note():
+        print(note, flush=True)
     run_dir = Path(args.output_dir) if args.output_dir else default_run_dir(cfg.name, args.resume)
     _, code = train(cfg, run_dir, resume=args.resume, argv=sys.argv, allow_config_change=args.allow_config_change)
     return code
+
+
+def no_gpu_note() -> str | None:
+    """One line when a CUDA build (the cuda image, or torch built for CUDA) sees no GPU: the run goes on, on the CPU,
+    and without the line that is easy to miss (a container started without --gpus looks like a slow GPU run)."""
+    import torch
+
+    labels = json.loads(os.environ.get("FINETUNE_IMAGE_LABELS") or "null") or {}
+    cuda_build = labels.get("org.finetune.variant") == "cuda" or torch.version.cuda
+    if not cuda_build or torch.cuda.is_available() or os.environ.get("RANK", "0") != "0":
+        return None
+    where = "the cuda image" if labels.get("org.finetune.variant") == "cuda" else "torch"
+    return (
+        f"[finetune] no GPU is visible: {where} (CUDA {torch.version.cuda or '?'}) runs on the CPU; on a GPU host "
+        "start it with a GPU (invoke train --gpu, or docker run --gpus all)"
+    )
 
 
 def default_run_dir(name: str, resume: bool, root: Path = Path("runs")) -> Path:
