@@ -196,3 +196,14 @@ def test_pretrained_minilm_beats_random_init_on_held_out_words(tmp_path, minilm_
     assert pre["eval_accuracy"] >= rnd["eval_accuracy"] + 0.2, (pre["eval_accuracy"], rnd["eval_accuracy"])
     rescored = json.loads(run_cli("eval", tmp_path / "pretrained").stdout)  # the saved model, scored again
     assert rescored["metric"] == "accuracy" and rescored["eval_accuracy"] == pytest.approx(pre["eval_accuracy"])
+
+
+def test_classification_without_an_eval_file_trains_and_says_there_is_no_eval(tmp_path, minilm_dir):
+    """Found by reading (issue 16's helper): an empty eval list reached the tokenizer and crashed with IndexError."""
+    cfg = REPO / "configs" / "classification.yaml"
+    out = tmp_path / "no-eval"
+    sets = [f"model.name_or_path={minilm_dir}", "data.eval_file=null", "training.epochs=1"]
+    proc = run_cli("train", cfg, "--output-dir", out, *(a for s in sets for a in ("--set", s)))
+    summary = read_json(out / "summary.json")
+    assert summary["status"] == "completed" and summary["eval_loss"] is None, summary
+    assert "Traceback" not in proc.stdout + proc.stderr

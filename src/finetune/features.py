@@ -66,6 +66,8 @@ def tokenize_causal(tokenizer, records: list[Record], max_length: int) -> tuple[
 
 
 def tokenize_classification(tokenizer, records: list[Record], labels: list[str], max_length: int) -> list[dict]:
+    if not records:  # no eval file: fast tokenizers fail on an empty batch
+        return []
     index = {name: i for i, name in enumerate(labels)}
     enc = tokenizer([r.text for r in records], truncation=True, max_length=max_length)
     return [{"input_ids": ids, "labels": index[r.label]} for ids, r in zip(enc["input_ids"], records)]
