@@ -15,6 +15,7 @@ PIP_FIND_LINKS); the host's CA bundle is mounted so pip and uv reach PyPI throug
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -47,20 +48,29 @@ def fresh_machine(engine: Engine, suite: str) -> str:
 
 
 def as_newcomer(engine: Engine, image: str, script: str, timeout: int) -> subprocess.CompletedProcess:
-    """bash -c SCRIPT as the non-root user in a fresh container of image, after cloning the committed repository."""
+    """bash -c SCRIPT as the non-root user in a fresh container of image, after cloning the committed repository.
+    The container is named so that a timeout removes it (a killed `docker run` client leaves it running) and still
+    shows how far it got."""
     if not WHEELS.is_dir():
         pytest.skip(f"needs the +cpu torch wheel folder {WHEELS} (the stand-in for PyTorch's CPU index)")
     # /src belongs to the host user, not the newcomer: git refuses to read it unless it is named safe (/src/.git too)
     clone = "git config --global --add safe.directory /src/.git && git clone --quiet /src finetune && cd finetune"
-    return engine(
-        "run", "--rm",
-        "--volume", f"{REPO}:/src:ro",
-        "--volume", f"{WHEELS}:{WHEELS}:ro", "--env", f"PIP_FIND_LINKS={WHEELS}",
-        "--volume", f"{CA_BUNDLE}:/etc/ssl/host-ca.crt:ro",
-        "--env", "SSL_CERT_FILE=/etc/ssl/host-ca.crt", "--env", "PIP_CERT=/etc/ssl/host-ca.crt",
-        image, "bash", "-c", f"{clone} && {script}",
-        check=False, timeout=timeout,
-    )  # fmt: skip
+    name = f"finetune-newcomer-{os.getpid()}-{image.split(':')[-1]}"
+    try:
+        return engine(
+            "run", "--rm", "--name", name,
+            "--volume", f"{REPO}:/src:ro",
+            "--volume", f"{WHEELS}:{WHEELS}:ro", "--env", f"PIP_FIND_LINKS={WHEELS}",
+            "--volume", f"{CA_BUNDLE}:/etc/ssl/host-ca.crt:ro",
+            "--env", "SSL_CERT_FILE=/etc/ssl/host-ca.crt", "--env", "PIP_CERT=/etc/ssl/host-ca.crt",
+            image, "bash", "-c", f"{clone} && {script}",
+            check=False, timeout=timeout,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        logs = engine("logs", "--tail", "80", name, check=False)
+        pytest.fail(f"{image}: no result after {timeout} s; its last output:\n{(logs.stdout + logs.stderr)[-5000:]}")
+    finally:
+        engine("rm", "--force", name, check=False)
 
 
 @pytest.mark.newcomer
