@@ -69,7 +69,7 @@ test-fast: venv ## run the tests that take seconds (skips the slow training test
 lint: venv ## ruff, hadolint (Dockerfiles), actionlint (workflows), notebooks committed without outputs
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/hadolint docker/Dockerfile tests/container/standin/Dockerfile tests/container/newcomer/Dockerfile
+	$(VENV)/bin/hadolint docker/Dockerfile tests/container/standin/Dockerfile tests/container/standin/cuda-base.Dockerfile tests/container/newcomer/Dockerfile
 	$(VENV)/bin/actionlint
 	$(VENV)/bin/python scripts/check_notebooks.py
 

@@ -17,6 +17,7 @@ through `invoke build`, exactly as a user builds them.
 from __future__ import annotations
 
 from .helpers_builds import dev_image, runtime_image
+from .helpers_cuda import cuda_config, cuda_dev_image, cuda_runtime_image
 from .helpers_engine import FIGURES, REPO, SKIPPED_BECAUSE, Engine, engine, free_port
 from .helpers_standins import standins
 from .helpers_workspace import Workspace, workspace
@@ -25,6 +26,7 @@ from .helpers_workspace import Workspace, workspace
 # them here is what makes pytest offer them to the tests. The tests import FIGURES, REPO and free_port from here.
 __all__ = ["FIGURES", "REPO", "Engine", "Workspace", "free_port"]
 __all__ += ["dev_image", "engine", "runtime_image", "standins", "workspace"]
+__all__ += ["cuda_config", "cuda_dev_image", "cuda_runtime_image"]
 
 
 def pytest_terminal_summary(terminalreporter):
