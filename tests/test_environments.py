@@ -271,9 +271,9 @@ def test_every_copy_of_a_fact_agrees_with_its_one_source(fact):
     [
         (
             "README.md",
-            "CPython 3.11 and",
-            "CPython 3.12 and",
-            "README.md:6: 3.12, but environments/cpu/environment.yml",
+            "uv downloads CPython 3.11, then",
+            "uv downloads CPython 3.12, then",
+            "3.12, but environments/cpu/environment.yml",
         ),
         ("docker/Dockerfile", "ARG TORCH_FIND_LINKS=https://", "ARG TORCH_FIND_LINKS=http://", "docker/Dockerfile:"),
         (

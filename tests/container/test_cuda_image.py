@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from .conftest import FIGURES, REPO
+from .helpers_builds import within_budget
 
 INVOKE_YAML = yaml.safe_load((REPO / "invoke.yaml").read_text())
 SITE = "/opt/env/lib/python3.11/site-packages"
@@ -110,19 +111,12 @@ def test_finetune_train_runs_on_cpu_in_the_cuda_image_and_says_no_gpu_is_visible
     FIGURES["cuda image: default run on CPU, eval accuracy"] = summary["eval_accuracy"]
 
 
-def _within_budget(figures: dict, key: str) -> None:
-    budget = INVOKE_YAML["image"]["size_budget_mb"][key]
-    measured = round(figures["size"] / 1e6)
-    FIGURES[f"{key}: size / budget MB"] = f"{measured} / {budget}"
-    assert measured <= budget, f"{figures['image']} is {measured} MB, over its budget of {budget} MB (invoke.yaml)"
-
-
 def test_cuda_runtime_image_is_within_its_size_budget(cuda_runtime_image):
-    _within_budget(cuda_runtime_image, "cuda")
+    within_budget(cuda_runtime_image, "cuda")
 
 
 def test_cuda_dev_image_is_within_its_size_budget(cuda_dev_image):
-    _within_budget(cuda_dev_image, "cuda-dev")
+    within_budget(cuda_dev_image, "cuda-dev")
 
 
 # pytorch/pytorch:2.13.0-cuda13.0-cudnn9-runtime, the official runtime image of the same torch and CUDA: 3.0 GB

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from .conftest import FIGURES, REPO
+from .helpers_builds import within_budget
 
 INVOKE_YAML = yaml.safe_load((REPO / "invoke.yaml").read_text())
 
@@ -147,3 +148,27 @@ def test_a_base_that_already_has_the_build_uid_gets_our_user_instead(workspace, 
         "run", "--rm", "finetune:lookalike-test", "bash", "-c", "id -un; id -u; id -g"
     ).stdout.split()
     assert out == ["finetune", str(uid), str(gid)]
+
+
+# --- size budgets (invoke.yaml image.size_budget_mb: the measured size plus at most 5%) -----------------------------
+
+
+def test_cpu_runtime_image_is_within_its_size_budget(runtime_image):
+    within_budget(runtime_image, "cpu")
+
+
+def test_cpu_dev_image_is_within_its_size_budget(dev_image):
+    within_budget(dev_image, "cpu-dev")
+
+
+CPU_RUNTIME_AIM_MB = 1000  # issue 15 and the project's standard: the CPU runtime image at most 1.0 GB
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="not met: datasets (pyarrow 157 MB, pandas 44 MB) and mlflow-skinny (49 MB), which issue 16 put in the "
+    "runtime for parquet/arrow/hub data and MLflow, took it from 1,098 MB to 1,369 MB; torch alone is most of the "
+    "rest. Strict: when the aim is met this fails, so the budget above can come down to it",
+)
+def test_cpu_runtime_image_meets_the_one_gigabyte_aim(runtime_image):
+    assert round(runtime_image["size"] / 1e6) <= CPU_RUNTIME_AIM_MB
