@@ -109,6 +109,10 @@ def build_command(
     }
     for key, value in args.items():
         cmd += ["--build-arg", f"{key}={value}"]
+    if podman:  # seen with podman 4.3.1: a cached build kept the LABEL steps of an earlier GIT_REVISION/LOCK_DIGEST;
+        # --label is applied when the image is committed, never from the cache
+        labels = {"org.opencontainers.image.revision": revision, "org.finetune.lock-digest": args["LOCK_DIGEST"]}
+        cmd += [a for key, value in labels.items() for a in ("--label", f"{key}={value}")]
     if ca_bundle:  # a build secret: mounted for the RUNs that download, never stored in a layer
         cmd += ["--secret", f"id=ca-bundle,src={ca_bundle}"]
     if no_cache:
