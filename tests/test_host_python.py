@@ -12,12 +12,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_environments import locked_python
 
 from conftest import REPO
 
 HOSTPYTHON = REPO / "environments" / "hostpython.py"
 LOCKS = [REPO / "environments" / "cpu" / "pip.linux-64.lock", REPO / "environments" / "dev" / "pip.linux-64.lock"]
-WANT = "{}.{}".format(*sys.version_info[:2])  # the test suite runs in .venv, made from the locks: their X.Y
+WANT = locked_python()  # the X.Y the locks are made for (the python fact's source)
 PYENV = Path.home() / ".pyenv" / "versions"
 FAKE_UV = """#!/bin/sh
 # FAKE uv (tests/test_host_python.py): `uv python find|install X.Y` as the test scripts it; logs each call

@@ -18,10 +18,10 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from test_environments import locked_python
 
 from .conftest import FIGURES, REPO, Engine
 from .helpers_engine import ENGINE_SH
@@ -30,7 +30,7 @@ pytestmark = [pytest.mark.container, pytest.mark.slow]
 HERE = Path(__file__).resolve().parent
 WHEELS = Path("/opt/wheels")  # stand-in for https://download.pytorch.org/whl/cpu (the +cpu torch wheel)
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"  # stand-in: this machine's CA bundle (its TLS proxy)
-WANT = "{}.{}".format(*sys.version_info[:2])  # the tests run in .venv, made from the locks: their CPython
+WANT = locked_python()  # the X.Y the locks are made for (the python fact's source)
 
 
 def readme_commands() -> list[str]:
