@@ -79,6 +79,15 @@ class Workspace:
         }
 
 
+def printed_run_dir(output: str, root: Path) -> Path:
+    """The run directory a run's closing report names (`run dir       runs/NAME`), as a path under root. A run never
+    writes over a finished one (runs/default is taken: runs/default-2), so a test reads the one the run chose."""
+    named = [line.split(None, 2)[2].strip() for line in output.splitlines() if line.startswith("run dir ")]
+    assert named, f"no `run dir` line in the run's output:\n{output[-2000:]}"
+    path = Path(named[-1])
+    return root / path.parent.name / path.name  # the report's path is inside the container (/workspace/runs/NAME)
+
+
 def _host_user() -> tuple[str | None, int, int]:
     if os.getuid() != 0:
         return None, os.getuid(), os.getgid()

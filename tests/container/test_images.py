@@ -15,6 +15,7 @@ import yaml
 
 from .conftest import FIGURES, REPO
 from .helpers_builds import within_budget
+from .helpers_workspace import printed_run_dir
 
 INVOKE_YAML = yaml.safe_load((REPO / "invoke.yaml").read_text())
 
@@ -49,7 +50,7 @@ def test_invoke_train_docker_runs_the_default_fine_tune_with_host_owned_outputs(
     proc = workspace.invoke("train", "--docker")
     FIGURES["default run in the cpu container, wall s"] = round(time.monotonic() - t0, 1)
     assert "runtime: docker (--docker/--gpu)" in proc.stdout
-    run = workspace.root / "runs" / "default"
+    run = printed_run_dir(proc.stdout, workspace.root)
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["eval_accuracy"] >= 0.9, summary
     # Everything the container wrote on the bind mount belongs to the host user, not root or another uid.
