@@ -14,6 +14,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -199,6 +200,17 @@ def test_workflow_grants_package_write_only_to_jobs_that_run_on_release_tags():
 def test_workflow_passes_actionlint():
     proc = subprocess.run([str(REPO / ".venv" / "bin" / "actionlint"), str(WORKFLOW)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_workflow_runs_every_marker_that_ci_runs_as_its_own_step():
+    """The markers plain `make test` deselects (pyproject addopts) and .ci/run runs as steps of their own each have a
+    leg in the GitHub workflow's test job, so the real network runs them too."""
+    ci = {m for m in re.findall(r'make test ARGS="-q -m (\w+)"', (REPO / ".ci" / "run").read_text())}
+    addopts = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]["addopts"]
+    assert ci and ci == set(re.findall(r"not (\w+)", " ".join(addopts) if isinstance(addopts, list) else addopts))
+    legs = yaml.safe_load(WORKFLOW.read_text())["jobs"]["test"]["strategy"]["matrix"]["include"]
+    assert {m for leg in legs for m in re.findall(r"-m (\w+)", leg["args"])} == ci
+    assert any(leg["args"] == "-q" for leg in legs)  # and the suite itself
 
 
 def test_workflow_lock_digest_step_runs_without_the_package_installed(tmp_path):
