@@ -218,12 +218,11 @@ def dev_container_args(cfg, gpu: bool) -> list[str]:
 
 def _cache_secrets_devices(cfg, env_names: list[str], gpus: str | None) -> list[str]:
     """The HF cache volume, secrets by name, and the GPUs or a sized /dev/shm: common to every container."""
-    # The engine facts tasks resolved for this host (images.resolve_engine); deploy's remote hosts have none here.
-    docker = getattr(cfg, "docker", None)
-    args = ["--volume", f"{cfg.image.hf_cache_volume}:{HF_CACHE}", *USER_FLAGS.get(getattr(docker, "run_as", ""), [])]
+    # cfg.docker: the engine facts resolved for the engine that runs it (images.resolve_engine, images.gpu_check on
+    # this host; deploy gives its remote host's)
+    args = ["--volume", f"{cfg.image.hf_cache_volume}:{HF_CACHE}", *USER_FLAGS.get(cfg.docker.run_as, [])]
     args += [a for var in env_names for a in ("--env", var)]
-    devices = getattr(docker, "gpu_devices", "gpus")
-    return args + (gpu_flags(gpus, devices) if gpus else ["--shm-size", cfg.image.shm_size])
+    return args + (gpu_flags(gpus, cfg.docker.gpu_devices) if gpus else ["--shm-size", cfg.image.shm_size])
 
 
 def launcher(nproc: int, nodes: Nodes | None = None) -> list[str]:

@@ -141,8 +141,11 @@ def _docker_run(c, d: str, name: str, image: str, facts: tuple, secrets: list[st
     """`docker run --detach` of the run's container, as remote shell text (cwd: deploys/<name>), command excluded."""
     run = ["docker", "run", "--detach", "--name", _container(name), "--restart", _restarts(c)]
     run += ["--stop-timeout", str(STOP_TIMEOUT), "--label", f"org.finetune.deploy={name}"]
-    # container_args reads the runs/ name and the image settings; on the host the layout is fixed (RUNS above)
-    cfg = SimpleNamespace(finetune=SimpleNamespace(runs_dir=RUNS), image=c.image)
+    # container_args reads the runs/ name, the image settings and the engine facts. On the host the layout is fixed
+    # (RUNS above); the user is the login's (--user below, so no image/root mapping), and its GPUs come through the
+    # NVIDIA container toolkit's --gpus, as the README's deploy section asks of a GPU host.
+    engine = SimpleNamespace(run_as="image", gpu_devices="gpus")
+    cfg = SimpleNamespace(finetune=SimpleNamespace(runs_dir=RUNS), image=c.image, docker=engine)
     run += containers.container_args(cfg, "$PWD", image, *facts, secrets, "all" if gpu else None)
     if SHARED_RUNS not in run:  # container_args changed how it mounts runs/: this must change with it
         raise RuntimeError(f"containers.container_args gave no {SHARED_RUNS!r} mount")
