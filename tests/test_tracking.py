@@ -188,6 +188,17 @@ def test_tracking_is_validated():
         load_config(DEFAULT_CONFIG, ["tracking=[mlflow, mlflow]"])
 
 
+def test_trackers_are_checked_against_this_machine_with_the_levers(monkeypatch):
+    """resolve() checks each tracker (its package, where it logs) with every lever, before any run directory exists."""
+    from finetune.resolve import resolve
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    with pytest.raises(ConfigError, match=r"--set tracking: mlflow logs to the server MLFLOW_TRACKING_URI names"):
+        resolve(load_config(DEFAULT_CONFIG, ["tracking=[mlflow]"]), cuda=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert resolve(load_config(DEFAULT_CONFIG, ["tracking=[mlflow]"]), cuda=False).device == "cpu"
+
+
 def test_mlflow_without_a_server_is_one_line_exit_2(tmp_path):
     env = cli_env()
     env.pop("MLFLOW_TRACKING_URI", None)

@@ -1,5 +1,6 @@
 """Derived settings, resolved once next to validation: what each `auto` means on this machine, and whether each
-speed or memory lever can work here (device, installed package, compiler).
+speed or memory lever (device, installed package, compiler) and each tracker (its package, where it logs) can work
+here.
 
 config.py checks what a config says; this module checks it against the machine it runs on, with the same
 "file:line: key: message" errors, before any data is read or a model is built. The result is plain data that
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
+from finetune import tracking
 from finetune.config import RunConfig, config_error
 
 # Our optimizer names -> the Trainer's `optim` names
@@ -60,6 +62,7 @@ def resolve(cfg: RunConfig, world_size: int = 1, cuda: bool | None = None) -> Se
     cuda = torch.cuda.is_available() if cuda is None else cuda
     precision = _precision(cfg, cuda)
     _check_levers(cfg, cuda)
+    tracking.check(cfg.tracking, lambda message: config_error(cfg, "tracking", message))
     return Settings(
         device="cuda" if cuda else "cpu",
         precision=precision,

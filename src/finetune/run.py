@@ -222,8 +222,7 @@ def train(
     """Train; returns (summary, exit_code). Exit code 0, or 128+signal when stopped by SIGTERM/SIGINT."""
     started = time.time()
     transformers_logging.disable_progress_bar()  # loading/saving weights bars; the training bar stays
-    settings = resolve(cfg, world_size())  # every "auto" decided and every lever checked before any work
-    tracking.check(cfg.tracking, lambda message: config_error(cfg, "tracking", message))
+    settings = resolve(cfg, world_size())  # every "auto" decided, every lever and tracker checked before any work
     with open_run_dir(cfg, run_dir, resume, allow_config_change, is_main()) as checkpoint:  # locked while we write
         return _train(cfg, settings, run_dir, checkpoint, resume, argv or sys.argv, started)
 
