@@ -1,24 +1,22 @@
 """Run configuration as plain dataclasses, loaded from YAML with every key validated.
 
 A bad key, type or value raises ConfigError naming the file, the line, the dotted key and what is allowed, e.g.
-``configs/x.yaml:12: training.lr: unknown key (allowed: batch_size, epochs, ...)``.
+``configs/x.yaml:12: training.lr: unknown key (allowed: batch_size, epochs, ...)``. This module holds the schema (the
+dataclasses), the keys that moved and the cross-field rules; typedyaml.py reads YAML into it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
-
-import yaml
+from typing import Literal
 
 from finetune.errors import ConfigError
 from finetune.formats import check_columns
 from finetune.names import name_problem
+from finetune.typedyaml import apply_overrides, build, parse_yaml, where
 
 
 @dataclass
@@ -117,104 +115,6 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
-# --- YAML with line numbers -------------------------------------------------------------------------------------
-
-
-def _node_to_python(node: yaml.Node, lines: dict[tuple, int], path: tuple = ()) -> Any:
-    """Turn a composed YAML node into plain Python, recording the line of each key path."""
-    lines.setdefault(path, node.start_mark.line + 1)  # a key's own line wins over its value's first line
-    if isinstance(node, yaml.MappingNode):
-        out = {}
-        for key_node, value_node in node.value:
-            key = key_node.value
-            lines[path + (key,)] = key_node.start_mark.line + 1
-            out[key] = _node_to_python(value_node, lines, path + (key,))
-        return out
-    if isinstance(node, yaml.SequenceNode):
-        return [_node_to_python(v, lines, path + (i,)) for i, v in enumerate(node.value)]
-    return yaml.constructor.SafeConstructor().construct_object(node, deep=True)  # a scalar, by YAML's own rules
-
-
-def parse_yaml(text: str, source: str) -> tuple[dict, dict[tuple, int]]:
-    lines: dict[tuple, int] = {}
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = _node_to_python(node, lines) if node is not None else {}
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark else ""
-        raise ConfigError(f"{source}{line}: not valid YAML ({getattr(e, 'problem', e)})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}:1: the config must be a mapping of keys to values")
-    return data, lines
-
-
-# --- validation ---------------------------------------------------------------------------------------------------
-
-
-def _describe(tp) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_describe(a) for a in typing.get_args(tp))
-    if origin is list:
-        return f"a list of {_describe(typing.get_args(tp)[0])}"
-    if tp is type(None):
-        return "null"
-    return {bool: "true/false", int: "an integer", float: "a number", str: "a string", dict: "a mapping"}.get(
-        tp, getattr(tp, "__name__", str(tp))
-    )
-
-
-def _coerce(value, tp, where: str):
-    """Return value converted to tp, or raise ConfigError saying what is allowed."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        for arg in typing.get_args(tp):
-            try:
-                return _coerce(value, arg, where)
-            except ConfigError:
-                continue
-    elif origin is Literal:
-        if value in typing.get_args(tp):
-            return value
-    elif origin is list:
-        if isinstance(value, list):
-            return [_coerce(v, typing.get_args(tp)[0], where) for v in value]
-    elif tp is type(None):
-        if value is None:
-            return None
-    elif tp is bool:
-        if isinstance(value, bool):
-            return value
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string; accept it as the number it means
-            try:
-                return float(value)
-            except ValueError:
-                pass
-    elif tp is str:
-        if isinstance(value, str):
-            return value
-    elif tp is dict and isinstance(value, dict):
-        return value
-    raise ConfigError(f"{where}: got {value!r}; allowed: {_describe(tp)}")
-
-
-def _where(source: str, lines: dict, keypath: tuple) -> str:
-    dotted = ".".join(map(str, keypath))
-    if not lines:  # a dict (a run's manifest.json): no line numbers to give, and none made up
-        return f"{source}: {dotted}"
-    line = lines.get(keypath, lines.get(keypath[:1], 1))
-    return f"--set {dotted}" if line == 0 else f"{source}:{line}: {dotted}"
-
-
 # Keys that moved between sections: a config naming the old place is told the new one; manifests of older runs
 # (finetune eval/generate/reproduce) are read with the key in its new place (upgrade_manifest_config).
 MOVED = {("model", "gradient_checkpointing"): ("training", "gradient_checkpointing")}
@@ -226,28 +126,6 @@ def upgrade_manifest_config(config: dict) -> dict:
         if key in config.get(old_section, {}):
             config.setdefault(new_section, {})[new_key] = config[old_section].pop(key)
     return config
-
-
-def _build(cls, data: dict, lines: dict, source: str, path: tuple = ()):
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    kwargs = {}
-    for key, value in data.items():
-        where = _where(source, lines, path + (key,))
-        if path + (key,) in MOVED:
-            raise ConfigError(f"{where}: moved to {'.'.join(MOVED[path + (key,)])}")
-        if key not in names:
-            raise ConfigError(f"{where}: unknown key (allowed: {', '.join(names)})")
-        tp = hints[key]
-        if dataclasses.is_dataclass(tp):
-            if not isinstance(value, dict):
-                raise ConfigError(
-                    f"{where}: must be a mapping with keys {', '.join(f.name for f in dataclasses.fields(tp))}"
-                )
-            kwargs[key] = _build(tp, value, lines, source, path + (key,))
-        else:
-            kwargs[key] = _coerce(value, tp, where)
-    return cls(**kwargs)
 
 
 def _check_values(cfg: RunConfig) -> None:
@@ -328,30 +206,9 @@ def _check_values(cfg: RunConfig) -> None:
         fail("eval.metric", f"{metric} does not apply to task {cfg.task}")
 
 
-def _apply_overrides(data: dict, lines: dict, overrides: list[str]) -> None:
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"--set {item}: expected key=value, for example --set training.epochs=2")
-        dotted, raw = item.split("=", 1)
-        keys = dotted.strip().split(".")
-        node = data
-        for k in keys[:-1]:
-            node = node.setdefault(k, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"--set {dotted}: {k} is not a section")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError:
-            value = raw
-        node[keys[-1]] = value
-        for i in range(1, len(keys)):  # line 0 marks "from the command line"; new sections come from it too
-            lines.setdefault(tuple(keys[:i]), 0)
-        lines[tuple(keys)] = 0
-
-
 def from_dict(data: dict, source: str = "<config>", lines: dict | None = None) -> RunConfig:
     lines = lines or {}
-    cfg = _build(RunConfig, data, lines, source)
+    cfg = build(RunConfig, data, lines, source, MOVED)
     cfg._origin = (source, lines)  # not a field: to_dict() and the manifest stay plain data
     _check_values(cfg)
     return cfg
@@ -360,7 +217,7 @@ def from_dict(data: dict, source: str = "<config>", lines: dict | None = None) -
 def config_error(cfg: RunConfig, dotted: str, message: str) -> ConfigError:
     """A ConfigError located like the validation's own ("file:line: key: message"), for checks made after loading."""
     source, lines = getattr(cfg, "_origin", ("<config>", {}))
-    return ConfigError(f"{_where(source, lines, tuple(dotted.split('.')))}: {message}")
+    return ConfigError(f"{where(source, lines, tuple(dotted.split('.')))}: {message}")
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
@@ -372,5 +229,5 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
     except UnicodeDecodeError as e:
         raise ConfigError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     data, lines = parse_yaml(text, str(path))
-    _apply_overrides(data, lines, overrides or [])
+    apply_overrides(data, lines, overrides or [])
     return from_dict(data, str(path), lines)
