@@ -173,15 +173,15 @@ def token_budget(cfg) -> dict:
     """Real tokens per optimizer step in our pipeline, and the plain Trainer's examples per step that match it."""
     import plain_trainer
 
-    from finetune import run
+    from finetune import rundata
 
     if cfg.task != "causal_lm" or not cfg.model.config:
         raise SystemExit("this benchmark compares causal_lm runs whose model is built from model.config")
-    train, evals, labels = run.load_data(cfg)
+    train, evals, labels = rundata.load_data(cfg)
     if train[0].messages is None:
         raise SystemExit('the plain Trainer baseline expects chat data ({"messages": [...]})')
-    tokenizer = run.make_tokenizer(cfg, Path(tempfile.gettempdir()) / "bench-no-run-dir", False, train + evals)
-    rows, _, _ = run.make_datasets(cfg, tokenizer, train, evals, labels)
+    tokenizer = rundata.make_tokenizer(cfg, Path(tempfile.gettempdir()) / "bench-no-run-dir", False, train + evals)
+    rows, _, _ = rundata.make_datasets(cfg, tokenizer, train, evals, labels)
     row_tokens = sum(len(r["input_ids"]) for r in rows)
     rows_per_step = cfg.training.batch_size
     ours_per_step = rows_per_step * row_tokens / len(rows)

@@ -147,7 +147,7 @@ def _load_model(run_dir: Path, task: str):
 def cmd_eval(args) -> int:
     from finetune.evaluate import task_metric
     from finetune.resolve import resolve_metric
-    from finetune.run import load_data
+    from finetune.rundata import load_data
 
     run_dir = Path(args.run_dir)
     manifest, cfg = _load_run(run_dir)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -19,17 +18,16 @@ from transformers.trainer_callback import ProgressCallback, TrainerState
 from transformers.trainer_utils import TrainOutput
 from transformers.utils import logging as transformers_logging
 
-from finetune import checkpoints, datafiles, features, tracking
+from finetune import checkpoints, features, tracking
 from finetune.checkpoints import storage_errors
 from finetune.config import RunConfig, config_error
-from finetune.errors import DataError
 from finetune.evaluate import classification_accuracy, task_metric
 from finetune.manifest import build_manifest
 from finetune.modeling import build_model, count_parameters
 from finetune.report import human_summary, plot_loss, read_metrics, write_json
 from finetune.resolve import OPTIMIZERS, Settings, resolve
+from finetune.rundata import RunData, build_data
 from finetune.rundir import open_run_dir
-from finetune.tokenizer import build_char_tokenizer, load_tokenizer
 from finetune.trainer import FinetuneTrainer, GracefulStop, MetricsLog, QuietProgress
 
 
@@ -39,68 +37,6 @@ def world_size() -> int:
 
 def is_main() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
-
-
-def load_data(cfg: RunConfig):
-    """Read and validate the data files; returns (train_records, eval_records, labels)."""
-    d = cfg.data
-    train = datafiles.read_config_data(d, cfg.task, "train")
-    evals = datafiles.read_config_data(d, cfg.task, "eval") if d.eval_file else []
-    labels = None
-    if cfg.task == "classification":
-        labels = d.labels or sorted({r.label for r in train})
-        datafiles.check_labels(train, labels, d.train_file)
-        datafiles.check_labels(evals, labels, d.eval_file)
-        if len(labels) < 2:
-            raise DataError(d.train_file, None, f"classification needs at least 2 labels, found {labels}")
-    return train, evals, labels
-
-
-def record_texts(records):
-    for r in records:
-        if r.messages is not None:
-            yield from (m["content"] for m in r.messages)
-        else:
-            yield from (t for t in (r.prompt, r.completion, r.text) if t)
-
-
-def make_tokenizer(cfg: RunConfig, run_dir: Path, resume: bool, records):
-    saved = run_dir / "tokenizer"
-    if resume and saved.exists():
-        return load_tokenizer(str(saved))
-    if cfg.tokenizer.build_from_data:
-        return build_char_tokenizer(record_texts(records))
-    return load_tokenizer(cfg.tokenizer.name_or_path or cfg.model.name_or_path)
-
-
-def make_datasets(cfg: RunConfig, tokenizer, train, evals, labels):
-    d = cfg.data
-    if cfg.task == "classification":
-        return (
-            features.tokenize_classification(tokenizer, train, labels, d.max_length),
-            features.tokenize_classification(tokenizer, evals, labels, d.max_length),
-            {},
-        )
-    train_ex, stats = features.tokenize_causal(tokenizer, train, d.max_length)
-    eval_ex, _ = features.tokenize_causal(tokenizer, evals, d.max_length)
-    if not train_ex:
-        raise DataError(
-            d.train_file, None, "no example has a completion left to learn after truncation to data.max_length"
-        )
-    if d.packing:
-        train_ex = features.pack(train_ex, d.max_length)
-        eval_ex = features.pack(eval_ex, d.max_length)
-    return train_ex, eval_ex, stats
-
-
-def check_enough_rows(cfg: RunConfig, train_ex: list) -> None:
-    if len(train_ex) < cfg.training.batch_size:  # the last partial batch is dropped, so there would be no step
-        raise DataError(
-            cfg.data.train_file,
-            None,
-            f"{len(train_ex)} training rows are fewer than one batch "
-            f"(training.batch_size={cfg.training.batch_size}); lower the batch size or add data",
-        )
 
 
 def training_arguments(cfg: RunConfig, settings: Settings, run_dir: Path, has_eval: bool) -> TrainingArguments:
@@ -263,27 +199,6 @@ def _train(cfg: RunConfig, settings: Settings, run_dir: Path, checkpoint, resume
     tracking.finish(trackers, summary)  # after report: loss.png and summary.json exist to upload
     finish_processes(trainer)
     return summary, exit_code
-
-
-@dataclass
-class RunData:
-    tokenizer: object
-    train_records: list
-    eval_records: list
-    labels: list | None
-    train_ex: list
-    eval_ex: list
-    stats: dict
-
-
-def build_data(cfg: RunConfig, run_dir: Path, resume: bool) -> RunData:
-    """Read and check the data, make (or reload) the tokenizer, tokenize and pack."""
-    set_seed(cfg.seed)
-    train_records, eval_records, labels = load_data(cfg)
-    tokenizer = make_tokenizer(cfg, run_dir, resume, train_records + eval_records)
-    train_ex, eval_ex, stats = make_datasets(cfg, tokenizer, train_records, eval_records, labels)
-    check_enough_rows(cfg, train_ex)
-    return RunData(tokenizer, train_records, eval_records, labels, train_ex, eval_ex, stats)
 
 
 def start_run(cfg: RunConfig, settings: Settings, run_dir: Path, checkpoint, argv, data: RunData, model):
