@@ -223,6 +223,8 @@ def lab(c, port=containers.LAB_PORT, host="127.0.0.1", gpu=False, token=None):
     # Inside, Jupyter listens on all of the container's interfaces; what the host exposes is --publish above.
     run += [image, "jupyter", "lab", "--ip=0.0.0.0", f"--port={containers.LAB_PORT}", "--no-browser"]
     run.append(f"--ServerApp.root_dir={containers.WORKSPACE}")
+    if c.docker.run_as == "root":  # the container's root (root on a rootful engine; rootless Docker: you)
+        run.append("--allow-root")  # else Jupyter stops at once: "Running as root is not recommended"
     given = token or os.environ.get("JUPYTER_TOKEN")
     token = given or secrets.token_urlsafe(24)
     # A token the user chose is never echoed; a new one is shown once, and not in a plan (--dry starts nothing).

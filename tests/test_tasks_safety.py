@@ -175,6 +175,17 @@ def test_lab_token_reaches_docker_only_through_its_environment(tmp_path, how):
     assert "lab-secret-790" not in proc.stdout + proc.stderr  # the user gave it: never echoed
 
 
+@pytest.mark.parametrize("run_as", ["root", "image", "keep-id"])
+def test_lab_allows_root_exactly_when_the_container_runs_as_root(tmp_path, run_as):
+    """Jupyter refuses to start as root without --allow-root ("Running as root is not recommended", exit 1): seen
+    with `invoke lab` as root on rootful Podman, where docker.run_as is root (so is rootless Docker)."""
+    env = dict(fake_host(tmp_path, None), INVOKE_DOCKER_RUN_AS=run_as)
+    proc = invoke(env, "--dry", "lab")
+    assert proc.returncode == 0, proc.stderr
+    run = run_line(proc.stdout)
+    assert ("--allow-root" in run) == (run_as == "root"), run
+
+
 # --- 5. CI permissions -------------------------------------------------------------------------------------------
 
 WORKFLOW = REPO / ".github" / "workflows" / "images.yml"

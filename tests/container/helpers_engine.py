@@ -10,6 +10,8 @@ import os
 import shutil
 import socket
 import subprocess
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +29,16 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def http_status(url: str) -> int | None:
+    """The HTTP status a GET of url answers with, or None when nothing answers there."""
+    try:
+        return urllib.request.urlopen(url, timeout=3).status
+    except urllib.error.HTTPError as err:
+        return err.code
+    except OSError:
+        return None
 
 
 def client() -> str:

@@ -79,6 +79,12 @@ class Workspace:
         }
 
 
+def fresh_copy(root: Path, dest: Path) -> None:
+    """The checkout at root copied to dest without its runs/, as a fresh clone has none: another test's run there
+    (runs/default) would make the next run's directory runs/default-2."""
+    shutil.copytree(root, dest, symlinks=True, ignore=lambda folder, names: ["runs"] if folder == str(root) else [])
+
+
 def printed_run_dir(output: str, root: Path) -> Path:
     """The run directory a run's closing report names (`run dir       runs/NAME`), as a path under root. A run never
     writes over a finished one (runs/default is taken: runs/default-2), so a test reads the one the run chose."""

@@ -8,13 +8,12 @@ import re
 import socket
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from .conftest import FIGURES, free_port
+from .helpers_engine import http_status
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]
 CONFIGS = [".devcontainer/devcontainer.json", ".devcontainer/gpu/devcontainer.json"]
@@ -108,15 +107,6 @@ def test_devcontainer_up_then_exec_runs_the_unit_tests_and_a_tiny_training(works
             workspace.engine("rm", "-f", *ids.split())
 
 
-def _status(url: str) -> int | None:
-    try:
-        return urllib.request.urlopen(url, timeout=3).status
-    except urllib.error.HTTPError as err:
-        return err.code
-    except OSError:
-        return None
-
-
 def _non_loopback_address() -> str:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:  # no packet is sent: this only picks a route
         s.connect(("10.255.255.255", 1))
@@ -131,14 +121,14 @@ def test_invoke_lab_requires_the_token_and_listens_on_loopback_only(workspace, d
         token = re.search(rf"http://127\.0\.0\.1:{port}/lab\?token=(\S+)", first).group(1)
         status = f"http://127.0.0.1:{port}/api/status"
         deadline = time.time() + 90
-        while _status(f"{status}?token={token}") != 200:
+        while http_status(f"{status}?token={token}") != 200:
             assert proc.poll() is None and time.time() < deadline, "JupyterLab did not answer"
             time.sleep(1)
-        assert _status(status) == 403  # no token: refused
-        assert _status(f"{status}?token=wrong-{token}") == 403
+        assert http_status(status) == 403  # no token: refused
+        assert http_status(f"{status}?token=wrong-{token}") == 403
         address = _non_loopback_address()
         assert address != "127.0.0.1"
-        assert _status(f"http://{address}:{port}/api/status?token={token}") is None  # not published there
+        assert http_status(f"http://{address}:{port}/api/status?token={token}") is None  # not published there
         ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
         assert token not in ps, "the token must not appear on a command line"
     finally:

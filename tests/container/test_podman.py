@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
 import shutil
 import subprocess
@@ -26,8 +27,9 @@ import yaml
 
 from conftest import explain
 
-from .conftest import FIGURES
-from .helpers_workspace import printed_run_dir
+from .conftest import FIGURES, free_port
+from .helpers_engine import http_status
+from .helpers_workspace import fresh_copy, printed_run_dir
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]
 
@@ -49,6 +51,13 @@ class Podman:
         if check and proc.returncode:
             raise AssertionError(explain(proc))
         return proc
+
+    def popen(self, *args) -> subprocess.Popen:
+        """invoke ARGS left running (lab), its output merged and readable line by line."""
+        cmd = [str(self.invoke_bin), "-f", str(self.config), *map(str, args)]
+        return subprocess.Popen(
+            cmd, cwd=self.root, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
 
     def inspect(self, image: str) -> dict:
         return json.loads(self("image", "inspect", image).stdout)[0]
@@ -75,10 +84,7 @@ def podman(engine, standins, workspace, tmp_path_factory) -> Podman:
         names = {k: f"localhost/{v}" for k, v in standins["image"]["base_images"].items()}
         settings["image"]["base_images"] = names
     root = tmp_path_factory.mktemp("podman") / "repo"
-    # runs/ left out, as in a fresh clone: the workspace's runs/default (test_images' run) would make this run's
-    # directory runs/default-2, and the tests here must read what this engine wrote
-    top_runs = lambda folder, names: ["runs"] if folder == str(workspace.root) else []  # noqa: E731
-    shutil.copytree(workspace.root, root, symlinks=True, ignore=top_runs)
+    fresh_copy(workspace.root, root)
     subprocess.run(["chown", "-R", "0:0", str(root)], check=True)  # the host user here is root
     # the checkout as committed: earlier container tests edit tracked files in the shared workspace (a code-only
     # rebuild), which would make this copy's image revision "<head>-dirty"
@@ -132,3 +138,43 @@ def test_podman_train_docker_completes_and_its_files_belong_to_the_host_user(pod
     now = podman.inspect("finetune:cpu")  # the image the run used (the fixture's, unless train rebuilt it)
     assert manifest["container"]["image_id"].removeprefix("sha256:") == now["Id"].removeprefix("sha256:")
     assert manifest["container"]["labels"] == now["Config"]["Labels"]
+
+
+@pytest.fixture(scope="session")
+def podman_dev(podman: Podman, podman_runtime) -> str:
+    """finetune:cpu-dev built by Podman (after the runtime: the stages they share come from its cache)."""
+    t0 = time.monotonic()
+    podman.invoke("build", "--target", "dev")
+    FIGURES["podman: cpu dev build s (after runtime)"] = round(time.monotonic() - t0, 1)
+    return "finetune:cpu-dev"
+
+
+def test_podman_shell_runs_the_checkout_in_the_dev_image_and_writes_as_the_host_user(podman, podman_dev):
+    cmd = "id -u && python -c 'import finetune; print(finetune.__file__)' && touch /workspace/from-podman-shell"
+    proc = podman.invoke("shell", "--cmd", cmd)
+    assert f"podman run --rm --volume {podman.root}:/workspace" in proc.stdout, proc.stdout[-2000:]
+    out = proc.stdout.splitlines()
+    assert "0" in out  # root on a rootful engine runs the container as root (docker.run_as), so files are root's
+    assert "/workspace/src/finetune/__init__.py" in out  # the checkout's code, not the image's copy
+    made = podman.root / "from-podman-shell"
+    assert (made.stat().st_uid, made.stat().st_gid) == (0, 0)
+    made.unlink()
+
+
+def test_podman_lab_answers_with_the_token_only_on_loopback(podman, podman_dev):
+    port = free_port()
+    proc = podman.popen("lab", "--port", port)
+    try:
+        first = proc.stdout.readline() + proc.stdout.readline()  # the URL, then the command (echo)
+        token = re.search(rf"http://127\.0\.0\.1:{port}/lab\?token=(\S+)", first).group(1)
+        status = f"http://127.0.0.1:{port}/api/status"
+        deadline = time.time() + 120
+        while http_status(f"{status}?token={token}") != 200:
+            assert proc.poll() is None and time.time() < deadline, "JupyterLab under Podman did not answer"
+            time.sleep(1)
+        FIGURES["podman: lab answered after s"] = round(120 - (deadline - time.time()), 1)
+        assert http_status(status) == 403  # no token: refused
+        assert token not in subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    finally:
+        podman("stop", f"finetune-lab-{port}", check=False)
+        proc.wait(timeout=60)
