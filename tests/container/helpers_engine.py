@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -39,6 +41,20 @@ def http_status(url: str) -> int | None:
         return err.code
     except OSError:
         return None
+
+
+def lab_token_once_it_answers(proc: subprocess.Popen, port: int, seconds: int = 120) -> str:
+    """The token `invoke lab` printed (its first lines: the URL, then the command), once JupyterLab answers with it on
+    127.0.0.1:port; fails when the command exits or nothing answers in time."""
+    first = proc.stdout.readline() + proc.stdout.readline()
+    found = re.search(rf"http://127\.0\.0\.1:{port}/lab\?token=(\S+)", first)
+    assert found, first
+    deadline = time.time() + seconds
+    while http_status(f"http://127.0.0.1:{port}/api/status?token={found.group(1)}") != 200:
+        assert proc.poll() is None, f"invoke lab exited {proc.returncode}: {proc.stdout.read()[-3000:]}"
+        assert time.time() < deadline, f"JupyterLab did not answer on 127.0.0.1:{port} in {seconds} s"
+        time.sleep(1)
+    return found.group(1)
 
 
 def client() -> str:

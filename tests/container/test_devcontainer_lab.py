@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import FIGURES, free_port
-from .helpers_engine import http_status
+from .helpers_engine import http_status, lab_token_once_it_answers
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]
 CONFIGS = [".devcontainer/devcontainer.json", ".devcontainer/gpu/devcontainer.json"]
@@ -117,13 +117,8 @@ def test_invoke_lab_requires_the_token_and_listens_on_loopback_only(workspace, d
     port = free_port()
     proc = workspace.as_user(workspace.invoke_cmd("lab", "--port", port), popen=True)
     try:
-        first = proc.stdout.readline() + proc.stdout.readline()
-        token = re.search(rf"http://127\.0\.0\.1:{port}/lab\?token=(\S+)", first).group(1)
+        token = lab_token_once_it_answers(proc, port, seconds=90)
         status = f"http://127.0.0.1:{port}/api/status"
-        deadline = time.time() + 90
-        while http_status(f"{status}?token={token}") != 200:
-            assert proc.poll() is None and time.time() < deadline, "JupyterLab did not answer"
-            time.sleep(1)
         assert http_status(status) == 403  # no token: refused
         assert http_status(f"{status}?token=wrong-{token}") == 403
         address = _non_loopback_address()
