@@ -4,6 +4,7 @@ root), with invoke + pyyaml in a venv of the system Python that user can run.
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import os
 import pwd
@@ -77,6 +78,27 @@ class Workspace:
             "log": proc.stdout + proc.stderr,
             "size": self.engine.inspect(image)["Size"],
         }
+
+
+def as_user(user: str, settings: dict, cmd: list) -> list[str]:
+    """cmd run as user with settings in its environment, set again inside: runuser resets HOME and USER to the
+    passwd entry's (the rootless tests give their user a home and runtime folder of its own)."""
+    return ["runuser", "-u", user, "--", "env", *(f"{k}={v}" for k, v in settings.items()), *map(str, cmd)]
+
+
+@contextlib.contextmanager
+def tun_open_to_users():
+    """/dev/net/tun mode 666 inside, as Debian and Fedora ship it, and its mode put back after: slirp4netns, the
+    network of rootless Podman and rootless Docker, opens it as the user (this VM's is root's only, mode 600)."""
+    tun = Path("/dev/net/tun")
+    mode = tun.stat().st_mode & 0o777 if tun.exists() else None
+    if mode is not None and mode != 0o666:
+        tun.chmod(0o666)
+    try:
+        yield
+    finally:
+        if mode is not None and mode != 0o666:
+            tun.chmod(mode)
 
 
 def fresh_copy(root: Path, dest: Path) -> None:

@@ -27,6 +27,7 @@ import pytest
 from conftest import REPO, plain
 
 from .helpers_standins import STANDIN_DEBIAN
+from .helpers_workspace import as_user, tun_open_to_users
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]
 ROOTLESS_SH = Path("/usr/share/docker.io/contrib/dockerd-rootless.sh")  # Debian's docker.io ships it here
@@ -50,46 +51,38 @@ def rootless_docker(engine, standins, workspace):
     top.chmod(0o755)
     sock = runtime / "docker.sock"
     env = {"HOME": str(home), "XDG_RUNTIME_DIR": str(runtime), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
-    tun = Path("/dev/net/tun")
-    mode = tun.stat().st_mode & 0o777 if tun.exists() else None
-    if mode is not None and mode != 0o666:
-        tun.chmod(0o666)  # as Debian and Fedora ship it
-    log = (top / "dockerd.log").open("w")
-    daemon = subprocess.Popen(
-        ["runuser", "-u", workspace.user, "--", "env", *(f"{k}={v}" for k, v in env.items()), str(ROOTLESS_SH),
-         "--data-root", str(data), "--exec-root", str(runtime / "exec"), "--pidfile", str(runtime / "docker.pid"),
-         "-H", f"unix://{sock}"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
     user_env = dict(env, DOCKER_HOST=f"unix://{sock}")
 
     def docker(*args, check=True, **kw):
-        cmd = ["runuser", "-u", workspace.user, "--", "env", *(f"{k}={v}" for k, v in user_env.items())]
-        proc = subprocess.run([*cmd, "/usr/bin/docker", *args], capture_output=True, text=True, timeout=300, **kw)
+        cmd = as_user(workspace.user, user_env, ["/usr/bin/docker", *args])
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, **kw)
         assert not check or proc.returncode == 0, proc.stderr[-2000:]
         return proc
 
-    try:
-        deadline = time.time() + 90
-        while docker("info", check=False).returncode:
-            if daemon.poll() is not None or time.time() > deadline:
-                pytest.skip(f"rootless dockerd did not start: {(top / 'dockerd.log').read_text()[-600:]}")
-            time.sleep(1)
-        save = subprocess.Popen([engine.client, "save", STANDIN_DEBIAN], env=engine.env, stdout=subprocess.PIPE)
-        docker("load", stdin=save.stdout)
-        assert save.wait() == 0
-        docker("tag", STANDIN_DEBIAN, IMAGE)
-        yield {"docker": docker, "host": f"unix://{sock}", "top": top, "uid": workspace.uid, "gid": workspace.gid}
-    finally:
-        os.killpg(daemon.pid, signal.SIGTERM)
+    dockerd = [str(ROOTLESS_SH), "--data-root", str(data), "--exec-root", str(runtime / "exec")]
+    dockerd += ["--pidfile", str(runtime / "docker.pid"), "-H", f"unix://{sock}"]
+    with tun_open_to_users(), (top / "dockerd.log").open("w") as log:
+        daemon = subprocess.Popen(
+            as_user(workspace.user, env, dockerd), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         try:
-            daemon.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(daemon.pid, signal.SIGKILL)
-        if mode is not None and mode != 0o666:
-            tun.chmod(mode)
-        log.close()
-        shutil.rmtree(top, ignore_errors=True)
+            deadline = time.time() + 90
+            while docker("info", check=False).returncode:
+                if daemon.poll() is not None or time.time() > deadline:
+                    pytest.skip(f"rootless dockerd did not start: {(top / 'dockerd.log').read_text()[-600:]}")
+                time.sleep(1)
+            save = subprocess.Popen([engine.client, "save", STANDIN_DEBIAN], env=engine.env, stdout=subprocess.PIPE)
+            docker("load", stdin=save.stdout)
+            assert save.wait() == 0
+            docker("tag", STANDIN_DEBIAN, IMAGE)
+            yield {"docker": docker, "host": f"unix://{sock}", "top": top, "uid": workspace.uid, "gid": workspace.gid}
+        finally:
+            os.killpg(daemon.pid, signal.SIGTERM)
+            try:
+                daemon.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(daemon.pid, signal.SIGKILL)
+            shutil.rmtree(top, ignore_errors=True)
 
 
 def test_rootless_docker_is_detected_and_runs_the_container_as_its_root(rootless_docker):

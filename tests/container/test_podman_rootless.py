@@ -28,16 +28,15 @@ import yaml
 from conftest import explain
 
 from .conftest import FIGURES
-from .helpers_workspace import fresh_copy, printed_run_dir
+from .helpers_workspace import as_user, fresh_copy, printed_run_dir, tun_open_to_users
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]
+USER_SETTINGS = ("HOME", "USER", "XDG_RUNTIME_DIR", "CONTAINERS_STORAGE_CONF", "TMPDIR")  # what Podman reads
 
 
-def as_user(user: str, env: dict, cmd: list) -> list[str]:
-    """cmd run as user with env's user settings: runuser resets HOME (and USER) to the passwd entry's, so they are
-    set again inside, with what Podman reads (XDG_RUNTIME_DIR, CONTAINERS_STORAGE_CONF)."""
-    own = [f"{k}={env[k]}" for k in ("HOME", "USER", "XDG_RUNTIME_DIR", "CONTAINERS_STORAGE_CONF", "TMPDIR")]
-    return ["runuser", "-u", user, "--", "env", *own, *map(str, cmd)]
+def own(env: dict) -> dict:
+    """The settings of env that the user's Podman must see (runuser would reset HOME and USER)."""
+    return {k: env[k] for k in USER_SETTINGS}
 
 
 class RootlessPodman:
@@ -46,7 +45,7 @@ class RootlessPodman:
         self.root, self.config, self.invoke_bin, self.env = root, config, invoke, env
 
     def run(self, cmd: list, *, check=True, timeout=1800, **kw) -> subprocess.CompletedProcess:
-        full = as_user(self.user, self.env, cmd)
+        full = as_user(self.user, own(self.env), cmd)
         proc = subprocess.run(full, cwd=self.root, env=self.env, capture_output=True, text=True, timeout=timeout, **kw)
         if check and proc.returncode:
             raise AssertionError(explain(proc, " ".join(map(str, cmd))))
@@ -77,7 +76,7 @@ def rootless(engine, standins, workspace) -> RootlessPodman:
     env.update(HOME=str(home), XDG_RUNTIME_DIR=str(runtime), CONTAINERS_STORAGE_CONF=str(storage), USER=workspace.user)
     env["TMPDIR"] = str(home / "tmp")  # Buildah's cache mounts live in $TMPDIR/buildah-cache: /var/tmp's is root's here
     probe = subprocess.run(
-        as_user(workspace.user, env, ["podman", "info", "--format", "{{.Host.Security.Rootless}}"]),
+        as_user(workspace.user, own(env), ["podman", "info", "--format", "{{.Host.Security.Rootless}}"]),
         cwd=top, env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     if probe.returncode or probe.stdout.strip() != "true":
@@ -87,7 +86,7 @@ def rootless(engine, standins, workspace) -> RootlessPodman:
         images = list(standins["image"]["base_images"].values())
         save = subprocess.Popen([engine.client, "save", *images], env=engine.env, stdout=subprocess.PIPE)
         load = subprocess.run(
-            as_user(workspace.user, env, ["podman", "load"]),
+            as_user(workspace.user, own(env), ["podman", "load"]),
             stdin=save.stdout, cwd=top, env=env, capture_output=True, text=True,
         )  # fmt: skip
         assert save.wait() == 0 and load.returncode == 0, load.stderr
@@ -100,15 +99,10 @@ def rootless(engine, standins, workspace) -> RootlessPodman:
     invoke = workspace.root.parent / "invoke-venv" / "bin" / "invoke"
     podman = RootlessPodman(workspace.user, workspace.uid, workspace.gid, root, config, invoke, env)
     podman.run(["git", "checkout", "--quiet", "--", "."])
-    tun = Path("/dev/net/tun")  # slirp4netns, rootless Podman's network, opens it as the user
-    mode = tun.stat().st_mode & 0o777 if tun.exists() else None
-    if mode is not None and mode != 0o666:
-        tun.chmod(0o666)  # as Debian and Fedora ship it; this VM's is root's only (mode 600)
     try:
-        yield podman
+        with tun_open_to_users():
+            yield podman
     finally:
-        if mode is not None and mode != 0o666:
-            tun.chmod(mode)
         podman.run(["podman", "system", "reset", "--force"], check=False, timeout=600)  # the user's layers
         shutil.rmtree(top, ignore_errors=True)
 
