@@ -241,8 +241,8 @@ def lab(c, port=containers.LAB_PORT, host="127.0.0.1", gpu=False, token=None):
     }
 )
 def tensorboard(c, port=containers.TENSORBOARD_PORT, host="127.0.0.1"):
-    """TensorBoard over runs/ (read-only) in the training image."""
-    image, _ = images.ensure_image(c, "cpu", "runtime")
+    """TensorBoard over runs/ (read-only) in the cpu dev image (the runtime images have the event writer only)."""
+    image, _ = images.ensure_image(c, "cpu", "dev")
     exposed = f"TensorBoard has no authentication: anyone who can reach {host}:{port} sees every run; {_tunnel(port)}"
     run = [c.docker.client, "run", "--rm", "--name", f"finetune-tensorboard-{port}"]
     run += _published(host, port, containers.TENSORBOARD_PORT, exposed)

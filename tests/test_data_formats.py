@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -361,3 +362,34 @@ def test_a_short_run_on_each_layout_learns(tmp_path, layout):
     losses = [m["loss"] for m in read_metrics(out / "metrics.jsonl") if "loss" in m]
     assert len(losses) >= 5 and read_json(out / "summary.json")["status"] == "completed"
     assert losses[-1] < 0.9 * losses[0], losses  # it learns: 30 steps took 15-21% off here
+
+
+# --- an environment without `datasets` (the cpu image leaves it out: its 1 GB budget) ---------------------------
+
+
+@pytest.mark.parametrize("which", ["train_file", "eval_file"])
+@pytest.mark.parametrize("source", ["data.parquet", "saved_folder", "someone/some-dataset"])
+def test_a_source_that_needs_datasets_stops_before_any_work_where_it_is_missing(tmp_path, monkeypatch, which, source):
+    """resolve() names the key, the package, where it is and the fix, instead of an ImportError mid-run."""
+    import finetune.resolve as resolve_module
+    from finetune.config import ConfigError, load_config
+
+    (tmp_path / "data.parquet").write_bytes(b"PAR1")
+    (tmp_path / "saved_folder").mkdir()
+    value = source if "/" in source else str(tmp_path / source)
+    monkeypatch.setattr(resolve_module, "has_package", lambda name: name != "datasets")
+    cfg = load_config(DEFAULT_CONFIG, [f"data.{which}={value}"])
+    with pytest.raises(
+        ConfigError,
+        match=rf"data\.{which}: {re.escape(value)} is read with the datasets package, "
+        r"which is not installed here \(the cpu image leaves it out.*\): .*pip install datasets",
+    ):
+        resolve_module.resolve(cfg, cuda=False)
+
+
+def test_jsonl_and_csv_sources_do_not_need_datasets(monkeypatch):
+    import finetune.resolve as resolve_module
+    from finetune.config import load_config
+
+    monkeypatch.setattr(resolve_module, "has_package", lambda name: name != "datasets")
+    assert resolve_module.resolve(load_config(DEFAULT_CONFIG), cuda=False).device == "cpu"

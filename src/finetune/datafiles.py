@@ -96,17 +96,31 @@ def _json_rows(path: Path):
         yield where, obj
 
 
-def sources_rows(source: str, split: str, subset: str | None):
-    """Yield (Where, row dict) from any supported source (see the module docstring)."""
+def reader_of(source: str) -> str:
+    """Which reader a source goes to: "datasets" (a parquet file, a save_to_disk folder: finetune.hfdata), "hub" (a
+    hub dataset id, also through `datasets`), "json" (a .json file) or "lines" (JSONL, CSV and any other file).
+    The one place of this choice: the reader follows it, and resolve() checks `datasets` is there before any work."""
     path = Path(source)
     suffix = path.suffix.lower()
     if path.is_dir() or (suffix == ".parquet" and path.is_file()):
+        return "datasets"
+    if path.is_file() and suffix == ".json":
+        return "json"
+    if path.is_file() or suffix in FILE_SUFFIXES or not HUB_ID.fullmatch(source):
+        return "lines"
+    return "hub"
+
+
+def sources_rows(source: str, split: str, subset: str | None):
+    """Yield (Where, row dict) from any supported source (see the module docstring)."""
+    path, reader = Path(source), reader_of(source)
+    if reader == "datasets":
         from finetune import hfdata  # imports `datasets` (seconds): only for the sources that need it
 
         yield from hfdata.rows(path, split)
-    elif path.is_file() and suffix == ".json":
+    elif reader == "json":
         yield from _json_rows(path)
-    elif path.is_file() or suffix in FILE_SUFFIXES or not HUB_ID.fullmatch(source):
+    elif reader == "lines":
         for number, obj in _rows(path):
             yield Where(str(path), line=number), obj
     else:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from finetune import tracking
+from finetune import datafiles, tracking
 from finetune.config import RunConfig, config_error
 
 # Our optimizer names -> the Trainer's `optim` names
@@ -63,6 +63,7 @@ def resolve(cfg: RunConfig, world_size: int = 1, cuda: bool | None = None) -> Se
     precision = _precision(cfg, cuda)
     _check_levers(cfg, cuda)
     tracking.check(cfg.tracking, lambda message: config_error(cfg, "tracking", message))
+    _check_data_readers(cfg)
     return Settings(
         device="cuda" if cuda else "cpu",
         precision=precision,
@@ -123,6 +124,21 @@ def _optimizer(cfg: RunConfig) -> str:
     if o == "adamw_8bit":
         _need_package(cfg, "training.optimizer", "bitsandbytes", "bitsandbytes")
     return o
+
+
+def _check_data_readers(cfg: RunConfig) -> None:
+    """Parquet, save_to_disk folders and hub ids are read with `datasets` (with pyarrow and pandas: 216 MB), which the
+    cpu image leaves out to stay within its 1 GB budget: say so before any work, not as an ImportError mid-run."""
+    for key in ("train_file", "eval_file"):
+        source = getattr(cfg.data, key)
+        if source and datafiles.reader_of(source) in ("datasets", "hub") and not has_package("datasets"):
+            raise config_error(
+                cfg,
+                f"data.{key}",
+                f"{source} is read with the datasets package, which is not installed here (the cpu image leaves it "
+                "out, for its size; the cuda image, the dev image and `make venv` have it): run with `invoke train "
+                "--local` or `--variant cuda`, convert it to JSONL, or pip install datasets",
+            )
 
 
 def _check_levers(cfg: RunConfig, cuda: bool) -> None:

@@ -99,7 +99,9 @@ class TensorBoardTracker(Tracker):
     """transformers' TensorBoardCallback writes the metrics; this adds the config, tags, summary and loss plot."""
 
     def __init__(self, config: dict, run_dir: Path):
-        from torch.utils.tensorboard import SummaryWriter
+        # tensorboardX: the same event files as torch.utils.tensorboard's writer, without needing the tensorboard
+        # package (its server and grpc: 47 MB the cpu image has no room for); the viewer is in the dev layer
+        from tensorboardX import SummaryWriter
         from transformers.integrations import TensorBoardCallback
 
         class KeepOpen(TensorBoardCallback):
