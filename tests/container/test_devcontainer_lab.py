@@ -1,13 +1,17 @@
 """The devcontainer configurations through the real devcontainer CLI (the spec's reference implementation, the engine
-VS Code uses), and `invoke lab`: JupyterLab in the dev image, token required, published on loopback only."""
+VS Code uses), `invoke lab`: JupyterLab in the dev image, token required, published on loopback only, and
+`invoke tensorboard`: the viewer in the dev image over the event files a run writes."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 import socket
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -129,3 +133,35 @@ def test_invoke_lab_requires_the_token_and_listens_on_loopback_only(workspace, d
     finally:
         workspace.engine("stop", f"finetune-lab-{port}", check=False)
         proc.wait(timeout=60)
+
+
+def test_invoke_tensorboard_shows_the_event_files_a_run_writes(workspace, dev_image):
+    """Runs write event files with tensorboardX (the runtime images have no tensorboard package); `invoke
+    tensorboard` serves runs/ with the viewer of the dev image."""
+    from tensorboardX import SummaryWriter
+
+    name = f"tensorboard-check-{free_port()}"
+    runs = workspace.root / "runs"
+    made = [d for d in (runs, runs / name) if not d.exists()]
+    with SummaryWriter(str(runs / name / "tensorboard")) as writer:
+        writer.add_scalar("loss", 1.0, 1)
+    for path in [*made, *(runs / name).rglob("*")]:
+        os.chown(path, workspace.uid, workspace.gid)  # the user's, as a run of theirs would be
+    port = free_port()
+    proc = workspace.as_user(workspace.invoke_cmd("tensorboard", "--port", port), popen=True)
+    try:
+        deadline, runs = time.time() + 120, []
+        while f"{name}/tensorboard" not in runs:
+            assert proc.poll() is None, f"invoke tensorboard exited {proc.returncode}: {proc.stdout.read()[-3000:]}"
+            assert time.time() < deadline, f"TensorBoard on 127.0.0.1:{port} did not list the run in 120 s: {runs}"
+            time.sleep(2)
+            try:
+                runs = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/data/runs", timeout=3).read())
+            except OSError:
+                runs = []
+        tags = urllib.request.urlopen(f"http://127.0.0.1:{port}/data/plugin/scalars/tags", timeout=3).read()
+        assert "loss" in json.loads(tags)[f"{name}/tensorboard"], tags
+    finally:
+        workspace.engine("stop", f"finetune-tensorboard-{port}", check=False)
+        proc.wait(timeout=60)
+        shutil.rmtree(workspace.root / "runs" / name, ignore_errors=True)
