@@ -109,10 +109,11 @@ def build_command(
     }
     for key, value in args.items():
         cmd += ["--build-arg", f"{key}={value}"]
-    if podman:  # seen with podman 4.3.1: a cached build kept the LABEL steps of an earlier GIT_REVISION/LOCK_DIGEST;
-        # --label is applied when the image is committed, never from the cache
-        labels = {"org.opencontainers.image.revision": revision, "org.finetune.lock-digest": args["LOCK_DIGEST"]}
-        cmd += [a for key, value in labels.items() for a in ("--label", f"{key}={value}")]
+    # The facts that change per build, as --label from every client: applied when the image is committed, never from
+    # a cached step (Podman 4.3.1's cache kept the LABEL step of an earlier GIT_REVISION/LOCK_DIGEST). The
+    # Dockerfile's LABELs, from the same build args, serve builds made without invoke (plain docker build, CI).
+    labels = {"org.opencontainers.image.revision": revision, "org.finetune.lock-digest": args["LOCK_DIGEST"]}
+    cmd += [a for key, value in labels.items() for a in ("--label", f"{key}={value}")]
     if ca_bundle:  # a build secret: mounted for the RUNs that download, never stored in a layer
         cmd += ["--secret", f"id=ca-bundle,src={ca_bundle}"]
     if no_cache:

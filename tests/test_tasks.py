@@ -110,6 +110,14 @@ def test_build_passes_pins_user_and_lock_digest_and_the_ca_bundle_as_a_secret(tm
     assert args["USER_UID"] == str(expected_uid)
     assert re.fullmatch(r"sha256:[0-9a-f]{64}", args["LOCK_DIGEST"])
     assert f"id=ca-bundle,src={bundle}" in cmd and cmd[-1] == "."
+    # the revision and lock digest as --label, from every client: set when the image is committed, so a cached
+    # LABEL step can never carry an earlier build's values (Podman 4.3.1 did; the Dockerfile's LABELs serve builds
+    # made without invoke)
+    labels = dict(cmd[i + 1].split("=", 1) for i, a in enumerate(cmd) if a == "--label")
+    assert labels == {
+        "org.opencontainers.image.revision": args["GIT_REVISION"],
+        "org.finetune.lock-digest": args["LOCK_DIGEST"],
+    }
 
 
 def test_the_build_context_is_an_allowlist_that_holds_what_the_dockerfile_copies():
