@@ -141,27 +141,27 @@ def test_invoke_tensorboard_shows_the_event_files_a_run_writes(workspace, dev_im
     from tensorboardX import SummaryWriter
 
     name = f"tensorboard-check-{free_port()}"
-    runs = workspace.root / "runs"
-    made = [d for d in (runs, runs / name) if not d.exists()]
-    with SummaryWriter(str(runs / name / "tensorboard")) as writer:
+    runs, run_dir = workspace.root / "runs", workspace.root / "runs" / name
+    made = [d for d in (runs, run_dir) if not d.exists()]
+    with SummaryWriter(str(run_dir / "tensorboard")) as writer:
         writer.add_scalar("loss", 1.0, 1)
-    for path in [*made, *(runs / name).rglob("*")]:
+    for path in [*made, *run_dir.rglob("*")]:
         os.chown(path, workspace.uid, workspace.gid)  # the user's, as a run of theirs would be
     port = free_port()
     proc = workspace.as_user(workspace.invoke_cmd("tensorboard", "--port", port), popen=True)
     try:
-        deadline, runs = time.time() + 120, []
-        while f"{name}/tensorboard" not in runs:
+        deadline, listed = time.time() + 120, []
+        while f"{name}/tensorboard" not in listed:
             assert proc.poll() is None, f"invoke tensorboard exited {proc.returncode}: {proc.stdout.read()[-3000:]}"
-            assert time.time() < deadline, f"TensorBoard on 127.0.0.1:{port} did not list the run in 120 s: {runs}"
+            assert time.time() < deadline, f"TensorBoard on 127.0.0.1:{port} did not list the run in 120 s: {listed}"
             time.sleep(2)
             try:
-                runs = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/data/runs", timeout=3).read())
+                listed = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/data/runs", timeout=3).read())
             except OSError:
-                runs = []
+                listed = []
         tags = urllib.request.urlopen(f"http://127.0.0.1:{port}/data/plugin/scalars/tags", timeout=3).read()
         assert "loss" in json.loads(tags)[f"{name}/tensorboard"], tags
     finally:
         workspace.engine("stop", f"finetune-tensorboard-{port}", check=False)
         proc.wait(timeout=60)
-        shutil.rmtree(workspace.root / "runs" / name, ignore_errors=True)
+        shutil.rmtree(run_dir, ignore_errors=True)
