@@ -60,11 +60,17 @@ venv: $(VENV)/.installed ## create .venv from the locks (CPU runtime + dev layer
 train: venv ## fine-tune the embedded default (tiny model, offline, ~1 min on 2 cores); CONFIG=... ARGS=...
 	$(VENV)/bin/finetune train $(CONFIG) $(ARGS)
 
-test: venv ## run the whole test suite (real tiny training runs included)
-	$(VENV)/bin/python -m pytest $(ARGS)
+# The tests run on every core (pytest-xdist, -n auto): the container tests that share an image or an engine are one
+# group each (tests/container/conftest.py), which runs on one worker beside the others; tests/README.md has the
+# tiers and their minutes. TEST_WORKERS=0 runs everything in one process (pdb, -x, or when debugging an order).
+TEST_WORKERS ?= auto
+XDIST = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup)
+
+test: venv ## run the whole test suite (real tiny training runs and container tests included; TEST_WORKERS=0: serial)
+	$(VENV)/bin/python -m pytest $(XDIST) $(ARGS)
 
 test-fast: venv ## run the tests that take seconds (skips the slow training tests)
-	$(VENV)/bin/python -m pytest -m "not slow" $(ARGS)
+	$(VENV)/bin/python -m pytest $(XDIST) -m "not slow" $(ARGS)
 
 lint: venv ## ruff, hadolint (Dockerfiles), actionlint (workflows), notebooks committed without outputs
 	$(VENV)/bin/ruff check .

@@ -16,6 +16,8 @@ through `invoke build`, exactly as a user builds them.
 
 from __future__ import annotations
 
+import pytest
+
 from .helpers_builds import dev_image, runtime_image
 from .helpers_cuda import cuda_config, cuda_dev_image, cuda_runtime_image
 from .helpers_engine import FIGURES, REPO, SKIPPED_BECAUSE, Engine, engine, free_port
@@ -27,6 +29,45 @@ from .helpers_workspace import Workspace, workspace
 __all__ = ["FIGURES", "REPO", "Engine", "Workspace", "free_port"]
 __all__ += ["dev_image", "engine", "runtime_image", "standins", "workspace"]
 __all__ += ["cuda_config", "cuda_dev_image", "cuda_runtime_image"]
+
+
+# pytest-xdist groups (make test runs with --dist loadgroup): the tests of one group run on one worker, in order.
+# A group is what shares state a second worker must not touch meanwhile: the tags finetune:cpu[-dev] and
+# finetune:cuda[-dev] on the Docker engine (built once per session and reused by every test of "docker"; one of
+# them rebuilds after a code change), Podman's storage, and /dev/net/tun's mode, which both rootless engines open up
+# and put back. The groups run beside each other and beside the tests outside tests/container; the fixtures they
+# share (the engine, the stand-in bases, the test user) are made under a lock (helpers_engine.one_worker_at_a_time).
+XDIST_GROUPS = {
+    "test_images.py": "docker",
+    "test_compile.py": "docker",
+    "test_devcontainer_lab.py": "docker",
+    "test_multinode.py": "docker",
+    "test_deploy.py": "docker",
+    "test_cuda_image.py": "docker",
+    "test_podman.py": "podman",
+    "test_podman_rootless.py": "rootless",
+    "test_docker_rootless.py": "rootless",
+    "test_newcomer.py": "newcomer",
+}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.path.parent.name == "container" and item.path.name.startswith("test_"):
+            item.add_marker(pytest.mark.xdist_group(XDIST_GROUPS.get(item.path.name, "docker")))
+
+
+def pytest_sessionfinish(session):
+    """On a pytest-xdist worker: its figures and skip reason go to the controller, which prints them."""
+    if hasattr(session.config, "workeroutput"):
+        session.config.workeroutput["finetune"] = {"figures": dict(FIGURES), "skipped": list(SKIPPED_BECAUSE)}
+
+
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook: the controller hears that a worker has finished
+def pytest_testnodedown(node, error):
+    sent = getattr(node, "workeroutput", {}).get("finetune", {})
+    FIGURES.update(sent.get("figures", {}))
+    SKIPPED_BECAUSE.extend(why for why in sent.get("skipped", []) if why not in SKIPPED_BECAUSE)
 
 
 def pytest_terminal_summary(terminalreporter):

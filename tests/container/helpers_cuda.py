@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from .helpers_engine import FIGURES, REPO, Engine
+from .helpers_engine import FIGURES, REPO, Engine, one_worker_at_a_time
 from .helpers_workspace import Workspace
 
 STANDIN_CUDA = "local/cuda-base-standin:13.0.3"
@@ -25,9 +25,13 @@ DEBIAN_FOR_CUDA = "local/debian:trixie"  # glibc 2.41, the nearest Debian to Ubu
 
 def cuda_base_standin(engine: Engine) -> str:
     """The stand-in base image, made from the debootstrapped Debian trixie (docker/engine.sh base trixie)."""
-    base = subprocess.run(
-        ["bash", str(REPO / "docker" / "engine.sh"), "base", "trixie"], env=engine.env, capture_output=True, text=True
-    )
+    with one_worker_at_a_time("base-images"):
+        base = subprocess.run(
+            ["bash", str(REPO / "docker" / "engine.sh"), "base", "trixie"],
+            env=engine.env,
+            capture_output=True,
+            text=True,
+        )
     assert base.returncode == 0, base.stderr[-3000:]
     engine(
         "build",
@@ -43,13 +47,16 @@ def cuda_base_standin(engine: Engine) -> str:
     return STANDIN_CUDA
 
 
-def image_figures(engine: Engine, image: str) -> dict:
+def image_figures(engine: Engine, image: str, pull: bool = True) -> dict:
     """Uncompressed size (the engine's), the pull size (what a registry stores, gzip-compressed layers: measured here
-    as `docker save IMAGE | gzip -6`, gzip's default level; nothing is written to disk) and the biggest layers."""
+    as `docker save IMAGE | gzip -6`, gzip's default level; nothing is written to disk; None unless `pull`: gzip of
+    a 6 GB image takes minutes on two cores) and the biggest layers."""
     size = engine.inspect(image)["Size"]
-    save = subprocess.Popen([engine.client, "save", image], env=engine.env, stdout=subprocess.PIPE)
-    compressed = _gzip_size(save.stdout)
-    assert save.wait() == 0, f"docker save {image} failed"
+    compressed = None
+    if pull:
+        save = subprocess.Popen([engine.client, "save", image], env=engine.env, stdout=subprocess.PIPE)
+        compressed = _gzip_size(save.stdout)
+        assert save.wait() == 0, f"docker save {image} failed"
     history = engine("history", "--no-trunc", "--format", "{{.Size}}\t{{.CreatedBy}}", image, "--human=false")
     layers = []
     for line in history.stdout.splitlines():
@@ -115,14 +122,16 @@ def cuda_runtime_image(workspace: Workspace, cuda_config) -> dict:
 def cuda_dev_image(workspace: Workspace, cuda_config, cuda_runtime_image: dict) -> dict:
     seconds, log = _build(workspace, cuda_config, "dev")
     FIGURES["cuda dev: build s (after runtime)"] = round(seconds, 1)
-    return {**_measured(workspace.engine, "finetune:cuda-dev", "cuda dev"), "seconds": seconds, "log": log}
+    # No pull size for the dev image: no test reads it (the pull-size aim is the runtime's), and its gzip took minutes
+    return {**_measured(workspace.engine, "finetune:cuda-dev", "cuda dev", pull=False), "seconds": seconds, "log": log}
 
 
-def _measured(engine: Engine, image: str, label: str) -> dict:
-    """image_figures(image), recorded in FIGURES: sizes and the three biggest layers."""
-    figures = image_figures(engine, image)
+def _measured(engine: Engine, image: str, label: str, pull: bool = True) -> dict:
+    """image_figures(image), recorded in FIGURES: sizes (the pull size if `pull`) and the three biggest layers."""
+    figures = image_figures(engine, image, pull)
     FIGURES[f"{label}: image size MB"] = round(figures["size"] / 1e6)
-    FIGURES[f"{label}: pull size MB (gzip -6)"] = round(figures["compressed"] / 1e6)
+    if pull:
+        FIGURES[f"{label}: pull size MB (gzip -6)"] = round(figures["compressed"] / 1e6)
     for nbytes, created_by in figures["layers"][:3]:
         FIGURES[f"{label} layer {round(nbytes / 1e6)} MB"] = created_by[:60]
     return figures

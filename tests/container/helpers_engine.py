@@ -5,12 +5,14 @@ Also the figures measured on the way (printed at the end of the session) and the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -18,12 +20,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 from conftest import REPO, explain  # tests/conftest.py, the tests' shared helpers
 
 ENGINE_SH = REPO / "docker" / "engine.sh"
 FIGURES: dict = {}  # measured figures, printed at the end of the session (pytest_terminal_summary)
 SKIPPED_BECAUSE: list[str] = []  # why the container tests could not run: said once, at the end
+
+
+@contextlib.contextmanager
+def one_worker_at_a_time(what: str):
+    """Held while a session fixture makes something every pytest-xdist worker shares (the engine, a base image, the
+    test user): another worker that needs it waits, then finds it made. Works the same without xdist."""
+    with FileLock(Path(tempfile.gettempdir()) / f"finetune-tests-{what}.lock"):
+        yield
 
 
 def free_port() -> int:
@@ -96,9 +107,10 @@ def _run_quietly(argv: list, env: dict | None = None) -> tuple[int, str]:
 @pytest.fixture(scope="session")
 def engine() -> Engine:
     env = dict(os.environ, DOCKER_BUILDKIT="1", BUILDKIT_PROGRESS="plain")
-    status, why = _run_quietly([client(), "info"], env)
+    with one_worker_at_a_time("engine"):
+        status, why = _run_quietly([client(), "info"], env)
+        up, up_why = _run_quietly(["bash", str(ENGINE_SH), "up"]) if status else (0, "")
     if status != 0:
-        up, up_why = _run_quietly(["bash", str(ENGINE_SH), "up"])
         if up != 0:  # one line, the same for every container test, so pytest -ra reports it once
             msg = (
                 f"container tests need a Docker engine: `docker info` failed ({why}) and docker/engine.sh up failed "

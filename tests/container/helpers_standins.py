@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .helpers_engine import ENGINE_SH, FIGURES, REPO, Engine
+from .helpers_engine import ENGINE_SH, FIGURES, REPO, Engine, one_worker_at_a_time
 
 HERE = Path(__file__).resolve().parent
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
@@ -82,10 +82,11 @@ def standins(engine: Engine, tmp_path_factory) -> dict:
     if not _use_standins(engine):
         FIGURES["stand-ins"] = "none (real base images and channels)"
         return {}
-    base = subprocess.run(["bash", str(ENGINE_SH), "base"], env=engine.env, capture_output=True, text=True)
-    assert base.returncode == 0, base.stderr[-3000:]
-    ctx = _standin_context(tmp_path_factory.mktemp("standin") / "ctx")
-    engine("build", "--quiet", "--build-arg", f"BASE_IMAGE={STANDIN_DEBIAN}", "--tag", STANDIN_MINIFORGE, ctx)
+    with one_worker_at_a_time("base-images"):
+        base = subprocess.run(["bash", str(ENGINE_SH), "base"], env=engine.env, capture_output=True, text=True)
+        assert base.returncode == 0, base.stderr[-3000:]
+        ctx = _standin_context(tmp_path_factory.mktemp("standin") / "ctx")
+        engine("build", "--quiet", "--build-arg", f"BASE_IMAGE={STANDIN_DEBIAN}", "--tag", STANDIN_MINIFORGE, ctx)
     FIGURES["stand-ins"] = f"{STANDIN_DEBIAN} (debootstrap), {STANDIN_MINIFORGE} (tests/container/standin)"
     return {
         "image": {

@@ -21,7 +21,7 @@ import yaml
 
 from conftest import explain
 
-from .helpers_engine import REPO, Engine, client
+from .helpers_engine import REPO, Engine, client, one_worker_at_a_time
 
 WHEEL_DIRS = [d for d in os.environ.get("PIP_FIND_LINKS", "/opt/wheels").split() if Path(d).is_dir()]
 TEST_USER, TEST_UID = "finetune-ci", 2345
@@ -130,7 +130,8 @@ def _host_user() -> tuple[str | None, int, int]:
 
 @pytest.fixture(scope="session")
 def workspace(engine: Engine, standins: dict):
-    user, uid, gid = _host_user()
+    with one_worker_at_a_time("test-user"):  # useradd fails for a second worker once the first has made the user
+        user, uid, gid = _host_user()
     # Not under pytest's tmp root: that is private to the user running pytest (mode 700).
     top = Path(tempfile.mkdtemp(prefix="finetune-container-tests-"))
     root = top / "repo"

@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from .conftest import FIGURES, free_port
+from .helpers_engine import one_worker_at_a_time
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]
 
@@ -39,7 +40,8 @@ def sshd(workspace):
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / "host_key")], check=True)
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(home_ssh / "id_ed25519")], check=True)
     shutil.copy(home_ssh / "id_ed25519.pub", d / "authorized_keys")
-    subprocess.run(["usermod", "-p", "*", workspace.user], check=True)  # no password, but not a locked account
+    with one_worker_at_a_time("test-user"):  # usermod locks /etc/passwd: not while another worker changes the user
+        subprocess.run(["usermod", "-p", "*", workspace.user], check=True)  # no password, but not a locked account
     port = free_port()
     sock = workspace.engine.env.get("DOCKER_HOST", "unix:///var/run/docker.sock")
     (d / "sshd_config").write_text(
