@@ -151,6 +151,7 @@ def test_resume_with_a_larger_max_steps_trains_on_to_the_new_end(tmp_path, tiny_
     more = [*TINY, "--set", "training.max_steps=6", "--allow-config-change"]
     proc = run_cli("train", DEFAULT_CONFIG, "--output-dir", run, "--resume", *more, check=False)
     assert proc.returncode == 0, explain(proc)
+    assert "training on from step 4 to step 6" in proc.stdout, proc.stdout[-2000:]  # said, not silent
     summary = read_json(run / "summary.json")
     assert summary["steps"] == 6 and summary["tokens_trained"] > 0, summary
     assert (run / "checkpoint-6").is_dir()
