@@ -19,17 +19,11 @@ import re
 import shutil
 from pathlib import Path
 
-from finetune.errors import UserError
+from finetune.errors import StorageError
 from finetune.manifest import sha256_file
 
 RECORD = "checkpoint.json"
 _STEP = re.compile(r"^checkpoint-(\d+)$")  # transformers' PREFIX_CHECKPOINT_DIR pattern
-
-
-class StorageError(UserError):
-    """Writing the run directory failed (disk full, read-only, permission denied): distinct exit code, one line."""
-
-    exit_code = 74  # EX_IOERR (sysexits.h)
 
 
 def fsync_path(path: Path) -> None:
@@ -83,10 +77,14 @@ def checkpoints(run_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: -int(_STEP.match(p.name).group(1)))
 
 
-def reached_max_steps(ckpt: Path) -> bool:
-    """Whether the checkpoint was saved at the run's last step (its trainer_state's global_step >= max_steps)."""
-    state = json.loads((ckpt / "trainer_state.json").read_text())
-    return state.get("max_steps", 0) > 0 and state.get("global_step", 0) >= state["max_steps"]
+def saved_step(ckpt: Path) -> int:
+    """The step the checkpoint was saved at (its trainer_state's global_step)."""
+    return json.loads((ckpt / "trainer_state.json").read_text()).get("global_step", 0)
+
+
+def saved_max_steps(ckpt: Path) -> int:
+    """The end step of the run that saved the checkpoint (its trainer_state's max_steps)."""
+    return json.loads((ckpt / "trainer_state.json").read_text()).get("max_steps", 0)
 
 
 def latest_valid(run_dir: Path) -> tuple[Path | None, list[tuple[Path, str]]]:

@@ -11,9 +11,11 @@ import json
 import os
 import re
 import sys
+import traceback
 from pathlib import Path
 
 from finetune.errors import UserError, gpu_lost
+from finetune.urls import strip_userinfo
 
 EPILOG = """examples:
   finetune train configs/default.yaml
@@ -25,9 +27,10 @@ EPILOG = """examples:
   finetune generate runs/default "reverse: hello"
   finetune reproduce runs/default
 
-exit codes: 0 ok; 2 bad config, data or run directory; 74 a write failed (disk full, read-only: the last complete
-checkpoint is intact); 75 the run directory is busy (another run writes it); 69 the GPU stopped answering mid-run (a
-container that lost its GPU: the line says the fix); 128+N stopped by signal N (a checkpoint was saved; use --resume)"""
+exit codes: 0 ok; 2 bad config, data or run directory; 73 the run directory cannot be created; 74 a write failed
+(disk full, read-only: the last complete checkpoint is intact); 75 the run directory is busy (another run writes it);
+69 the GPU stopped answering mid-run (a container that lost its GPU: the line says the fix) or the tracking server
+does not answer; 128+N stopped by signal N (a checkpoint was saved; use --resume)"""
 
 COMPARED = ["steps", "train_loss", "eval_loss", "eval_accuracy"]  # what `reproduce` requires to match exactly
 
@@ -147,12 +150,12 @@ def _load_model(run_dir: Path, task: str):
 def cmd_eval(args) -> int:
     from finetune.evaluate import task_metric
     from finetune.resolve import resolve_metric
-    from finetune.rundata import load_data
+    from finetune.rundata import load_eval_data
 
     run_dir = Path(args.run_dir)
     manifest, cfg = _load_run(run_dir)
     model, tokenizer = _load_model(run_dir, cfg.task)
-    _, evals, labels = load_data(cfg)
+    evals, labels = load_eval_data(cfg, run_dir, manifest, model.config.id2label)
     if not evals:
         raise UserError(f"{run_dir}: the run has no data.eval_file to evaluate on")
     metric = (manifest.get("resolved") or {}).get("metric") or resolve_metric(cfg)  # as the run decided it
@@ -212,10 +215,11 @@ def main(argv: list[str] | None = None) -> int:
         return handlers[args.command](args)
     except Exception as e:  # a UserError, or a lost GPU outside the trainer's steps (loading, saving): one line
         error = e if isinstance(e, UserError) else gpu_lost(e)
-        if error is None or args.debug:
-            raise
         _close_progress_bars()
-        print(f"finetune: error: {error}", file=sys.stderr)
+        if error is None or args.debug:  # the traceback, without the password a URL in it may carry
+            print(strip_userinfo("".join(traceback.format_exception(e))), file=sys.stderr, end="")
+            return 1
+        print(f"finetune: error: {strip_userinfo(str(error))}", file=sys.stderr)
         return error.exit_code
 
 

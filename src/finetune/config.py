@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from finetune.datafiles import MAX_RECORD_BYTES
 from finetune.errors import ConfigError
 from finetune.formats import check_columns
 from finetune.names import name_problem
@@ -52,6 +53,9 @@ class DataConfig:
     labels: list[str] | None = None  # classification: the label set (default: sorted labels of train_file)
     text_field: str = "text"
     label_field: str = "label"
+    # a JSON line longer than this many bytes is an error naming file and line (read no further: bounded memory)...
+    max_record_bytes: int = MAX_RECORD_BYTES
+    long_records: Literal["error", "skip"] = "error"  # ...or, with skip, left out with a line saying so
 
 
 @dataclass
@@ -164,6 +168,7 @@ def _check_values(cfg: RunConfig) -> None:
         ("training.save_total_limit", cfg.training.save_total_limit, 1),
         ("training.num_workers", cfg.training.num_workers, 0),
         ("data.max_length", cfg.data.max_length, 8),
+        ("data.max_record_bytes", cfg.data.max_record_bytes, 1),
         ("lora.r", cfg.lora.r, 1),
         ("eval.max_new_tokens", cfg.eval.max_new_tokens, 1),
         ("eval.batch_size", cfg.eval.batch_size, 1),

@@ -26,6 +26,9 @@ from finetune.formats import Layout, Where
 # A name that is not a local path and reads as a hub dataset id ("owner/name" or a bare "name"): loaded by `datasets`
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
 FILE_SUFFIXES = {".jsonl", ".json", ".csv", ".parquet", ".arrow", ".txt"}
+# data.max_record_bytes' default: a JSON line longer than this is an error (or skipped: data.long_records). A line is
+# read at most this far, so one huge record cannot take the memory (a 20 MB line once cost 7.7 GB resident)
+MAX_RECORD_BYTES = 1_000_000
 
 
 @dataclass
@@ -39,8 +42,9 @@ class Record:
     row: int | None = None  # 0-based row index, for the sources that have no lines (finetune.formats.Where)
 
 
-def _rows(path: Path, lines: bool = False):
-    """Yield (line_number, dict) from a JSONL or CSV file (lines: JSON lines whatever the suffix)."""
+def _rows(path: Path, lines: bool = False, limit: int = MAX_RECORD_BYTES, skip_long: bool = False):
+    """Yield (line_number, dict) from a JSONL or CSV file (lines: JSON lines whatever the suffix). A JSON line longer
+    than `limit` bytes is an error, or skipped with a line (skip_long); either way it is never held whole."""
     if not path.is_file():
         raise DataError(path, None, "data file not found")
     if path.suffix.lower() == ".csv" and not lines:
@@ -55,7 +59,16 @@ def _rows(path: Path, lines: bool = False):
             raise DataError(path, reader.line_num, f"not valid CSV ({e})") from None
         return
     with path.open("rb") as f:
-        for number, data in enumerate(f, start=1):
+        for number, data in enumerate(iter(lambda: f.readline(limit + 1), b""), start=1):
+            if len(data.rstrip(b"\n")) > limit:
+                too_long = f"a record longer than data.max_record_bytes={limit:,} bytes"
+                if not skip_long:
+                    raise DataError(path, number, f"{too_long}: raise the limit, or skip such records with "
+                                    "data.long_records: skip")  # fmt: skip
+                while data and not data.endswith(b"\n"):  # the rest of the line, a MiB at a time
+                    data = f.readline(1 << 20)
+                print(f"[finetune] {path}:{number}: skipped, {too_long} (data.long_records: skip)", flush=True)
+                continue
             try:
                 raw = data.decode("utf-8")
             except UnicodeDecodeError as e:
@@ -71,7 +84,7 @@ def _rows(path: Path, lines: bool = False):
             yield number, obj
 
 
-def _json_rows(path: Path):
+def _json_rows(path: Path, limit: int, skip_long: bool):
     """A .json file: a JSON array of objects (row index), or JSON lines (line numbers) as `datasets` also reads it."""
     try:
         text = path.read_text(encoding="utf-8")
@@ -81,7 +94,7 @@ def _json_rows(path: Path):
         data = json.loads(text)
     except json.JSONDecodeError as e:
         if e.msg == "Extra data" and text.lstrip().startswith("{"):  # one object per line
-            for number, obj in _rows(path, lines=True):
+            for number, obj in _rows(path, True, limit, skip_long):
                 yield Where(str(path), line=number), obj
             return
         raise DataError(path, e.lineno, f"not valid JSON ({e.msg} at column {e.colno})") from None
@@ -111,17 +124,17 @@ def reader_of(source: str) -> str:
     return "hub"
 
 
-def sources_rows(source: str, split: str, subset: str | None):
-    """Yield (Where, row dict) from any supported source (see the module docstring)."""
+def sources_rows(source: str, split: str, subset: str | None, limit: int = MAX_RECORD_BYTES, skip_long: bool = False):
+    """Yield (Where, row dict) from any supported source (see the module docstring); limit and skip_long: _rows'."""
     path, reader = Path(source), reader_of(source)
     if reader == "datasets":
         from finetune import hfdata  # imports `datasets` (seconds): only for the sources that need it
 
         yield from hfdata.rows(path, split)
     elif reader == "json":
-        yield from _json_rows(path)
+        yield from _json_rows(path, limit, skip_long)
     elif reader == "lines":
-        for number, obj in _rows(path):
+        for number, obj in _rows(path, False, limit, skip_long):
             yield Where(str(path), line=number), obj
     else:
         from finetune import hfdata
@@ -138,9 +151,12 @@ def read_records(
     columns: dict | None = None,
     split: str = "train",
     subset: str | None = None,
+    max_record_bytes: int = MAX_RECORD_BYTES,
+    skip_long: bool = False,
 ) -> list[Record]:
     layout = Layout(task, fmt, columns, text_field, label_field)
-    records = [Record(**layout.fields(obj, where)) for where, obj in sources_rows(str(path), split, subset)]
+    rows = sources_rows(str(path), split, subset, max_record_bytes, skip_long)
+    records = [Record(**layout.fields(obj, where)) for where, obj in rows]
     if not records:
         raise DataError(path, None, "the dataset is empty (no examples)")
     return records
@@ -150,7 +166,10 @@ def read_config_data(data, task: str, which: str = "train") -> list[Record]:
     """The records of data.train_file (which="train") or data.eval_file ("eval") of a DataConfig."""
     source = data.train_file if which == "train" else data.eval_file
     split = data.split if which == "train" else data.eval_split
-    return read_records(source, task, data.text_field, data.label_field, data.format, data.columns, split, data.subset)
+    return read_records(
+        source, task, data.text_field, data.label_field, data.format, data.columns, split, data.subset,
+        data.max_record_bytes, data.long_records == "skip",
+    )  # fmt: skip
 
 
 def check_labels(records: list[Record], labels: list[str], path) -> None:

@@ -1,6 +1,6 @@
 """User-facing errors: bad config, data, model or run directory, and a GPU lost mid-run. The CLI prints one line, no
-traceback, and exits with the class's exit_code (2 unless a subclass says otherwise: storage 74, busy run directory 75,
-GPU lost 69)."""
+traceback, and exits with the class's exit_code (2 unless a subclass says otherwise: storage 74, a run folder that
+cannot be created 73, busy run directory 75, GPU lost or a tracker unreachable 69)."""
 
 
 class UserError(Exception):
@@ -23,6 +23,18 @@ class DataError(UserError):
     def __init__(self, path, line, message):
         where = f"{path}:{line}" if line else str(path)
         super().__init__(f"{where}: {message}")
+
+
+class StorageError(UserError):
+    """Writing the run directory failed (disk full, read-only, permission denied): distinct exit code, one line."""
+
+    exit_code = 74  # EX_IOERR (sysexits.h)
+
+
+class ServiceUnavailable(UserError):
+    """A service the run was told to use (a tracking server) does not answer: stopped before any training."""
+
+    exit_code = 69  # EX_UNAVAILABLE (sysexits.h)
 
 
 class GpuLost(UserError):

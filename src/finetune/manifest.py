@@ -113,7 +113,7 @@ def build_manifest(config: dict, argv: list[str], data_files: list[str], world_s
     return {
         "config": config,
         "seed": config["seed"],
-        "command": argv,
+        "command": [strip_userinfo(a) for a in argv],  # a --set with a URL may carry a password
         "cwd": os.getcwd(),
         "runtime": os.environ.get("FINETUNE_RUNTIME", "local"),
         "world_size": world_size,

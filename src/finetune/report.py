@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
+from finetune import safefiles
+from finetune.errors import DataError
+
 
 def read_metrics(path: Path) -> list[dict]:
+    """metrics.jsonl's rows; a line that is not one (a torn row that no resume cut off) is an error naming it."""
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise DataError(path, number, f"not a JSON row ({e.msg}); a crash tore it: delete that line") from None
+    return rows
 
 
 def plot_loss(metrics: list[dict], out: Path, title: str) -> Path | None:
@@ -33,14 +45,14 @@ def plot_loss(metrics: list[dict], out: Path, title: str) -> Path | None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out)
+    png = io.BytesIO()
+    fig.savefig(png, format="png")
+    safefiles.write_bytes(out, png.getvalue())
     return out
 
 
 def write_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)  # atomic: a reader never sees half a file
+    safefiles.write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")  # atomic, never through a link
 
 
 def human_summary(summary: dict, run_dir: Path) -> str:

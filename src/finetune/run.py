@@ -6,6 +6,7 @@ Run directory layout (runs/<name>/ or --output-dir):
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -26,8 +27,8 @@ from finetune.manifest import build_manifest
 from finetune.modeling import build_model, count_parameters
 from finetune.report import human_summary, plot_loss, read_metrics, write_json
 from finetune.resolve import OPTIMIZERS, Settings, resolve
-from finetune.rundata import RunData, build_data
-from finetune.rundir import open_run_dir
+from finetune.rundata import RunData, build_data, carry_eval_data
+from finetune.rundir import RunDirError, open_run_dir
 from finetune.trainer import FinetuneTrainer, GracefulStop, MetricsLog, QuietProgress
 
 
@@ -159,6 +160,7 @@ def train(
     started = time.time()
     transformers_logging.disable_progress_bar()  # loading/saving weights bars; the training bar stays
     settings = resolve(cfg, world_size())  # every "auto" decided, every lever and tracker checked before any work
+    tracking.check_reachable(cfg.tracking)  # a tracking server that does not answer: stop now, not mid-run
     with open_run_dir(cfg, run_dir, resume, allow_config_change, is_main()) as checkpoint:  # locked while we write
         return _train(cfg, settings, run_dir, checkpoint, resume, argv or sys.argv, started)
 
@@ -207,9 +209,11 @@ def start_run(cfg: RunConfig, settings: Settings, run_dir: Path, checkpoint, arg
     if not is_main():
         return None
     if checkpoint is None:
-        data.tokenizer.save_pretrained(run_dir / "tokenizer")
-        manifest = build_manifest(cfg.to_dict(), argv, [cfg.data.train_file, cfg.data.eval_file], world_size())
-        write_json(run_dir / "manifest.json", {**manifest, "resolved": settings.to_dict()})
+        with storage_errors(run_dir):
+            data.tokenizer.save_pretrained(run_dir / "tokenizer")
+            carry_eval_data(cfg, run_dir)
+            manifest = build_manifest(cfg.to_dict(), argv, [cfg.data.train_file, cfg.data.eval_file], world_size())
+            write_json(run_dir / "manifest.json", {**manifest, "resolved": settings.to_dict()})
     announce(cfg, settings, model, len(data.train_records), len(data.eval_records), len(data.train_ex), data.stats)
     if checkpoint is not None or settings.metric != "exact_match" or not data.eval_records:
         return None
@@ -219,7 +223,7 @@ def start_run(cfg: RunConfig, settings: Settings, run_dir: Path, checkpoint, arg
 def run_training(trainer, stopper, checkpoint) -> tuple:
     """trainer.train, with the signal handlers restored after; returns (result, real tokens trained by all ranks)."""
     try:
-        if checkpoint and checkpoints.reached_max_steps(Path(checkpoint)):
+        if checkpoint and resume_target(trainer, checkpoint) == checkpoints.saved_step(Path(checkpoint)):
             result = finished_at(trainer, checkpoint)
         else:
             result = trainer.train(resume_from_checkpoint=checkpoint)
@@ -231,8 +235,32 @@ def run_training(trainer, stopper, checkpoint) -> tuple:
     return result, int(tokens)
 
 
+def end_step(trainer) -> int:
+    """The step the run ends at, as the Trainer computes it: training.max_steps, else epochs x optimizer steps an
+    epoch (its dataloader's batches over grad_accum, rounded up)."""
+    if trainer.args.max_steps > 0:
+        return trainer.args.max_steps
+    per_epoch = math.ceil(len(trainer.get_train_dataloader()) / trainer.args.gradient_accumulation_steps)
+    return math.ceil(trainer.args.num_train_epochs * max(per_epoch, 1))
+
+
+def resume_target(trainer, checkpoint: str) -> int:
+    """The end step of a resumed run, said when the config moved it past the checkpoint's; refused (one line) when it
+    lies before the checkpoint: steps trained cannot be taken back."""
+    step, end = checkpoints.saved_step(Path(checkpoint)), end_step(trainer)
+    if end < step:
+        raise RunDirError(
+            f"{checkpoint} is at step {step}, past the end this config sets (step {end}): training.max_steps or "
+            "training.epochs can only grow on --resume; train a new --output-dir for a shorter run"
+        )
+    if end > step and checkpoints.saved_max_steps(Path(checkpoint)) < end:
+        print(f"[finetune] training on from step {step} to step {end} (the learning-rate schedule recomputed for "
+              "the new end, continuing at the checkpoint's step)", flush=True)  # fmt: skip
+    return end
+
+
 def finished_at(trainer, checkpoint: str) -> TrainOutput:
-    """Resuming from a checkpoint saved at training.max_steps (a crash during the final evaluation): the Trainer
+    """Resuming from a checkpoint saved at the run's last step (a crash during the final evaluation): the Trainer
     would train one step too many (it fast-forwards into the epoch and steps before it checks max_steps), so the
     checkpoint's weights and state are loaded and no step is trained. train_loss: the last logged one."""
     trainer.state = TrainerState.load_from_json(str(Path(checkpoint) / TRAINER_STATE_NAME))

@@ -4,6 +4,8 @@ examples tokenized and packed into rows (run.py's first step; the throughput ben
 
 from __future__ import annotations
 
+import dataclasses
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +30,41 @@ def load_data(cfg: RunConfig):
         if len(labels) < 2:
             raise DataError(d.train_file, None, f"classification needs at least 2 labels, found {labels}")
     return train, evals, labels
+
+
+CARRIED = "data"  # <run>/data/: the run's own copy of its eval file, for eval and generate from anywhere
+
+
+def carry_eval_data(cfg: RunConfig, run_dir: Path) -> None:
+    """A new run keeps a copy of a local eval file (checked on use against the manifest's sha256), so a run folder
+    copied to another disk evaluates without the checkout it came from. Folders and hub ids stay pointers."""
+    source = Path(cfg.data.eval_file or "")
+    if cfg.data.eval_file and source.is_file():
+        (run_dir / CARRIED).mkdir(exist_ok=True)
+        shutil.copyfile(source, run_dir / CARRIED / source.name)  # a new run folder: nothing planted to follow
+
+
+def load_eval_data(cfg: RunConfig, run_dir: Path, manifest: dict, id2label: dict | None):
+    """A finished run's eval records and labels for `finetune eval`: from its carried copy when it has one (refused
+    when it no longer matches the digest the manifest recorded), else from data.eval_file as the config names it."""
+    from finetune.manifest import sha256_file  # imports torch: only the commands that load a model come here
+
+    d = cfg.data
+    source = d.eval_file
+    carried = run_dir / CARRIED / Path(source).name if source else None
+    if carried is not None and carried.is_file():
+        recorded = (manifest.get("data") or {}).get(d.eval_file)
+        if recorded and sha256_file(carried) != recorded:
+            raise DataError(
+                carried, None, f"does not match the sha256 manifest.json records for {d.eval_file}: restore it "
+                "from the original run folder",
+            )  # fmt: skip
+        source = str(carried)
+    evals = datafiles.read_config_data(dataclasses.replace(d, eval_file=source), cfg.task, "eval") if source else []
+    labels = None
+    if cfg.task == "classification":  # the model's own labels, in its order: no need for the training file
+        labels = d.labels or [id2label[i] for i in sorted(id2label)]
+    return evals, labels
 
 
 def record_texts(records):

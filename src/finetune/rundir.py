@@ -18,7 +18,7 @@ import socket
 import time
 from pathlib import Path
 
-from finetune import checkpoints
+from finetune import checkpoints, safefiles
 from finetune.config import RunConfig, from_dict, upgrade_manifest_config
 from finetune.errors import UserError
 from finetune.trainer import STAGING
@@ -39,7 +39,7 @@ class RunDirBusy(UserError):
 def _lock(run_dir: Path):
     """Take the run directory's lock (returns the open file that holds it), or raise RunDirBusy."""
     path = run_dir / LOCK
-    f = open(path, "a+")  # noqa: SIM115 - held open for the whole run: closing it releases the lock
+    f = safefiles.open_lock(path)  # held open for the whole run: closing it releases the lock
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -54,10 +54,11 @@ def _lock(run_dir: Path):
     previous = f.read().strip()
     if previous:
         print(f"[finetune] {run_dir}: lock of {previous} was stale (that process is gone): taken over", flush=True)
-    f.seek(0)
-    f.truncate()
-    f.write(f"pid {os.getpid()} on host {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S %Z')}\n")
-    f.flush()
+    with safefiles.write_errors(path):
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} on host {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S %Z')}\n")
+        f.flush()
     return f
 
 
@@ -114,6 +115,18 @@ def _resume_point(cfg: RunConfig, run_dir: Path, allow_config_change: bool, main
     return str(checkpoint) if checkpoint else None
 
 
+def refuse_linked_folders(run_dir: Path) -> None:
+    """The folders a run writes into (or deletes) must be its own: a symlinked one would send the model, the
+    checkpoints or their cleanup elsewhere."""
+    own = [run_dir / name for name in ("model", "tokenizer", "tensorboard", STAGING)]
+    for folder in own + checkpoints.checkpoints(run_dir):
+        if folder.is_symlink():
+            raise RunDirError(
+                f"{folder}: is a symlink (to {os.readlink(folder)}); a run writes only into its own folders: "
+                "replace it with a copy of the folder"
+            )
+
+
 @contextlib.contextmanager
 def open_run_dir(cfg: RunConfig, run_dir: Path, resume: bool, allow_config_change: bool, main: bool):
     """Create or reopen the run directory under its lock; yields the checkpoint to resume from (None: fresh)."""
@@ -121,7 +134,7 @@ def open_run_dir(cfg: RunConfig, run_dir: Path, resume: bool, allow_config_chang
         raise RunDirError(
             f"{run_dir}: run directory exists; pass --resume to continue it or --output-dir for a new one"
         )
-    run_dir.mkdir(parents=True, exist_ok=True)
+    safefiles.make_dir(run_dir)
     lock = None
     if main:  # under torchrun the main process holds the lock for all ranks
         created = not (run_dir / LOCK).exists()
@@ -133,7 +146,9 @@ def open_run_dir(cfg: RunConfig, run_dir: Path, resume: bool, allow_config_chang
             raise RunDirError(f"{run_dir}: run directory exists; pass --resume to continue it")
     try:
         if main:
+            refuse_linked_folders(run_dir)
             checkpoints.recover(run_dir)  # a rotation or a same-step replace that a crash interrupted
+            safefiles.cut_torn_tail(run_dir / "metrics.jsonl")  # a crash mid-row: appending after it would join rows
         checkpoint = _resume_point(cfg, run_dir, allow_config_change, main) if resume else None
         if main and (run_dir / STAGING).exists():
             shutil.rmtree(run_dir / STAGING)  # a checkpoint that a crash left unfinished

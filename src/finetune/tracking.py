@@ -15,11 +15,18 @@ import hashlib
 import importlib.util
 import json
 import os
+import socket
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from transformers import TrainerCallback
 
+from finetune import safefiles
+from finetune.errors import ServiceUnavailable
+from finetune.urls import strip_userinfo
+
 ARTIFACTS = ("loss.png", "manifest.json", "summary.json")
+CONNECT_TIMEOUT_S = 5  # reaching the tracking server before the run; MLflow's own requests: MLFLOW_HTTP_* below
 PACKAGES = {"mlflow": "mlflow", "wandb": "wandb"}  # tracker -> the module it needs
 
 
@@ -34,6 +41,25 @@ def check(trackers: list[str], where) -> None:
             )
     if "mlflow" in trackers and not os.environ.get("MLFLOW_TRACKING_URI"):
         raise where("mlflow logs to the server MLFLOW_TRACKING_URI names: start one with `invoke mlflow`, then set it")
+
+
+def check_reachable(trackers: list[str]) -> None:
+    """Before the run folder exists: the MLflow server MLFLOW_TRACKING_URI names (http or https) accepts a connection,
+    or the run stops in one line, exit 69, the URL without its password (MLflow alone retried for minutes, then died
+    with a traceback that printed the password)."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "")
+    parts = urlsplit(uri)
+    if "mlflow" not in trackers or parts.scheme not in ("http", "https"):
+        return  # a file store, databricks, ...: MLflow's business
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        socket.create_connection((parts.hostname, port), timeout=CONNECT_TIMEOUT_S).close()
+    except (OSError, ValueError) as e:  # ValueError: a port that is not a number
+        why = getattr(e, "strerror", None) or str(e) or type(e).__name__
+        raise ServiceUnavailable(
+            f"tracking: the mlflow server {strip_userinfo(uri)} (MLFLOW_TRACKING_URI) does not answer "
+            f"({strip_userinfo(why)}): start it (`invoke mlflow`), correct the URL, or leave mlflow out of tracking"
+        ) from None
 
 
 def flatten(config: dict, prefix: str = "") -> dict[str, str]:
@@ -88,7 +114,7 @@ class Tracker(TrainerCallback):
         return json.loads(path.read_text()) if path.exists() else {}
 
     def keep_id(self, key: str, value: str) -> None:
-        (self.run_dir / "tracking.json").write_text(json.dumps({**self.ids(), key: value}, indent=2) + "\n")
+        safefiles.write_text(self.run_dir / "tracking.json", json.dumps({**self.ids(), key: value}, indent=2) + "\n")
 
     def start(self, params: dict, tags: dict) -> None: ...
     def metric(self, values: dict, step: int) -> None: ...
@@ -132,6 +158,10 @@ class MlflowTracker(Tracker):
     def __init__(self, config: dict, run_dir: Path, name: str):
         from mlflow.tracking import MlflowClient
 
+        # MLflow's defaults (120 s a request, 7 retries with backoff) kept a run going for minutes on a server that
+        # went away; a user's own settings win
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
         super().__init__(config, run_dir)
         self.client, self.name, self.run_id = MlflowClient(), name, None
 

@@ -18,7 +18,7 @@ from transformers import Trainer, TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from finetune import checkpoints
+from finetune import checkpoints, safefiles
 from finetune.errors import gpu_lost
 
 STAGING = ".checkpoint-staging"  # not matched by get_last_checkpoint's "checkpoint-<n>" pattern
@@ -148,8 +148,7 @@ class MetricsLog(TrainerCallback):
             "time": round(time.time() - self.start, 3),
             **logs,
         }
-        with self.path.open("a") as f:
-            f.write(json.dumps(row) + "\n")
+        safefiles.append_line(self.path, json.dumps(row))
 
 
 class QuietProgress(ProgressCallback):
