@@ -25,6 +25,10 @@ LAB_PORT = 8888  # JupyterLab inside its container (`invoke lab`), and the host 
 TENSORBOARD_PORT = 6006  # TensorBoard inside its container (`invoke tensorboard`), and its default host port
 HF_CACHE = "/home/finetune/.cache/huggingface"  # the image's HF_HOME (docker/Dockerfile)
 SECRETS = ["HF_TOKEN", "WANDB_API_KEY"]  # passed to containers by name when set on the host; never printed
+# The host's thread settings, passed by name when set: torch in a container starts one OpenMP thread per core it
+# sees, also where the user (or a test run of several workers) asked for fewer, and OpenMP threads that share cores
+# with another busy process spin (two runs side by side on 2 cores: 6x slower than with one thread each).
+THREADS = ["OMP_NUM_THREADS", "MKL_NUM_THREADS"]
 # NVIDIA's advice for PyTorch in containers (NGC PyTorch release notes, "Running PyTorch"): share the host's IPC
 # namespace (DataLoader workers exchange tensors through /dev/shm, 64 MB by default in Docker) and lift the
 # locked-memory and stack limits.
@@ -193,7 +197,8 @@ def run_command(
     of several, on its network under the name the other nodes reach it by (see Nodes)."""
     name = (nodes.container_name() if nodes else None) or name
     cmd = [cfg.docker.client, "run", "--rm", "--name", name, *(nodes.docker_args() if nodes else [])]
-    cmd += container_args(cfg, str(REPO), image, image_id, labels, passthrough_env(SECRETS), gpus) + extra_mounts
+    env_names = passthrough_env(SECRETS + THREADS)
+    cmd += container_args(cfg, str(REPO), image, image_id, labels, env_names, gpus) + extra_mounts
     return [*cmd, image, *launcher(nproc, nodes), *cli_args]
 
 
@@ -214,7 +219,7 @@ def dev_container_args(cfg, gpu: bool) -> list[str]:
     """A dev container as the devcontainer makes it (`invoke shell`, `test --docker`, `lab`): the repository at
     /workspace with its src/ on PYTHONPATH (your edits, not the image's copy), plus what every container gets."""
     args = ["--volume", f"{REPO}:{WORKSPACE}", "--env", f"PYTHONPATH={WORKSPACE}/src"]
-    return args + _cache_secrets_devices(cfg, passthrough_env(SECRETS), "all" if gpu else None)
+    return args + _cache_secrets_devices(cfg, passthrough_env(SECRETS + THREADS), "all" if gpu else None)
 
 
 def _cache_secrets_devices(cfg, env_names: list[str], gpus: str | None) -> list[str]:

@@ -21,6 +21,13 @@ import pytest
 
 from finetune.report import read_metrics
 
+# Several pytest-xdist workers share the cores (make test): each process, and each container (devtools/containers.py
+# passes it on), gets one OpenMP thread unless the caller chose a number. torch starts one per core, and OpenMP threads
+# that share cores with another busy process spin: two 150-step default runs side by side on this 2-core VM took
+# 277 s each with torch's default threads, 43 s each with OMP_NUM_THREADS=1.
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 REPO = Path(__file__).resolve().parents[1]  # the repository root: every test file takes it from here
 DEFAULT_CONFIG = REPO / "configs" / "default.yaml"
 # A short version of the default run: same model and data, fewer steps, logs every 5 steps, no scheduled saves.

@@ -78,6 +78,16 @@ def test_secrets_reach_the_container_by_name_only(tmp_path):
     assert "hf_secret_value_123" not in proc.stdout + proc.stderr
 
 
+def test_the_hosts_thread_settings_reach_the_container(tmp_path):
+    """OMP_NUM_THREADS/MKL_NUM_THREADS set on the host are the container's too: two runs side by side on two cores,
+    each with torch's default threads, ran 6x slower than with one thread each (OpenMP threads spin while waiting)."""
+    env = dict(fake_host(tmp_path, None), OMP_NUM_THREADS="1")
+    env.pop("MKL_NUM_THREADS", None)
+    proc = invoke(env, "--dry", "train", "--docker")
+    assert proc.returncode == 0, proc.stderr
+    assert "--env OMP_NUM_THREADS " in proc.stdout and "MKL_NUM_THREADS" not in proc.stdout
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
