@@ -51,6 +51,7 @@ XDIST_GROUPS = {
 }
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own, which reads the marks
 def pytest_collection_modifyitems(items):
     for item in items:
         if item.path.parent.name == "container" and item.path.name.startswith("test_"):
