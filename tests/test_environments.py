@@ -317,10 +317,11 @@ def namespace(node):
 def test_devcontainers_get_what_devtools_gives_a_dev_container(monkeypatch, gpu):
     """HF cache volume and path, workspace, PYTHONPATH, and /dev/shm (CPU) or the GPU flags (GPU), as
     devtools.containers.dev_container_args gives `invoke shell` from invoke.yaml."""
-    for secret in ("HF_TOKEN", "WANDB_API_KEY"):
-        monkeypatch.delenv(secret, raising=False)
     monkeypatch.syspath_prepend(str(REPO))
     from devtools import containers
+
+    for name in (*containers.SECRETS, *containers.THREADS):  # passed by name only when set on the host
+        monkeypatch.delenv(name, raising=False)
 
     args = containers.dev_container_args(namespace(yaml.safe_load((REPO / "invoke.yaml").read_text())), gpu)
     pairs = list(zip(args[::2], args[1::2]))
