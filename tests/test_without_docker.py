@@ -32,7 +32,9 @@ def path_without_docker(bin_dir: Path) -> str:
 
 
 @pytest.mark.slow
-def test_container_suite_is_skipped_in_one_line_without_docker(tmp_path):
+# serial, and on pytest-xdist workers as make test runs it: the line must reach the controller's summary
+@pytest.mark.parametrize("workers", [[], ["-n", "2", "--dist", "loadgroup"]], ids=["serial", "xdist"])
+def test_container_suite_is_skipped_in_one_line_without_docker(tmp_path, workers):
     env = {
         "PATH": path_without_docker(tmp_path / "bin"),
         "HOME": str(tmp_path),
@@ -41,7 +43,9 @@ def test_container_suite_is_skipped_in_one_line_without_docker(tmp_path):
         "FINETUNE_TEST_DOCKER": "docker",  # by name, through PATH (the harness prefers /usr/bin/docker otherwise)
     }
     assert shutil.which("docker", path=env["PATH"]) is None
-    cmd = [sys.executable, "-m", "pytest", "tests/container", "-q", "-rs", "-p", "no:cacheprovider"]
+    # `tests` as make test gives it (testpaths), not tests/container: under xdist the controller then never loads
+    # tests/container/conftest.py, and only hooks in tests/conftest.py print the line
+    cmd = [sys.executable, "-m", "pytest", "tests", "-m", "container", "-q", "-rs", "-p", "no:cacheprovider", *workers]
     proc = subprocess.run(
         [*cmd, "--basetemp", str(tmp_path / "pytest")],
         cwd=REPO,

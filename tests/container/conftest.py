@@ -20,7 +20,7 @@ import pytest
 
 from .helpers_builds import dev_image, runtime_image
 from .helpers_cuda import cuda_config, cuda_dev_image, cuda_runtime_image
-from .helpers_engine import FIGURES, REPO, SKIPPED_BECAUSE, Engine, engine, free_port
+from .helpers_engine import FIGURES, REPO, Engine, engine, free_port
 from .helpers_standins import standins
 from .helpers_workspace import Workspace, workspace
 
@@ -56,25 +56,3 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if item.path.parent.name == "container" and item.path.name.startswith("test_"):
             item.add_marker(pytest.mark.xdist_group(XDIST_GROUPS.get(item.path.name, "docker")))
-
-
-def pytest_sessionfinish(session):
-    """On a pytest-xdist worker: its figures and skip reason go to the controller, which prints them."""
-    if hasattr(session.config, "workeroutput"):
-        session.config.workeroutput["finetune"] = {"figures": dict(FIGURES), "skipped": list(SKIPPED_BECAUSE)}
-
-
-@pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook: the controller hears that a worker has finished
-def pytest_testnodedown(node, error):
-    sent = getattr(node, "workeroutput", {}).get("finetune", {})
-    FIGURES.update(sent.get("figures", {}))
-    SKIPPED_BECAUSE.extend(why for why in sent.get("skipped", []) if why not in SKIPPED_BECAUSE)
-
-
-def pytest_terminal_summary(terminalreporter):
-    if SKIPPED_BECAUSE:
-        terminalreporter.write_line(f"container tests skipped: {SKIPPED_BECAUSE[0]}", yellow=True)
-    if FIGURES:
-        terminalreporter.section("container figures (this machine)")
-        for key, value in FIGURES.items():
-            terminalreporter.write_line(f"{key:42} {value}")

@@ -22,11 +22,11 @@ from pathlib import Path
 import pytest
 from filelock import FileLock
 
-from conftest import REPO, explain  # tests/conftest.py, the tests' shared helpers
+# tests/conftest.py, the tests' shared helpers; FIGURES and SKIPPED_BECAUSE live there so that its summary hooks,
+# which the pytest-xdist controller loads (it never loads tests/container/conftest.py), can print them
+from conftest import FIGURES, REPO, SKIPPED_BECAUSE, explain
 
 ENGINE_SH = REPO / "docker" / "engine.sh"
-FIGURES: dict = {}  # measured figures, printed at the end of the session (pytest_terminal_summary)
-SKIPPED_BECAUSE: list[str] = []  # why the container tests could not run: said once, at the end
 
 
 @contextlib.contextmanager
