@@ -29,6 +29,7 @@ SECRETS = ["HF_TOKEN", "WANDB_API_KEY"]  # passed to containers by name when set
 # sees, also where the user (or a test run of several workers) asked for fewer, and OpenMP threads that share cores
 # with another busy process spin (two runs side by side on 2 cores: 6x slower than with one thread each).
 THREADS = ["OMP_NUM_THREADS", "MKL_NUM_THREADS"]
+HOST_ENV = SECRETS + THREADS  # what every local container gets by name from this host
 # NVIDIA's advice for PyTorch in containers (NGC PyTorch release notes, "Running PyTorch"): share the host's IPC
 # namespace (DataLoader workers exchange tensors through /dev/shm, 64 MB by default in Docker) and lift the
 # locked-memory and stack limits.
@@ -197,8 +198,7 @@ def run_command(
     of several, on its network under the name the other nodes reach it by (see Nodes)."""
     name = (nodes.container_name() if nodes else None) or name
     cmd = [cfg.docker.client, "run", "--rm", "--name", name, *(nodes.docker_args() if nodes else [])]
-    env_names = passthrough_env(SECRETS + THREADS)
-    cmd += container_args(cfg, str(REPO), image, image_id, labels, env_names, gpus) + extra_mounts
+    cmd += container_args(cfg, str(REPO), image, image_id, labels, passthrough_env(HOST_ENV), gpus) + extra_mounts
     return [*cmd, image, *launcher(nproc, nodes), *cli_args]
 
 
@@ -219,7 +219,7 @@ def dev_container_args(cfg, gpu: bool) -> list[str]:
     """A dev container as the devcontainer makes it (`invoke shell`, `test --docker`, `lab`): the repository at
     /workspace with its src/ on PYTHONPATH (your edits, not the image's copy), plus what every container gets."""
     args = ["--volume", f"{REPO}:{WORKSPACE}", "--env", f"PYTHONPATH={WORKSPACE}/src"]
-    return args + _cache_secrets_devices(cfg, passthrough_env(SECRETS + THREADS), "all" if gpu else None)
+    return args + _cache_secrets_devices(cfg, passthrough_env(HOST_ENV), "all" if gpu else None)
 
 
 def _cache_secrets_devices(cfg, env_names: list[str], gpus: str | None) -> list[str]:
