@@ -13,18 +13,36 @@
 #     transformers==5.24.0 peft==0.21.2 liger-kernel==0.8.5 bitsandbytes==0.50.2
 #
 # Usage:  OUT=/tmp/gpu-check benchmarks/gpu_check.sh [SECTION ...]
-#   sections: default levers scale fit (the default set, planned at about 9.5 minutes on one H100 from the
-#   2026-11-25 runs: default 1, levers 2, scale --quick 4, fit --quick 2.5) and tests (the lever and training
-#   tests on CUDA, about 2.5 more; name it to run it). Attention kernels and Liger are compared in `scale`.
-# Results in $OUT: gpu_check.log (everything), levers.tsv, scale.json, fit.json, pytest-gpu.log, default-summary.json.
-# Each step has its own time limit; a failure is logged and the next step runs. The last lines are the summary tables.
+#   The default set (issue 30, planned at about 9 minutes on one H200; BUDGET_S=540 seconds in all, each section
+#   started only with time left and cut to what is left, the most wanted first):
+#     fsdp     FSDP under torchrun, one process (60 steps of the default run): the multi-GPU path on NCCL
+#     mfu1b    llama-3.2-1b: the plain Trainer, ours +flex+liger, ours +flex+liger+compile (compile off and on)
+#     lora8b   llama-3.1-8b LoRA r16 on every linear layer, bf16 base, +flex+liger, 1 packed row x 4 accumulated
+#     profile  llama-3.2-1b +flex+liger, 2 steps under torch.profiler: trace, operator table, kernel time by kind
+#     mfu05b   qwen2.5-0.5b: the plain Trainer, ours +flex+liger, ours +flex+liger+compile
+#   Older sections, by name: default levers tests scale fit (the 2026-11 runs; see benchmarks/README.md).
+#   MODEL_1B, MODEL_05B, MODEL_BIG, VARIANTS and SCALE_ARGS replace the shapes, variants and scale.py presets; the
+#   plumbing runs on CPU in about 7 minutes (no figure means anything there; FSDP refuses CPU, exit 2, by design):
+#     OUT=/tmp/gc PY=.venv/bin/python MODEL_1B=tiny MODEL_05B=tiny MODEL_BIG=tiny VARIANTS=base,+compile \
+#       SCALE_ARGS="--steps 3 --seq-len 256 --median-tokens 40 --tokens-per-step 512" BUDGET_S=1200 benchmarks/gpu_check.sh
+# Results in $OUT (at most 8 files come back from the device machine): gpu_check.log (everything), levers.tsv,
+# mfu1b.json, lora8b.json, mfu05b.json, profile.tar.gz (trace.json.gz, ops.txt, breakdown.json), logs.tar.gz (every
+# run's log). Each step has its own time limit; a failure is logged and the next step runs. The last lines are the
+# summary tables.
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu-check}
 PY=${PY:-python3}
 WORK=$(mktemp -d)
 mkdir -p "$OUT"
-SECTIONS=${*:-default levers scale fit}
+SECTIONS=${*:-fsdp mfu1b lora8b profile mfu05b}
+BUDGET_S=${BUDGET_S:-540}
+DEADLINE=$(( $(date +%s) + BUDGET_S ))
+MODEL_1B=${MODEL_1B:-llama-3.2-1b} MODEL_05B=${MODEL_05B:-qwen2.5-0.5b} MODEL_BIG=${MODEL_BIG:-llama-3.1-8b}
+VARIANTS=${VARIANTS:-+flex+liger,+flex+liger+compile}
+# no tracker in ours (the plain Trainer reports to none): equal work, and no writer in the timed steps
+read -r -a SCALE <<<"${SCALE_ARGS:---quick --worker-timeout 150 --set tracking=[]}"
+RES=$WORK/results  # scale.py's JSON, logs and data; what comes back is copied to $OUT at the end
 if compgen -G ".whl/*.whl" >/dev/null; then
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     && export PYTHONPATH=/tmp/site
@@ -32,15 +50,40 @@ fi
 export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
 LOG=$OUT/gpu_check.log
 step() { echo "== $* ($(date -u +%T))" | tee -a "$LOG"; }
-timed() {  # timed SECONDS CMD...: run with a limit, log the exit status and wall time; returns the exit status
-  local limit=$1 t0 rc; shift; t0=$(date +%s.%N)
+timed() {  # timed SECONDS CMD...: run with a limit (cut to what is left of BUDGET_S), log the exit status and wall
+  local limit=$1 t0 rc left; shift; t0=$(date +%s.%N); left=$(( DEADLINE - $(date +%s) ))
+  (( left < limit )) && limit=$left
+  if (( limit < 20 )); then echo "   not run (budget spent): $*" | tee -a "$LOG"; return 124; fi
   timeout "$limit" "$@" >>"$LOG" 2>&1; rc=$?
   printf '   exit %s after %.1f s: %s\n' "$rc" "$(awk "BEGIN{print $(date +%s.%N) - $t0}")" "$*" | tee -a "$LOG"
   return $rc
 }
 wants() { [[ " $SECTIONS " == *" $1 "* ]]; }
+lever() {  # lever NAME LAUNCHER... ARGS...: one short run of the default config, one row of levers.tsv
+  local name=$1; shift; local dir=$WORK/lever-$name rc
+  timed 90 "$@" --output-dir "$dir" "${SHORT[@]}"; rc=$?
+  "$PY" - "$name" "$rc" "$dir" >>"$OUT/levers.tsv" <<'EOF'
+import json, sys
+name, rc, d = sys.argv[1:]
+try:
+    s = json.load(open(f"{d}/summary.json"))
+    row = [s["steps"], f'{s["train_loss"]:.4f}', f'{s["eval_loss"]:.4f}', f'{s["tokens_per_second"]:,.0f}']
+except Exception as e:
+    row = ["-", "-", "-", "-"]
+print("\t".join([name, rc, *map(str, row)]))
+EOF
+}
+
 # a short default run: same model and data, 60 steps, no scheduled checkpoints
 SHORT=(--set training.max_steps=60 --set training.save_steps=100000 --set eval.max_samples=100)
+
+printf 'lever\texit\tsteps\ttrain_loss\teval_loss\ttokens/s\n' >"$OUT/levers.tsv"
+scale() {  # scale NAME LIMIT ARGS...: one scale.py invocation, its JSON as $RES/NAME.json
+  local name=$1 limit=$2; shift 2
+  timed "$limit" "$PY" benchmarks/scale.py "$@" --out "$RES/$name.json"
+}
+LORA=(--set lora.enabled=true --set lora.r=16 --set lora.alpha=32
+      --set "lora.target_modules=[q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj]")
 
 step "machine"
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader; nproc
@@ -67,21 +110,6 @@ if wants levers; then
   step "each lever on a real run (default model and data, 60 steps)"
   base_model=$WORK/default/model
   [ -d "$base_model" ] || timed 120 "$PY" -m finetune train configs/default.yaml --output-dir "$WORK/default" "${SHORT[@]}"
-  printf 'lever\texit\tsteps\ttrain_loss\teval_loss\ttokens/s\n' >"$OUT/levers.tsv"
-  lever() {  # lever NAME LAUNCHER... -- ARGS...: one run, one row of levers.tsv
-    local name=$1; shift; local dir=$WORK/lever-$name rc
-    timed 90 "$@" --output-dir "$dir" "${SHORT[@]}"; rc=$?
-    "$PY" - "$name" "$rc" "$dir" >>"$OUT/levers.tsv" <<'EOF'
-import json, sys
-name, rc, d = sys.argv[1:]
-try:
-    s = json.load(open(f"{d}/summary.json"))
-    row = [s["steps"], f'{s["train_loss"]:.4f}', f'{s["eval_loss"]:.4f}', f'{s["tokens_per_second"]:,.0f}']
-except Exception as e:
-    row = ["-", "-", "-", "-"]
-print("\t".join([name, rc, *map(str, row)]))
-EOF
-  }
   run=("$PY" -m finetune train configs/default.yaml)
   lever compile "${run[@]}" --set training.compile=true
   lever checkpointing "${run[@]}" --set training.gradient_checkpointing=true
@@ -117,12 +145,47 @@ if wants fit; then
   timed 210 "$PY" benchmarks/scale.py --quick --no-compare --fit-table --out "$OUT/fit.json"
 fi
 
+if wants fsdp; then
+  # FSDP under torchrun runs every collective of the package on NCCL (the stop flag, the token count) that plain DDP
+  # runs, and FSDP's own: plain DDP is left to the `levers` section to keep this set inside its budget
+  step "the multi-GPU path on one GPU: FSDP under torchrun (NCCL), 60 steps of the default run"
+  lever fsdp_1proc "$PY" -m torch.distributed.run --nproc-per-node 1 -m finetune train configs/default.yaml \
+    --set training.fsdp=true
+fi
+
+if wants mfu1b; then
+  step "$MODEL_1B: plain Trainer vs ours, compile off and on"
+  scale mfu1b 220 "${SCALE[@]}" --model "$MODEL_1B" --variants "$VARIANTS"
+fi
+
+if wants lora8b; then
+  step "$MODEL_BIG LoRA speed: r16 on every linear layer, bf16 base, flex+liger, 1 packed row x 4 accumulated"
+  scale lora8b 150 "${SCALE[@]}" --no-plain --model "$MODEL_BIG" --variants "${VARIANTS%%,*}" "${LORA[@]}" \
+    --set training.grad_accum=4  # training.batch_size stays the 4 rows of a step: micro-batches of 1 row
+fi
+
+if wants profile; then
+  step "$MODEL_1B profile: 2 steps after warm-up under torch.profiler"
+  scale profile 100 "${SCALE[@]}" --no-plain --model "$MODEL_1B" --variants "${VARIANTS%%,*}" --steps 5 \
+    --profile "$RES/profile"
+  for f in "$RES"/profile/*/breakdown.json; do [ -f "$f" ] && cat "$f" | tee -a "$LOG"; done
+  for f in "$RES"/profile/*/ops.txt; do [ -f "$f" ] && head -22 "$f" | cut -c1-170 | tee -a "$LOG"; done
+fi
+
+if wants mfu05b; then
+  step "$MODEL_05B: plain Trainer vs ours, compile off and on"
+  scale mfu05b 220 "${SCALE[@]}" --model "$MODEL_05B" --variants "$VARIANTS"
+fi
+
 step "done"
+for f in mfu1b lora8b mfu05b; do [ -f "$RES/$f.json" ] && cp "$RES/$f.json" "$OUT/"; done
+[ -d "$RES/profile" ] && tar -C "$RES" -czf "$OUT/profile.tar.gz" profile $( [ -f "$RES/profile.json" ] && echo profile.json)
+[ -d "$RES/logs" ] && tar -C "$RES" -czf "$OUT/logs.tar.gz" logs
 [ -f "$OUT/levers.tsv" ] && "$PY" -c 'import sys  # an aligned table (no `column` on every machine)
 rows = [line.rstrip("\n").split("\t") for line in open(sys.argv[1])]
 w = [max(len(r[i]) for r in rows if len(r) > max(i, 1)) for i in range(max(map(len, rows)))]
 print("\n".join("  ".join(c.ljust(w[i]) for i, c in enumerate(r)).rstrip() for r in rows))' "$OUT/levers.tsv"
-for f in scale fit; do
-  [ -f "$OUT/$f.json" ] && "$PY" benchmarks/scale.py --print "$OUT/$f.json" 2>/dev/null
+for f in "$OUT"/scale.json "$OUT"/fit.json "$OUT"/mfu1b.json "$OUT"/lora8b.json "$OUT"/mfu05b.json; do
+  [ -f "$f" ] && "$PY" benchmarks/scale.py --print "$f" 2>/dev/null
 done
 exit 0

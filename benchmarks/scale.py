@@ -112,6 +112,8 @@ def settings(args) -> dict:
         "fit_steps": args.fit_steps,
         "worker_timeout_s": args.worker_timeout,
         "quick": args.quick,
+        "no_plain": args.no_plain,
+        "profile": args.profile,
     }
 
 
@@ -209,6 +211,18 @@ def parse_args(argv=None):
     )
     p.add_argument("--no-compare", action="store_true", help="skip the ours/plain comparison (with --fit-table)")
     p.add_argument(
+        "--no-plain",
+        action="store_true",
+        help="run only ours' variants (no plain Trainer, no ratio): a shape too big for the plain Trainer, a profile",
+    )
+    p.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="profile 2 steps after warm-up of each ours run with torch.profiler: DIR/<model>-<variant>/ gets "
+        "trace.json.gz, ops.txt and breakdown.json (kernel time by kind, GPU-busy share); such runs are labelled "
+        "'profiled' (the profiler's overhead is in their tokens/s)",
+    )
+    p.add_argument(
         "--quick",
         action="store_true",
         help="the trimmed preset of benchmarks/gpu_check.sh: on a GPU 6 steps (3 warm-up), variants base,+flex+liger, "
@@ -267,6 +281,7 @@ def parse_args(argv=None):
     if args.fit_steps < 2:
         p.error("--fit-steps must be >= 2")
     args.out = str(Path(args.out).resolve())
+    args.profile = str(Path(args.profile).resolve()) if args.profile else None
     return args
 
 

@@ -33,12 +33,14 @@ def record(r: dict, runs: list[dict], save, fit: bool = False) -> None:
 def compare_model(name, args, steps, warmup, overrides, work, logs, peak, budgets, comparison, save, spawn=spawn):
     """Plain first, at the largest micro-batch of --plain-micro-batch (or the model's start, with --quick), half that,
     ... that does not run out of memory (each try re-plans the data for the same tokens per step); then each variant
-    of ours on the final plan's data."""
+    of ours on the final plan's data. --no-plain: ours only."""
     micro, plain = args.plain_micro_batch_start.get(name, args.plain_micro_batch), None
     while True:
         b = budgets[name] = plan(name, steps, args, work, micro)
         print(budget_line(b), flush=True)
         base = base_config(b, args, steps)
+        if args.no_plain:  # ours alone (a shape the plain Trainer cannot hold, a profile): no ratio
+            break
         spec = {
             "pipeline": "plain",
             "label": f"plain Trainer mb{micro}",
@@ -60,6 +62,9 @@ def compare_model(name, args, steps, warmup, overrides, work, logs, peak, budget
     for v in args.variants:
         config = with_settings(base, overrides, variant_settings(v))
         spec = {"pipeline": "ours", "label": f"ours {v}", "config": config, "model": name, "warmup_steps": warmup}
+        if args.profile:  # the steps after warm-up under torch.profiler: a profile, not a speed figure
+            spec["profile"] = str(Path(args.profile) / f"{name}-{v.replace('+', 'p')}")
+            spec["label"] += " (profiled)"
         r = execute(spec, logs / f"scale-{name}-ours-{v.replace('+', 'p')}.log", args, spawn)
         if r["status"] == "ok":
             add_flops_and_mfu(r, b, peak)

@@ -119,6 +119,11 @@ def run_ours(spec: dict) -> dict:
         original_init(self, *a, **kw)
         clock.tokens = lambda state: self.tokens_trained
         self.add_callback(clock)
+        if spec.get("profile"):
+            from scale_profile import StepProfiler
+
+            steps = min(2, spec["config"]["training"]["max_steps"] - spec["warmup_steps"])
+            self.add_callback(StepProfiler(spec["profile"], spec["warmup_steps"], steps))
 
     finetune_trainer.FinetuneTrainer.__init__ = init
     # the final model save comes after the timed loop; skipping it only saves wall time (GBs for the big shapes)

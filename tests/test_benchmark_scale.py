@@ -270,3 +270,49 @@ def test_quick_starts_a_models_plain_trainer_at_its_own_micro_batch(tmp_path):
     )
     assert calls[0]["examples_per_step"] // calls[0]["grad_accum"] == 2 and budgets["tiny"]["plain_micro_batch"] == 2
     assert [c["label"] for c in calls] == ["plain Trainer mb2", "ours base"]  # an error is not retried smaller
+
+
+def test_no_plain_runs_only_ours_and_a_profile_labels_its_runs(tmp_path):
+    args = scale.parse_args(
+        ["--model", "tiny", "--seq-len", "256", "--median-tokens", "40", "--tokens-per-step", "512"]
+        + ["--no-plain", "--profile", str(tmp_path / "prof"), "--variants", "base,+compile"]
+    )
+    calls = []
+
+    def fake_spawn(spec, log, timeout):
+        calls.append(spec)
+        return {"status": "error", "error": "RuntimeError: fake", "process_seconds": 1}
+
+    scale_experiments.compare_model(
+        "tiny", args, 3, 1, {}, tmp_path, tmp_path, None, {}, [], lambda partial: None, spawn=fake_spawn
+    )
+    assert [c["label"] for c in calls] == ["ours base (profiled)", "ours +compile (profiled)"]  # no plain run
+    assert [c["profile"] for c in calls] == [
+        str(tmp_path / "prof" / "tiny-base"),
+        str(tmp_path / "prof" / "tiny-pcompile"),
+    ]
+
+
+def test_profile_breakdown_sorts_kernel_time_by_kind():
+    """Kernel names as the H200 trace of 2026-12-04 has them; CPU-side events are not kernel time."""
+    import scale_profile
+
+    names = {
+        "nvjet_sm90_tst_128x256_64x4_2x1_v_bz_coopA_NTN": ("matmul", 300),
+        "triton_tem_fused_flex_attention_backward_mul_1": ("attention", 100),
+        "void at::native::vectorized_elementwise_kernel<8, at::native::bfloat16_copy_kernel_cuda(": ("copies", 50),
+        "void at::native::multi_tensor_apply_kernel<FusedOptimizerTensorListMetadata<4>>": ("optimizer", 20),
+        "_rms_norm_backward_kernel": ("norms and activations", 10),
+        "void at::native::vectorized_elementwise_kernel<4, at::native::CUDAFunctor_add<float>": (
+            "other elementwise and reductions",
+            5,
+        ),
+    }
+    events = [{"cat": "kernel", "name": n, "dur": us} for n, (_, us) in names.items()]
+    events += [{"cat": "cpu_op", "name": "aten::mm", "dur": 10_000}, {"cat": "kernel", "name": "no duration"}]
+    out = scale_profile.breakdown({"traceEvents": events}, wall=0.001, steps=2)
+    assert {scale_profile.kind_of(n) for n in names} == {kind for kind, _ in names.values()}
+    assert all(scale_profile.kind_of(n) == kind for n, (kind, _) in names.items())
+    assert out["kernel_seconds"] == pytest.approx(485e-6) and out["gpu_busy_share"] == pytest.approx(0.485)
+    assert list(out["seconds_by_kind"])[:2] == ["matmul", "attention"]  # longest first
+    assert out["top_kernels"][0]["name"].startswith("nvjet") and len(out["top_kernels"]) == len(names)

@@ -209,3 +209,19 @@ def test_mlflow_without_a_server_is_one_line_exit_2(tmp_path):
         "finetune: error: --set tracking: mlflow logs to the server MLFLOW_TRACKING_URI names: start one with "
         "`invoke mlflow`, then set it\n"
     ), explain(proc)
+
+
+def test_tensorboard_without_its_writer_package_stops_before_any_work(monkeypatch):
+    """The default tracker writes with tensorboardX: where it is missing (seen on a lent GPU machine on 2026-12-04:
+    every run died after loading its model with ModuleNotFoundError), resolve() says so in one line with both ways
+    out, before any run directory exists."""
+    from finetune.resolve import resolve
+
+    monkeypatch.setitem(sys.modules, "tensorboardX", None)  # as if not installed: find_spec answers None
+    with pytest.raises(
+        ConfigError,
+        match=r"default.yaml:\d+: tracking: tensorboard needs the tensorboardX package.*"
+        r"pip install tensorboardX, or train without it: --set tracking=\[\]",
+    ):
+        resolve(load_config(DEFAULT_CONFIG), cuda=False)
+    assert resolve(load_config(DEFAULT_CONFIG, ["tracking=[]"]), cuda=False).device == "cpu"

@@ -27,7 +27,12 @@ from finetune.urls import strip_userinfo
 
 ARTIFACTS = ("loss.png", "manifest.json", "summary.json")
 CONNECT_TIMEOUT_S = 5  # reaching the tracking server before the run; MLflow's own requests: MLFLOW_HTTP_* below
-PACKAGES = {"mlflow": "mlflow", "wandb": "wandb"}  # tracker -> the module it needs
+PACKAGES = {"tensorboard": "tensorboardX", "mlflow": "mlflow", "wandb": "wandb"}  # tracker -> the module it needs
+WHERE = {  # which of our images carry it
+    "tensorboardX": "every image has it",
+    "mlflow": "the cuda image and the dev layer have it; the cpu image has mlflow-skinny only",
+    "wandb": "the cuda image and the dev layer have it",
+}
 
 
 def check(trackers: list[str], where) -> None:
@@ -36,8 +41,8 @@ def check(trackers: list[str], where) -> None:
         module = PACKAGES.get(name)
         if module and importlib.util.find_spec(module) is None:
             raise where(
-                f"{name} needs the {module} package (the cuda image and the dev layer have it; the cpu image has "
-                f"mlflow-skinny only): pip install {module}"
+                f"{name} needs the {module} package, which is not installed here ({WHERE[module]}): "
+                f"pip install {module}, or train without it: --set tracking=[]"
             )
     if "mlflow" in trackers and not os.environ.get("MLFLOW_TRACKING_URI"):
         raise where("mlflow logs to the server MLFLOW_TRACKING_URI names: start one with `invoke mlflow`, then set it")
