@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -148,10 +149,23 @@ def minilm_dir() -> Path:
 
 
 # The session's end. Under pytest-xdist the tests run in workers and the summary is printed by the controller, which
-# loads this file but not tests/container/conftest.py: the workers send their figures and skip reason here.
+# loads this file but not tests/container/conftest.py: the workers send their figures and skip reason here, and the
+# tests they deselected (-m "not slow", -k): the controller collects nothing, so its closing line counted none
+# (tests/test_xdist_summary.py).
+DESELECTED: list[str] = []  # a worker: the node ids it deselected
+
+
+def pytest_deselected(items):
+    DESELECTED.extend(item.nodeid for item in items)
+
+
 def pytest_sessionfinish(session):
     if hasattr(session.config, "workeroutput"):  # a worker
-        session.config.workeroutput["finetune"] = {"figures": dict(FIGURES), "skipped": list(SKIPPED_BECAUSE)}
+        session.config.workeroutput["finetune"] = {
+            "figures": dict(FIGURES),
+            "skipped": list(SKIPPED_BECAUSE),
+            "deselected": list(DESELECTED),
+        }
 
 
 @pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook: the controller hears that a worker has finished
@@ -159,6 +173,10 @@ def pytest_testnodedown(node, error):
     sent = getattr(node, "workeroutput", {}).get("finetune", {})
     FIGURES.update(sent.get("figures", {}))
     SKIPPED_BECAUSE.extend(why for why in sent.get("skipped", []) if why not in SKIPPED_BECAUSE)
+    # every worker collects the whole suite and deselects the same tests: counted once, in the closing line's stats
+    reporter = node.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None and sent.get("deselected") and "deselected" not in reporter.stats:
+        reporter.stats["deselected"] = [SimpleNamespace(nodeid=nodeid) for nodeid in sent["deselected"]]
 
 
 def pytest_terminal_summary(terminalreporter):
