@@ -15,8 +15,9 @@ from pathlib import Path
 from invoke import Collection, Exit, task
 
 from devtools import containers, deploy, images
+from devtools.checks import table
 from devtools.containers import show
-from devtools.doctor import run_checks, table
+from devtools.doctor import run_checks
 
 RUNTIMES = ("auto", "docker", "local")
 

@@ -11,10 +11,10 @@ import shlex
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
-from devtools import containers, engines, gpu_loss, images, remote
+from devtools import containers, engines, gpu_loss, remote
+from devtools.checks import Check
 from devtools.gpu import gpu_runtime as runtime_of
 
 REPO = Path(__file__).resolve().parents[1]
@@ -22,16 +22,8 @@ MIN_DISK_GB = {"cpu": 15, "cuda": 40}  # images + build cache + HF cache, with r
 MIN_SHM_GB = 1.0
 
 
-@dataclass
-class Check:
-    name: str
-    state: str  # ok | warn | fail | skip
-    found: str
-    fix: str = ""
-
-
 def engine(c, probe) -> Check:
-    res = images.docker_info(c, ".ServerVersion", probe)
+    res = engines.docker_info(c, ".ServerVersion", probe)
     if res.ok:
         eng = engines.engine(c, probe)
         mode = {"root": ", rootless: containers run as its root (you on the host)"}
@@ -100,7 +92,7 @@ def at_least(name: str, value: float, need: float, found: str, short: str, fix: 
 
 
 def disk(c, probe, variant: str) -> Check:
-    name, root = "free disk (images, HF cache)", images.docker_info(c, ".DockerRootDir", probe).stdout.strip()
+    name, root = "free disk (images, HF cache)", engines.docker_info(c, ".DockerRootDir", probe).stdout.strip()
     path = Path(root or "/var/lib/docker")
     while not path.exists() and path != path.parent:
         path = path.parent
@@ -168,14 +160,3 @@ def run_checks(c, probe, *, gpu: bool, host: str | None) -> list[Check]:
         checks.append(Check("GPU runtime (driver, container toolkit)", "skip", "--cpu: GPU checks skipped"))
     checks += [disk(c, probe, "cuda" if gpu else "cpu"), shm(), locks(), ssh_host(c, probe, host)]
     return checks
-
-
-def table(checks: list[Check]) -> str:
-    marks = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL", "skip": "skip"}
-    width = max(len(ch.name) for ch in checks)
-    lines = []
-    for ch in checks:
-        lines.append(f"{marks[ch.state]}  {ch.name:{width}}  {ch.found}")
-        if ch.fix and ch.state in ("fail", "warn"):
-            lines.append(f"{'':6}{'':{width}}  fix: {ch.fix}")
-    return "\n".join(lines)

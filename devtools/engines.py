@@ -77,6 +77,15 @@ def info_template(kind: str, template: str) -> str:
 # --- BuildKit -------------------------------------------------------------------------------------------------------
 
 
+def docker_info(c, template: str, probe):
+    """`docker info --format '{{TEMPLATE}}'`: the one way devtools asks the engine about itself. `.ServerVersion`
+    answers whether an engine runs at all, `json .Runtimes` which runtimes it has (devtools/gpu.py),
+    `.DockerRootDir` where its images live (doctor's disk check). probe runs the command (tasks: the quiet probe of
+    devtools/images.py; doctor its own; tests fake the commands); returns its invoke Result."""
+    template = info_template(client(c, probe).kind, template)  # Podman names some facts otherwise
+    return probe(f"{c.docker.client} info --format {shlex.quote('{{' + template + '}}')}")
+
+
 def buildkit(cl: Client) -> str:
     """How this client builds: 'buildx', 'engine' (DOCKER_BUILDKIT=1, pre-23 client), 'buildah' (Podman),
     'missing' (a Docker 23+ client without buildx) or 'unknown' (the client did not say what it is)."""

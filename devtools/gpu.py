@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from devtools import engines
-from devtools.images import docker_info
 
 ENABLE_DOCKER_CDI = (
     'Docker takes CDI devices from 25.0 when CDI is on: "features": {"cdi": true} in /etc/docker/daemon.json, then '
@@ -65,7 +64,7 @@ def _devices(c, probe, driver: str) -> GpuRuntime:
         if not eng.cdi_dirs:
             return GpuRuntime(driver, f"{who}, and this engine takes no CDI devices", ENABLE_DOCKER_CDI)
         return GpuRuntime(driver, f"{who}, and no NVIDIA CDI spec is in {where}", f"Generate it: {generate}")
-    runtimes = docker_info(c, "json .Runtimes", probe).stdout
+    runtimes = engines.docker_info(c, "json .Runtimes", probe).stdout
     toolkit = probe("command -v nvidia-ctk || command -v nvidia-container-cli").ok
     if "nvidia" not in runtimes and not toolkit:
         return GpuRuntime(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import shlex
 
 from devtools import engines
-from devtools.images import docker_info
+from devtools.checks import Check
 from finetune.errors import GPU_LOST_FIX
 
 NAME = "GPU kept across daemon-reload"
@@ -32,14 +32,12 @@ def device_links_command(root: str = "") -> str:
 
 
 def cgroup_device_check(c, probe, root: str = ""):
-    """doctor's Check (devtools.doctor.Check, imported here: doctor imports this module): ok when Docker's cgroup
+    """doctor's Check: ok when Docker's cgroup
     driver is not systemd or every NVIDIA device has its /dev/char link, fail when a daemon-reload would take the
     GPUs, skip without an engine or NVIDIA devices."""
-    from devtools.doctor import Check
-
     if engines.client(c, probe).kind == "podman":
         return Check(NAME, "skip", "Podman: NVIDIA's notice is about Docker (runc with systemd cgroups)")
-    driver = docker_info(c, ".CgroupDriver", probe)
+    driver = engines.docker_info(c, ".CgroupDriver", probe)
     if not driver.ok:
         return Check(NAME, "skip", "needs the engine")
     driver = driver.stdout.strip()

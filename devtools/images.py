@@ -14,6 +14,7 @@ from invoke import Exit
 
 from devtools import containers, engines
 from devtools.containers import show
+from devtools.gpu import gpu_runtime
 
 
 def probe(c, cmd: str):
@@ -21,18 +22,8 @@ def probe(c, cmd: str):
     return c.run(cmd, hide=True, warn=True, dry=False, echo=False, in_stream=False)
 
 
-def docker_info(c, template: str, via=None):
-    """`docker info --format '{{TEMPLATE}}'`: the one way devtools asks the engine about itself. `.ServerVersion`
-    answers whether an engine runs at all, `json .Runtimes` which runtimes it has (devtools/gpu.py),
-    `.DockerRootDir` where its images live (doctor's disk check). via runs the command (default: probe above;
-    doctor passes its own, tests fake the commands); returns its invoke Result."""
-    via = via or (lambda cmd: probe(c, cmd))
-    template = engines.info_template(engines.client(c, via).kind, template)  # Podman names some facts otherwise
-    return via(f"{c.docker.client} info --format {shlex.quote('{{' + template + '}}')}")
-
-
 def docker_answers(c) -> bool:
-    return docker_info(c, ".ServerVersion").ok
+    return engines.docker_info(c, ".ServerVersion", lambda cmd: probe(c, cmd)).ok
 
 
 def image_facts(c, image: str) -> tuple[str, dict] | None:
@@ -102,8 +93,6 @@ def ensure_image(c, variant, target):
 
 def gpu_check(c, gpu: bool) -> None:
     """Before anything is built: stop (exit 2, with the fix) when --gpu is asked for and the host cannot give one."""
-    from devtools.gpu import gpu_runtime  # here, not at the top: devtools/gpu.py uses docker_info above
-
     runtime = gpu_runtime(c, lambda cmd: probe(c, cmd)) if gpu else None
     if runtime and runtime.problem:
         stop(c, runtime.message())
