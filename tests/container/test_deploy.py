@@ -86,8 +86,12 @@ def _tree(root: Path) -> dict[str, str]:
 
 def test_deploy_ships_the_image_trains_remotely_fetches_the_run_and_stops(workspace, runtime_image, sshd):
     config, remote_dir = sshd
+    # 60 steps: what this test proves is the way there and back (ship, train detached, fetch, stop); that the default
+    # run learns in this image is test_images.py's test_invoke_train_docker_runs_the_default_fine_tune_... (the full
+    # default run there took 80 s, here 200 s: the suite's other worker shares the 2 cores)
+    steps = ["--set", "training.max_steps=60", "--set", "eval.max_samples=50"]
     t0 = time.monotonic()
-    shipped = workspace.invoke("deploy", "--reship", "--name", "deployed", config=config)
+    shipped = workspace.invoke("deploy", "--reship", "--name", "deployed", *steps, config=config)
     FIGURES["deploy: ship image over ssh + start s"] = round(time.monotonic() - t0, 1)
     assert "docker load" in shipped.stdout and "Loaded image" in shipped.stdout + shipped.stderr
     remote_run = remote_dir / "runs" / "deployed"
@@ -97,7 +101,7 @@ def test_deploy_ships_the_image_trains_remotely_fetches_the_run_and_stops(worksp
         assert "Exited" not in status or "Exited (0)" in status, status
         assert time.time() < deadline, status
         time.sleep(3)
-    FIGURES["deploy: remote default run, wall s"] = round(time.monotonic() - t0, 1)
+    FIGURES["deploy: remote 60-step run, wall s"] = round(time.monotonic() - t0, 1)
     status = workspace.invoke("deploy.status", "--name", "deployed", config=config).stdout
     assert '"status": "completed"' in status
     assert "Starting" not in status  # no restart loop
@@ -108,7 +112,7 @@ def test_deploy_ships_the_image_trains_remotely_fetches_the_run_and_stops(worksp
     local_run = workspace.root / "runs" / "deployed"
     assert _tree(local_run) == _tree(remote_run) and (local_run / "model").is_dir()
     summary = json.loads((local_run / "summary.json").read_text())
-    assert summary["status"] == "completed" and summary["eval_accuracy"] >= 0.9
+    assert summary["status"] == "completed" and summary["steps"] == 60 and "eval_accuracy" in summary
     manifest = json.loads((local_run / "manifest.json").read_text())
     assert (
         manifest["runtime"] == "docker"

@@ -114,6 +114,7 @@ def test_fresh_debian12_runs_both_readme_commands_as_a_non_root_user_without_doc
     FIGURES["newcomer debian 12: make test"] = f"{summary[-1][0]} in {float(summary[-1][1]):.0f} s"
 
 
+@pytest.mark.newcomer  # a fresh machine: the newcomer step's, not plain make test's (58 s there)
 def test_fresh_debian13_with_only_python313_trains_or_names_the_fix_in_one_line(engine, standins):
     assert readme_commands()[0] == "make train"
     image = fresh_machine(engine, "trixie", standins)

@@ -122,14 +122,16 @@ def test_podman_image_runs_as_the_non_root_build_user_with_labels(podman, podman
 
 
 def test_podman_train_docker_completes_and_its_files_belong_to_the_host_user(podman, podman_runtime):
+    # 60 steps: the point is the engine (builds, runs, the files' owner); that the default run learns in this image is
+    # test_images.py's test_invoke_train_docker_runs_the_default_fine_tune_... (same Dockerfile and locks)
     t0 = time.monotonic()
-    proc = podman.invoke("train", "--docker")
-    FIGURES["podman: default run in the cpu container, wall s"] = round(time.monotonic() - t0, 1)
+    proc = podman.invoke("train", "--docker", "--set", "training.max_steps=60", "--set", "eval.max_samples=50")
+    FIGURES["podman: 60-step run in the cpu container, wall s"] = round(time.monotonic() - t0, 1)
     assert "runtime: docker (--docker/--gpu)" in proc.stdout and "podman run --rm" in proc.stdout
     assert "--user 0:0" in proc.stdout  # root on a rootful engine: the container's root writes as the host user
     run = printed_run_dir(proc.stdout, podman.root)
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["status"] == "completed" and summary["eval_accuracy"] >= 0.9, summary
+    assert summary["status"] == "completed" and summary["steps"] == 60 and "eval_accuracy" in summary, summary
     owners = {(p.stat().st_uid, p.stat().st_gid) for p in [run, *run.rglob("*")]}
     assert owners == {(0, 0)}, owners
     manifest = json.loads((run / "manifest.json").read_text())

@@ -114,12 +114,14 @@ def test_rootless_podman_builds_and_trains_with_the_run_owned_by_the_host_user(r
     assert "podman build --file docker/Dockerfile --target runtime" in build.stdout + build.stderr
     info = json.loads(rootless.run(["podman", "image", "inspect", "finetune:cpu"]).stdout)[0]
     assert info["Config"]["User"] == f"{rootless.uid}:{rootless.gid}"  # built for the host user's UID
+    # 60 steps: the point is the engine (builds, runs, the files' owner); that the default run learns in this image is
+    # test_images.py's test_invoke_train_docker_runs_the_default_fine_tune_... (same Dockerfile and locks)
     t0 = time.monotonic()
-    proc = rootless.invoke("train", "--docker")
-    FIGURES["rootless podman: default run in the cpu container, wall s"] = round(time.monotonic() - t0, 1)
+    proc = rootless.invoke("train", "--docker", "--set", "training.max_steps=60", "--set", "eval.max_samples=50")
+    FIGURES["rootless podman: 60-step run in the cpu container, wall s"] = round(time.monotonic() - t0, 1)
     assert "podman run --rm" in proc.stdout and "--userns=keep-id" in proc.stdout, proc.stdout[-2000:]
     run = printed_run_dir(proc.stdout, rootless.root)
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["status"] == "completed" and summary["eval_accuracy"] >= 0.9, summary
+    assert summary["status"] == "completed" and summary["steps"] == 60 and "eval_accuracy" in summary, summary
     owners = {(p.stat().st_uid, p.stat().st_gid) for p in [run, *run.rglob("*")]}
     assert owners == {(rootless.uid, rootless.gid)}, owners
