@@ -143,7 +143,7 @@ def _docker_run(c, d: str, name: str, image: str, facts: tuple, secrets: list[st
     run += ["--stop-timeout", str(STOP_TIMEOUT), "--label", f"org.finetune.deploy={name}"]
     # container_args reads the runs/ name, the image settings and the engine facts. On the host the layout is fixed
     # (RUNS above); the user is the login's (--user below, so no image/root mapping), and its GPUs come through the
-    # NVIDIA container toolkit's --gpus, as the README's deploy section asks of a GPU host.
+    # NVIDIA container toolkit's --gpus, as docs/gpu.md's deploy section asks of a GPU host.
     engine = SimpleNamespace(run_as="image", gpu_devices="gpus")
     cfg = SimpleNamespace(finetune=SimpleNamespace(runs_dir=RUNS), image=c.image, docker=engine)
     run += containers.container_args(cfg, "$PWD", image, *facts, secrets, "all" if gpu else None)

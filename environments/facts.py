@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Every fact about the environments and images that more than one file states: its one source, the files that read
-it from there, and the copies that cannot read it (a README, a Dockerfile ARG default, a cloud-init script) and are
-checked against it here.
+it from there, and the copies that cannot read it (a page in docs/, a Dockerfile ARG default, a cloud-init script) and
+are checked against it here.
 
     python environments/facts.py     # each fact, its source, readers and copies; exit 1 naming every copy that differs
 
@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 @dataclass
 class Found:
-    where: str  # "README.md:273" or "invoke.yaml image.torch_find_links"
+    where: str  # "docs/environments.md:12" or "invoke.yaml image.torch_find_links"
     value: Any
 
 
@@ -125,7 +125,7 @@ def within(found: str, value: str) -> str | None:
 
 
 def abbreviation_of_one(found: str, values) -> str | None:
-    """README's shortened pin (`name:tag@sha256:7c74…`): the start of one of the sources' pins."""
+    """docs/containers.md's shortened pin (`name:tag@sha256:7c74…`): the start of one of the sources' pins."""
     return None if any(v.startswith(found.rstrip("…")) for v in values) else found
 
 
@@ -170,7 +170,10 @@ FACTS = [
                 Copy(lock, "`# conda: python=` header line", text_matches(r"^# conda: python=(\S+)$"))
                 for lock in LOCKS_WITH_PYTHON
             ),
-            Copy("README.md", "CPython X.Y", text_matches(r"CPython (\d+\.\d+)\b"), minor_of),
+            *(
+                Copy(doc, "CPython X.Y", text_matches(r"CPython (\d+\.\d+)\b"), minor_of)
+                for doc in ("docs/environments.md", "docs/testing.md")
+            ),
         ],
         readers=[
             "environments/lock.py (lock header, uv's --python-version)",
@@ -186,7 +189,11 @@ FACTS = [
         source_text(CPU_ENV, r"^\s*- torch==([^\s#]+)"),
         [
             Copy("environments/cuda/environment.yml", "torch== pin", text_matches(r"^\s*- torch==([^\s#]+)")),
-            Copy("README.md", "torch version", text_matches(r"(?:`torch==|\()(\d+\.\d+\.\d+)(?:\+cpu`|: CUDA)")),
+            Copy(
+                "docs/environments.md",
+                "torch version",
+                text_matches(r"(?:`torch==|\()(\d+\.\d+\.\d+)(?:\+cpu`|: CUDA)"),
+            ),
         ],
         readers=["pyproject.toml (checked by runtime dependencies)", "tests/test_environments.py (the locks' torch)"],
     ),
@@ -198,7 +205,7 @@ FACTS = [
             Copy("invoke.yaml", "image.torch_find_links", yaml_key("image.torch_find_links")),
             Copy("docker/Dockerfile", "ARG TORCH_FIND_LINKS default", text_matches(r"^ARG TORCH_FIND_LINKS=(\S+)$")),
             Copy(
-                "README.md",
+                "docs/environments.md",
                 "`https://download.pytorch.org/...`",
                 text_matches(r"`(https://download\.pytorch\.org/[^`]*)`"),
             ),
@@ -224,7 +231,10 @@ FACTS = [
                 within,
             ),
             Copy("deploy/cloud-init.yaml", "CUDA X.Y in the host check", text_matches(r"CUDA (\d+\.\d+) images")),
-            Copy("README.md", "CUDA X.Y", text_matches(r"CUDA (\d+\.\d+)\b")),
+            *(
+                Copy(doc, "CUDA X.Y", text_matches(r"CUDA (\d+\.\d+)\b"))
+                for doc in ("docs/environments.md", "docs/gpu.md")
+            ),
         ],
         readers=["devtools/doctor.py, devtools/gpu.py (through invoke's config)"],
         shape=r"\d+\.\d+",
@@ -235,7 +245,7 @@ FACTS = [
         source_yaml("invoke.yaml", "cuda.min_driver"),
         [
             Copy("deploy/cloud-init.yaml", "driver >= X in the host check", text_matches(r"need >= ([\d.]+)\)")),
-            Copy("README.md", "driver >= X", text_matches(r">= (\d+\.\d+\.\d+)")),
+            Copy("docs/environments.md", "driver >= X", text_matches(r">= (\d+\.\d+\.\d+)")),
         ],
         readers=["devtools/doctor.py, devtools/gpu.py (through invoke's config)"],
         shape=r"\d+\.\d+(\.\d+)?",
@@ -244,12 +254,12 @@ FACTS = [
     base_image("cpu", "CPU_BASE_IMAGE"),
     base_image("cuda", "CUDA_BASE_IMAGE"),
     Fact(
-        "base images as README shows them",
+        "base images as the docs show them",
         "invoke.yaml image.base_images",
         lambda root: list(yaml.safe_load((root / "invoke.yaml").read_text())["image"]["base_images"].values()),
         [
             Copy(
-                "README.md",
+                "docs/containers.md",
                 "`name:tag@sha256:…`",
                 text_matches(r"`([\w./-]+:[\w.-]+@sha256:[0-9a-f]+…?)`"),
                 abbreviation_of_one,

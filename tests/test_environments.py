@@ -270,7 +270,7 @@ def test_every_copy_of_a_fact_agrees_with_its_one_source(fact):
     "path, old, new, named",
     [
         (
-            "README.md",
+            "docs/environments.md",
             "uv downloads CPython 3.11, then",
             "uv downloads CPython 3.12, then",
             "3.12, but environments/cpu/environment.yml",
@@ -282,7 +282,12 @@ def test_every_copy_of_a_fact_agrees_with_its_one_source(fact):
             "CUDA 12.8 images",
             "12.8, but invoke.yaml cuda.version is 13.0",
         ),
-        ("README.md", ">= 580.65.06 on", ">= 570.86.10 on", "570.86.10, but invoke.yaml cuda.min_driver is 580.65.06"),
+        (
+            "docs/environments.md",
+            ">= 580.65.06 on",
+            ">= 570.86.10 on",
+            "570.86.10, but invoke.yaml cuda.min_driver is 580.65.06",
+        ),
         ("docker/Dockerfile", "ARG CUDA_BASE_IMAGE=nvidia/cuda:13.0.3", "ARG CUDA_BASE_IMAGE=nvidia/cuda:13.0.2", ""),
         ("pyproject.toml", '    "tqdm>=4.66",\n', "", "pyproject.toml [project].dependencies: lacks tqdm>=4.66"),
         ("environments/cuda/environment.yml", "peft>=0.21,<1", "peft>=0.22,<1", "lacks peft>=0.21,<1"),

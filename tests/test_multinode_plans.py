@@ -1,4 +1,4 @@
-"""Multi-node plans, without an engine: the README's two-nodes recipe has the shape tests/container/test_multinode.py
+"""Multi-node plans, without an engine: docs/gpu.md's two-nodes recipe has the shape tests/container/test_multinode.py
 runs line for line; `invoke train`'s multi-node flags refuse what cannot start, in one line, and plan torchrun's c10d
 rendezvous (`invoke --dry`, a FAKE docker from tests/fakes.py). Seconds; the real two-container run is the container
 test.
@@ -18,8 +18,8 @@ MARK = "tests/container/test_multinode.py runs exactly these lines"
 
 
 def readme_recipe() -> list[str]:
-    """The commands of the README's two-nodes-on-one-host block (the fenced block that names this test)."""
-    blocks = re.findall(r"```bash\n(.*?)```", (REPO / "README.md").read_text(), re.S)
+    """The commands of docs/gpu.md's two-nodes-on-one-host block (the fenced block that names this test)."""
+    blocks = re.findall(r"```bash\n(.*?)```", (REPO / "docs" / "gpu.md").read_text(), re.S)
     block = next(b for b in blocks if MARK in b)
     return [line.strip() for line in block.splitlines() if line.strip() and not line.startswith("#")]
 

@@ -1,7 +1,7 @@
-"""Experiment tracking (finetune.tracking) against the real things: a real MLflow tracking server started the way the
-README says (`invoke mlflow`, on a free port, its SQLite store and artifacts in tmp_path), read back with MlflowClient;
-W&B in offline mode (no account), read back from the run's own .wandb record log. One short training run logs to
-both (slow); the checks on the config are quick.
+"""Experiment tracking (finetune.tracking) against the real things: a real MLflow tracking server started the way
+docs/tracking.md says (`invoke mlflow`, on a free port, its SQLite store and artifacts in tmp_path), read back with
+MlflowClient; W&B in offline mode (no account), read back from the run's own .wandb record log. One short training run
+logs to both (slow); the checks on the config are quick.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Multi-node for real: two containers on one user-defined Docker network are two torchrun nodes (c10d rendezvous,
-gloo on CPU, one process each), started by the README's multi-node recipe line for line, and end with the eval loss
+gloo on CPU, one process each), started by docs/gpu.md's multi-node recipe line for line, and end with the eval loss
 of one node with two processes (the bound of tests/test_training.py's 1-process vs 2-process test). The flags' checks
 and plans, which need no engine, are tests/test_multinode_plans.py.
 """

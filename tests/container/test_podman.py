@@ -65,7 +65,7 @@ class Podman:
 @pytest.fixture(scope="session")
 def podman(engine, standins, workspace, tmp_path_factory) -> Podman:
     if os.getuid() != 0:
-        pytest.skip("the Podman tests run rootful: they need root (rootless Podman: see the README's engine table)")
+        pytest.skip("the Podman tests run rootful: they need root (rootless Podman: docs/containers.md, engine table)")
     if not shutil.which("podman") or subprocess.run(["podman", "info"], capture_output=True).returncode:
         pytest.skip("Podman tests need `podman` (Debian: apt-get install podman)")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DOCKER_", "INVOKE_"))}
