@@ -62,10 +62,11 @@ def compare_model(name, args, steps, warmup, overrides, work, logs, peak, budget
     for v in args.variants:
         config = with_settings(base, overrides, variant_settings(v))
         spec = {"pipeline": "ours", "label": f"ours {v}", "config": config, "model": name, "warmup_steps": warmup}
+        slug = v.replace("+", "p")  # a variant in file names
         if args.profile:  # the steps after warm-up under torch.profiler: a profile, not a speed figure
-            spec["profile"] = str(Path(args.profile) / f"{name}-{v.replace('+', 'p')}")
+            spec["profile"] = str(Path(args.profile) / f"{name}-{slug}")
             spec["label"] += " (profiled)"
-        r = execute(spec, logs / f"scale-{name}-ours-{v.replace('+', 'p')}.log", args, spawn)
+        r = execute(spec, logs / f"scale-{name}-ours-{slug}.log", args, spawn)
         if r["status"] == "ok":
             add_flops_and_mfu(r, b, peak)
             if plain:

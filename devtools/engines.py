@@ -74,9 +74,6 @@ def info_template(kind: str, template: str) -> str:
     return PODMAN_INFO.get(template, template)
 
 
-# --- BuildKit -------------------------------------------------------------------------------------------------------
-
-
 def docker_info(c, template: str, probe):
     """`docker info --format '{{TEMPLATE}}'`: the one way devtools asks the engine about itself. `.ServerVersion`
     answers whether an engine runs at all, `json .Runtimes` which runtimes it has (devtools/gpu.py),
@@ -84,6 +81,9 @@ def docker_info(c, template: str, probe):
     devtools/images.py; doctor its own; tests fake the commands); returns its invoke Result."""
     template = info_template(client(c, probe).kind, template)  # Podman names some facts otherwise
     return probe(f"{c.docker.client} info --format {shlex.quote('{{' + template + '}}')}")
+
+
+# --- BuildKit -------------------------------------------------------------------------------------------------------
 
 
 def buildkit(cl: Client) -> str:

@@ -67,6 +67,26 @@ def run_cli(*args, timeout: int = 600, check: bool = True, module: str = "finetu
     return proc
 
 
+def run_imports_bytecode_check(prefix: str) -> str:
+    """`python -c` code that imports what a run imports and prints how many of the imported modules under prefix
+    have no .pyc, then the first 20 of those: the image's check (/opt/env/) and the venv's (its sys.prefix) alike.
+    read_bytecode_check() reads its output."""
+    return (
+        "import sys, os, importlib.util, finetune.run, finetune.cli\n"
+        "mods = [m.__file__ for m in list(sys.modules.values()) if getattr(m, '__file__', None)"
+        f" and m.__file__.startswith({prefix!r}) and m.__file__.endswith('.py')]\n"
+        "missing = [f for f in mods if not os.path.exists(importlib.util.cache_from_source(f))]\n"
+        "print(len(mods), len(missing)); print('\\n'.join(missing[:20]))"
+    )
+
+
+def read_bytecode_check(stdout: str) -> tuple[int, int, list[str]]:
+    """(modules imported, without bytecode, the output's first lines for an assertion message)."""
+    lines = stdout.split("\n")
+    total, missing = map(int, lines[0].split())
+    return total, missing, lines[:22]
+
+
 def invoke_program() -> str:
     """The `invoke` of the Python running the tests (its venv's bin/, as in .venv or the devcontainer's image),
     else the first on PATH."""

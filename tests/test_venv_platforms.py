@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, read_bytecode_check, run_imports_bytecode_check
 
 ENVS = REPO / "environments"
 sys.path.insert(0, str(ENVS))
@@ -141,13 +141,7 @@ def test_the_venvs_packages_have_bytecode_for_what_a_run_imports():
     CI images) keeps Python from writing it. `make venv` compiles the packages once, when it installs them."""
     if Path(sys.prefix).resolve() != (REPO / ".venv").resolve():
         pytest.skip(f"checks the venv `make venv` builds ({REPO / '.venv'}), not {sys.prefix}")
-    code = (
-        "import sys, os, importlib.util, finetune.run, finetune.cli\n"
-        "mods = [m.__file__ for m in list(sys.modules.values()) if getattr(m, '__file__', None)"
-        " and m.__file__.startswith(sys.prefix) and m.__file__.endswith('.py')]\n"
-        "missing = [f for f in mods if not os.path.exists(importlib.util.cache_from_source(f))]\n"
-        "print(len(mods), len(missing)); print('\\n'.join(missing[:20]))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
-    total, missing = map(int, out[0].split())
-    assert total > 500 and missing <= total * 0.02, out[:22]
+    code = run_imports_bytecode_check(sys.prefix)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    total, missing, lines = read_bytecode_check(out)
+    assert total > 500 and missing <= total * 0.02, lines

@@ -27,21 +27,20 @@ from finetune.urls import strip_userinfo
 
 ARTIFACTS = ("loss.png", "manifest.json", "summary.json")
 CONNECT_TIMEOUT_S = 5  # reaching the tracking server before the run; MLflow's own requests: MLFLOW_HTTP_* below
-PACKAGES = {"tensorboard": "tensorboardX", "mlflow": "mlflow", "wandb": "wandb"}  # tracker -> the module it needs
-WHERE = {  # which of our images carry it
-    "tensorboardX": "every image has it",
-    "mlflow": "the cuda image and the dev layer have it; the cpu image has mlflow-skinny only",
-    "wandb": "the cuda image and the dev layer have it",
+PACKAGES = {  # tracker -> the module it needs, and which of our images carry it
+    "tensorboard": ("tensorboardX", "every image has it"),
+    "mlflow": ("mlflow", "the cuda image and the dev layer have it; the cpu image has mlflow-skinny only"),
+    "wandb": ("wandb", "the cuda image and the dev layer have it"),
 }
 
 
 def check(trackers: list[str], where) -> None:
     """Before any work: each tracker's package is installed and it knows where to log. where(message) -> error."""
     for name in trackers:
-        module = PACKAGES.get(name)
-        if module and importlib.util.find_spec(module) is None:
+        module, images = PACKAGES[name]
+        if importlib.util.find_spec(module) is None:
             raise where(
-                f"{name} needs the {module} package, which is not installed here ({WHERE[module]}): "
+                f"{name} needs the {module} package, which is not installed here ({images}): "
                 f"pip install {module}, or train without it: --set tracking=[]"
             )
     if "mlflow" in trackers and not os.environ.get("MLFLOW_TRACKING_URI"):

@@ -13,6 +13,8 @@ import tomllib
 import pytest
 import yaml
 
+from conftest import read_bytecode_check, run_imports_bytecode_check
+
 from .conftest import FIGURES, REPO
 from .helpers_builds import within_budget
 from .helpers_workspace import printed_run_dir
@@ -112,17 +114,11 @@ def test_a_source_that_needs_datasets_stops_at_once_in_the_cpu_runtime_image(wor
 
 def test_a_runs_imports_have_bytecode(workspace, runtime_image):
     """The image ships .pyc only for what a run imports (size); check a run's imports are among them (start time)."""
-    code = (
-        "import sys, os, importlib.util, finetune.run, finetune.cli\n"
-        "mods = [m.__file__ for m in list(sys.modules.values()) if getattr(m, '__file__', None)"
-        " and m.__file__.startswith('/opt/env/') and m.__file__.endswith('.py')]\n"
-        "missing = [f for f in mods if not os.path.exists(importlib.util.cache_from_source(f))]\n"
-        "print(len(mods), len(missing)); print('\\n'.join(missing[:20]))"
-    )
-    out = workspace.engine("run", "--rm", runtime_image["image"], "python", "-c", code).stdout.split("\n")
-    total, missing = map(int, out[0].split())
+    code = run_imports_bytecode_check("/opt/env/")
+    out = workspace.engine("run", "--rm", runtime_image["image"], "python", "-c", code).stdout
+    total, missing, lines = read_bytecode_check(out)
     FIGURES["modules a run imports / without bytecode"] = f"{total} / {missing}"
-    assert total > 500 and missing <= total * 0.02, out[:22]
+    assert total > 500 and missing <= total * 0.02, lines
 
 
 def test_dev_image_has_the_tools_and_runs_the_unit_tests_through_invoke(workspace, dev_image):
