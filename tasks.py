@@ -313,10 +313,17 @@ def env(c, variant=None):
     c.run(shlex.join(cmd))
 
 
-@task(help={"args": "extra arguments for benchmarks/throughput.py, quoted (see its --help)"})
-def bench(c, args=""):
-    """Tokens/s of our pipeline vs a plain Hugging Face Trainer on the same model and data."""
-    c.run(f"{_venv_bin(c, 'python')} benchmarks/throughput.py {args}".strip())
+@task(
+    positional=["name"],
+    help={
+        "name": "which benchmark: throughput (the tiny default config, CPU) or scale (real model shapes, GPU); "
+        "benchmarks/README.md",
+        "args": "extra arguments for it, quoted (see `python -m benchmarks NAME --help`)",
+    },
+)
+def bench(c, name, args=""):
+    """Tokens/s of our pipeline vs a plain Hugging Face Trainer (python -m benchmarks NAME): a table, a JSON report."""
+    c.run(f"{_venv_bin(c, 'python')} -m benchmarks {shlex.quote(name)} {args}".strip())
 
 
 ns = Collection(build, train, shell, test, lab, tensorboard, doctor, clean, lock, env, bench)

@@ -4,27 +4,24 @@ real tokens per optimizer step, plus a table of which model sizes and methods fi
 
 This file is the command line and main(); the pieces live next to it: scale_shapes.py (model shapes, parameter counts,
 FLOPs, MFU), scale_plan.py (data, token budget, run configs), scale_experiments.py (the comparison of a model, the fit
-table), scale_runs.py (one run in its own subprocess), scale_clock.py (the timing callback), scale_report.py (JSON,
-tables).
+table), scale_runs.py (the cases, as a run's subprocess runs them), scale_clock.py (the timing callback),
+scale_report.py (JSON, tables).
 
-Run from anywhere:  .venv/bin/python benchmarks/scale.py --help
+    .venv/bin/python -m benchmarks scale --help
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))  # the scale_* modules, synthetic, plain_trainer, throughput
-
-from scale_experiments import compare_model, run_fit_table  # noqa: E402
-from scale_plan import LEVERS, parse_sets  # noqa: E402
-from scale_report import Report, header_line, print_saved, summary  # noqa: E402
-from scale_runs import environment, gpu_visible  # noqa: E402
-from scale_shapes import FIT_MODELS, SHAPES, peak_flops  # noqa: E402
+from benchmarks.cli import add_out, add_set, parser
+from benchmarks.machine import environment, gpu_visible
+from benchmarks.scale_experiments import compare_model, run_fit_table
+from benchmarks.scale_plan import LEVERS, parse_sets
+from benchmarks.scale_report import Report, header_line, print_saved, summary
+from benchmarks.scale_shapes import FIT_MODELS, SHAPES, peak_flops
 
 DESCRIPTION = """\
 Train real model shapes (built from their published config.json numbers, random weights, no download) on synthetic
@@ -58,14 +55,14 @@ missing from the peak table. Each run is a fresh subprocess with a time limit.""
 EPILOG = """\
 examples:
   # CPU smoke test (what tests/test_benchmark_scale.py runs; about 30 s on 2 cores, no timing claims):
-  .venv/bin/python benchmarks/scale.py --model tiny --steps 3 --seq-len 256 --median-tokens 40 --tokens-per-step 512
-  python benchmarks/scale.py                            # GPU: qwen2.5-0.5b and llama-3.2-1b, default variants (~7 min)
-  python benchmarks/scale.py --no-compare --fit-table   # GPU: only the fit table (~7.5 min on an H100)
-  python benchmarks/scale.py --fit-table                # both (~15 min on an H100)
-  python benchmarks/scale.py --quick                    # gpu_check.sh's trimmed comparison (~4 min planned)
-  python benchmarks/scale.py --quick --no-compare --fit-table       # and its trimmed fit table (~2.5 min planned)
-  python benchmarks/scale.py --print benchmarks/results/scale.json  # a saved report's tables again; runs nothing
-  python benchmarks/scale.py --model qwen2.5-0.5b --variants base,+flex,+liger,+flex+liger+compile
+  .venv/bin/python -m benchmarks scale --model tiny --steps 3 --seq-len 256 --median-tokens 40 --tokens-per-step 512
+  python -m benchmarks scale                            # GPU: qwen2.5-0.5b and llama-3.2-1b, default variants (~7 min)
+  python -m benchmarks scale --no-compare --fit-table   # GPU: only the fit table (~7.5 min on an H100)
+  python -m benchmarks scale --fit-table                # both (~15 min on an H100)
+  python -m benchmarks scale --quick                    # gpu_check.sh's trimmed comparison (~4 min planned)
+  python -m benchmarks scale --quick --no-compare --fit-table       # and its trimmed fit table (~2.5 min planned)
+  python -m benchmarks scale --print benchmarks/results/scale.json  # a saved report's tables again; runs nothing
+  python -m benchmarks scale --model qwen2.5-0.5b --variants base,+flex,+liger,+flex+liger+compile
 
 variants: comma-separated; each is "base" or base plus levers joined with "+" (e.g. "+flex+liger"). base = packing
 with sdpa attention and the auto optimizer (adamw_fused on GPU). Levers:
@@ -143,12 +140,7 @@ def main(args) -> int:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(
-        prog="benchmarks/scale.py",
-        description=DESCRIPTION,
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = parser("scale", DESCRIPTION, EPILOG)
     p.add_argument(
         "--model",
         action="append",
@@ -173,14 +165,9 @@ def parse_args(argv=None):
         type=int,
         help="real tokens per optimizer step for both pipelines (default: 4 rows' worth, 4 x --seq-len)",
     )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="config override for ours (every variant and the fit table), repeatable, "
-        "e.g. --set training.liger_kernel=true",
+    add_set(
+        p,
+        "config override for ours (every variant and the fit table), repeatable, e.g. --set training.liger_kernel=true",
     )
     p.add_argument(
         "--variants",
@@ -236,11 +223,7 @@ def parse_args(argv=None):
         metavar="S",
         help="seconds each run's subprocess may take (default 300, 120 with --quick on a GPU)",
     )
-    p.add_argument(
-        "--out",
-        default=str(HERE / "results" / "scale.json"),
-        help="where to write the JSON report (default benchmarks/results/scale.json); logs go to <its folder>/logs/",
-    )
+    add_out(p, "scale", "; logs go to <its folder>/logs/")
     p.add_argument(
         "--print",
         dest="print_files",
@@ -285,5 +268,5 @@ def parse_args(argv=None):
     return args
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # `python benchmarks/scale.py` as before `python -m benchmarks scale`
     sys.exit(main(parse_args()))
