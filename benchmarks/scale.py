@@ -141,75 +141,25 @@ def main(args) -> int:
 
 def parse_args(argv=None):
     p = parser("scale", DESCRIPTION, EPILOG)
-    p.add_argument(
+    runs = p.add_argument_group("what runs")
+    runs.add_argument(
         "--model",
         action="append",
         choices=sorted(SHAPES),
         help="model shape to compare, repeatable (default: qwen2.5-0.5b and llama-3.2-1b on a GPU, tiny on CPU)",
     )
-    p.add_argument(
-        "--steps",
-        type=int,
-        help="optimizer steps per run, warm-up included (default: 10 on GPU, 6 with --quick, 3 on CPU)",
-    )
-    p.add_argument(
-        "--warmup-steps",
-        type=int,
-        help="steps left out of tokens/s (compilation, autotuning; default 3 on GPU, 1 on CPU)",
-    )
-    p.add_argument(
-        "--seq-len", type=int, default=4096, help="packed row length for ours, data.max_length (default 4096)"
-    )
-    p.add_argument(
-        "--tokens-per-step",
-        type=int,
-        help="real tokens per optimizer step for both pipelines (default: 4 rows' worth, 4 x --seq-len)",
-    )
-    add_set(
-        p,
-        "config override for ours (every variant and the fit table), repeatable, e.g. --set training.liger_kernel=true",
-    )
-    p.add_argument(
+    runs.add_argument(
         "--variants",
         help="comma-separated lever sets of ours, each run separately, "
         'e.g. "base,+flex,+flex+liger,+flex+liger+compile" '
         "(default: base,+flex,+flex+liger on a GPU, base,+flex+liger with --quick, base on CPU); "
         "see the list of levers below",
     )
-    p.add_argument(
-        "--plain-micro-batch",
-        type=int,
-        metavar="N",
-        help="per-device batch of the plain Trainer (default 4, for every model: with --quick on a GPU llama-3.2-1b "
-        "starts at 2; halved after an out-of-memory); gradient accumulation makes up the tokens per step and the "
-        "lengths' median is scaled so that the budgets match within 1%%",
+    add_set(
+        runs,
+        "config override for ours (every variant and the fit table), repeatable, e.g. --set training.liger_kernel=true",
     )
-    p.add_argument("--median-tokens", type=float, default=400, help="median tokens per example (default 400)")
-    p.add_argument("--sigma", type=float, default=1.0, help="log-normal shape of the example lengths (default 1.0)")
-    p.add_argument("--seed", type=int, default=0, help="data and model seed (default 0)")
-    p.add_argument("--fit-table", action="store_true", help="also try each --fit-models shape x {full, lora, qlora}")
-    p.add_argument(
-        "--fit-models",
-        default=",".join(FIT_MODELS),
-        help=f"comma-separated shapes for the fit table (default {','.join(FIT_MODELS)})",
-    )
-    p.add_argument(
-        "--fit-steps", type=int, default=3, help="optimizer steps per fit-table run, 1 of them warm-up (default 3)"
-    )
-    p.add_argument("--no-compare", action="store_true", help="skip the ours/plain comparison (with --fit-table)")
-    p.add_argument(
-        "--no-plain",
-        action="store_true",
-        help="run only ours' variants (no plain Trainer, no ratio): a shape too big for the plain Trainer, a profile",
-    )
-    p.add_argument(
-        "--profile",
-        metavar="DIR",
-        help="profile 2 steps after warm-up of each ours run with torch.profiler: DIR/<model>-<variant>/ gets "
-        "trace.json.gz, ops.txt and breakdown.json (kernel time by kind, GPU-busy share); such runs are labelled "
-        "'profiled' (the profiler's overhead is in their tokens/s)",
-    )
-    p.add_argument(
+    runs.add_argument(
         "--quick",
         action="store_true",
         help="the trimmed preset of benchmarks/gpu_check.sh: on a GPU 6 steps (3 warm-up), variants base,+flex+liger, "
@@ -217,14 +167,68 @@ def parse_args(argv=None):
         "largest --fit-models shape down and stops at the first that fits. Flags given explicitly still win. "
         "Planned times: benchmarks/README.md",
     )
-    p.add_argument(
+    runs.add_argument(
+        "--no-plain",
+        action="store_true",
+        help="run only ours' variants (no plain Trainer, no ratio): a shape too big for the plain Trainer, a profile",
+    )
+    budget = p.add_argument_group("steps, data and the token budget")
+    budget.add_argument(
+        "--steps",
+        type=int,
+        help="optimizer steps per run, warm-up included (default: 10 on GPU, 6 with --quick, 3 on CPU)",
+    )
+    budget.add_argument(
+        "--warmup-steps",
+        type=int,
+        help="steps left out of tokens/s (compilation, autotuning; default 3 on GPU, 1 on CPU)",
+    )
+    budget.add_argument(
+        "--seq-len", type=int, default=4096, help="packed row length for ours, data.max_length (default 4096)"
+    )
+    budget.add_argument(
+        "--tokens-per-step",
+        type=int,
+        help="real tokens per optimizer step for both pipelines (default: 4 rows' worth, 4 x --seq-len)",
+    )
+    budget.add_argument(
+        "--plain-micro-batch",
+        type=int,
+        metavar="N",
+        help="per-device batch of the plain Trainer (default 4, for every model: with --quick on a GPU llama-3.2-1b "
+        "starts at 2; halved after an out-of-memory); gradient accumulation makes up the tokens per step and the "
+        "lengths' median is scaled so that the budgets match within 1%%",
+    )
+    budget.add_argument("--median-tokens", type=float, default=400, help="median tokens per example (default 400)")
+    budget.add_argument("--sigma", type=float, default=1.0, help="log-normal shape of the lengths (default 1.0)")
+    budget.add_argument("--seed", type=int, default=0, help="data and model seed (default 0)")
+    fit = p.add_argument_group("the fit table")
+    fit.add_argument("--fit-table", action="store_true", help="also try each --fit-models shape x {full, lora, qlora}")
+    fit.add_argument("--no-compare", action="store_true", help="skip the ours/plain comparison (with --fit-table)")
+    fit.add_argument(
+        "--fit-models",
+        default=",".join(FIT_MODELS),
+        help=f"comma-separated shapes for the fit table (default {','.join(FIT_MODELS)})",
+    )
+    fit.add_argument(
+        "--fit-steps", type=int, default=3, help="optimizer steps per fit-table run, 1 of them warm-up (default 3)"
+    )
+    out = p.add_argument_group("profile, limits and output")
+    out.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="profile 2 steps after warm-up of each ours run with torch.profiler: DIR/<model>-<variant>/ gets "
+        "trace.json.gz, ops.txt and breakdown.json (kernel time by kind, GPU-busy share); such runs are labelled "
+        "'profiled' (the profiler's overhead is in their tokens/s)",
+    )
+    out.add_argument(
         "--worker-timeout",
         type=float,
         metavar="S",
         help="seconds each run's subprocess may take (default 300, 120 with --quick on a GPU)",
     )
-    add_out(p, "scale", "; logs go to <its folder>/logs/")
-    p.add_argument(
+    add_out(out, "scale", "; logs go to <its folder>/logs/")
+    out.add_argument(
         "--print",
         dest="print_files",
         nargs="+",
