@@ -15,8 +15,8 @@ Layers, lowest first (a module imports only from the layers below it):
   runner         cli.py (python -m benchmarks NAME)
 """
 
-# name -> the module whose parse_args(argv) and main(args) run it
+# name -> what it measures; benchmarks/<name>.py runs it (its parse_args(argv) and main(args))
 BENCHMARKS = {
-    "throughput": "benchmarks.throughput",  # the tiny default config: ours vs plain on the same model and data
-    "scale": "benchmarks.scale",  # real model shapes on a GPU: ours vs plain at equal tokens per step, MFU, fit table
+    "throughput": "ours vs a plain Trainer on the default config's model and data (CPU or GPU)",
+    "scale": "real model shapes on a GPU: ours vs a plain Trainer at equal tokens per step, MFU, the fit table",
 }

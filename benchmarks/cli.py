@@ -15,7 +15,7 @@ USAGE = """\
 usage: python -m benchmarks NAME [ARGS ...]
 
 benchmarks (`python -m benchmarks NAME --help` for the flags of one):
-""" + "\n".join(f"  {name:12} {module}" for name, module in BENCHMARKS.items())
+""" + "\n".join(f"  {name:12} {what}" for name, what in BENCHMARKS.items())
 
 
 def parser(name: str, description: str, epilog: str) -> argparse.ArgumentParser:
@@ -51,5 +51,5 @@ def main(argv: list[str] | None = None) -> int:
     if name not in BENCHMARKS:
         print(f"python -m benchmarks: unknown benchmark {name!r}; allowed: {', '.join(BENCHMARKS)}", file=sys.stderr)
         return 2
-    module = importlib.import_module(BENCHMARKS[name])
+    module = importlib.import_module(f"benchmarks.{name}")
     return module.main(module.parse_args(rest))
