@@ -101,15 +101,6 @@ class EvalConfig:
     max_samples: int | None = None
 
 
-@dataclass(frozen=True)
-class Origin:
-    """Where a config's values came from: the file (or another source's name) and the line of each dotted key, as
-    tuples (0: a --set override), so that a check made after loading points where the validation's own errors do."""
-
-    source: str = "<config>"
-    lines: dict = field(default_factory=dict)
-
-
 @dataclass
 class RunConfig:
     name: str = "run"
@@ -130,6 +121,15 @@ class RunConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a config's values came from: the file (or another source's name) and the line of each dotted key, as
+    tuples (0: a --set override), so that a check made after loading points where the validation's own errors do."""
+
+    source: str = "<config>"
+    lines: dict = field(default_factory=dict)
 
 
 # Keys that moved between sections: a config naming the old place is told the new one; manifests of older runs

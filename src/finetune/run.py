@@ -173,7 +173,7 @@ def train(
     resume: bool = False,
     argv: list[str] | None = None,
     allow_config_change=False,
-    hooks: Hooks = Hooks(),  # noqa: B008 (frozen: one shared default is safe)
+    hooks: Hooks = Hooks(),  # frozen: one shared default is safe
 ) -> tuple[dict, int]:
     """Train; returns (summary, exit_code). Exit code 0, or 128+signal when stopped by SIGTERM/SIGINT."""
     started = time.time()
@@ -181,10 +181,12 @@ def train(
     settings = resolve(cfg, world_size())  # every "auto" decided, every lever and tracker checked before any work
     tracking.check_reachable(cfg.tracking)  # a tracking server that does not answer: stop now, not mid-run
     with open_run_dir(cfg, run_dir, resume, allow_config_change, is_main()) as checkpoint:  # locked while we write
-        return _train(cfg, settings, run_dir, checkpoint, resume, argv or sys.argv, started, hooks)
+        return _train(cfg, settings, run_dir, checkpoint, resume, argv or sys.argv, started, hooks=hooks)
 
 
-def _train(cfg: RunConfig, settings: Settings, run_dir: Path, checkpoint, resume, argv, started, hooks: Hooks):
+def _train(
+    cfg: RunConfig, settings: Settings, run_dir: Path, checkpoint, resume, argv, started, hooks: Hooks = Hooks()
+) -> tuple[dict, int]:
     """The fixed steps of a run, as the transformers examples read: data, model, trainer, train, evaluate, finish."""
     data = build_data(cfg, run_dir, resume)
     set_seed(cfg.seed)  # model init does not depend on how much randomness data prep used
