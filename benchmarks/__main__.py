@@ -1,7 +1,7 @@
-"""`python -m benchmarks NAME [ARGS]`: the one runner of the benchmarks (benchmarks/cli.py)."""
+"""`python -m benchmarks NAME [ARGS]`: the one runner of the benchmarks (benchmarks/runner.py)."""
 
 import sys
 
-from benchmarks.cli import main
+from benchmarks.runner import main
 
 sys.exit(main())

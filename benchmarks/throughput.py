@@ -3,7 +3,7 @@
     .venv/bin/python -m benchmarks throughput --help
 
 Its cases are CASES, "ours" and "plain": run_case runs one in its own subprocess (benchmarks.worker); the parent plans
-the token budget both train at, alternates the cases over --repeat, and reports their medians.
+the token budget both train at, alternates the cases over --repeat, and reports their medians (throughput_report.py).
 """
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ from pathlib import Path
 from benchmarks import report, worker
 from benchmarks.cli import add_out, add_set, parser
 from benchmarks.machine import REPO, environment
-
-CASES = {"ours": "ours (finetune)", "plain": "plain Trainer"}
+from benchmarks.throughput_report import LABELS, print_summary, summarize
 
 DESCRIPTION = """\
 Train the same model on the same data twice, in one invocation, and compare training throughput:
@@ -53,17 +52,6 @@ Timings are only as quiet as the machine: close other work, and use --repeat 3 o
 Per-run logs go to <out folder>/logs/."""
 
 
-COLUMNS = [
-    ("tokens/s", "tokens_per_second", ",.0f"),
-    ("tokens/step", "tokens_per_step", ",.1f"),
-    ("steps", "steps", "d"),
-    ("train s", "train_seconds", ".1f"),
-    ("wall s", "wall_seconds", ".1f"),
-    ("eval loss", "eval_loss", ".4f"),
-    ("eval loss (same eval)", "eval_loss_common", ".4f"),
-]
-
-
 def load_cfg(config: str, overrides: list[str], epochs: float | None):
     from finetune.config import load_config
 
@@ -80,13 +68,13 @@ def run_case(spec: dict) -> dict:
     if spec["threads"] is not None:
         torch.set_num_threads(spec["threads"])
     cfg = load_cfg(spec["config"], spec["overrides"], spec["epochs"])
-    result = run_ours(cfg) if spec["case"] == "ours" else run_plain(cfg, spec["examples_per_step"])
+    result = CASES[spec["case"]](cfg, spec)
     result["tokens_per_step"] = result["tokens_trained"] / result["steps"] if result["steps"] else None
     result["torch_threads"] = torch.get_num_threads()
     return result
 
 
-def run_ours(cfg) -> dict:
+def run_ours(cfg, spec: dict) -> dict:
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -117,11 +105,14 @@ def run_ours(cfg) -> dict:
     }
 
 
-def run_plain(cfg, examples_per_step: int) -> dict:
+def run_plain(cfg, spec: dict) -> dict:
     from benchmarks import plain_trainer
 
     with tempfile.TemporaryDirectory(prefix="bench-plain-") as tmp:
-        return plain_trainer.train_plain(cfg, examples_per_step, Path(tmp) / "run")
+        return plain_trainer.train_plain(cfg, spec["examples_per_step"], Path(tmp) / "run")
+
+
+CASES = {"ours": run_ours, "plain": run_plain}  # each case: (config, spec) -> its result, in its own process
 
 
 # --- the parent: plan the token budget, run the cases, report ------------------------------------------------------
@@ -170,18 +161,8 @@ def run(case: str, args, examples_per_step: int, log_path: Path) -> dict:
     result = worker.spawn(spec, log_path)
     if result["status"] != "ok":
         tail = "".join(log_path.read_text().splitlines(keepends=True)[-30:])
-        raise SystemExit(f"{CASES[case]} run failed ({result['error']}); end of {log_path}:\n{tail}")
+        raise SystemExit(f"{LABELS[case]} run failed ({result['error']}); end of {log_path}:\n{tail}")
     return result
-
-
-def table(medians: dict) -> str:
-    header = ["pipeline"] + [c[0] for c in COLUMNS]
-    rows = [
-        [CASES[name]]
-        + [report.fmt(m[key] if key != "steps" or m[key] is None else int(m[key]), spec) for _, key, spec in COLUMNS]
-        for name, m in medians.items()
-    ]
-    return report.render(header, rows)
 
 
 def main(args) -> int:
@@ -215,7 +196,7 @@ def main(args) -> int:
             r.update(pipeline=name, repeat=i + 1, loadavg_1m_after=os.getloadavg()[0])
             runs.append(r)
             print(
-                f"[bench] run {i + 1}/{args.repeat} {CASES[name]:<15} {r['tokens_per_second']:>9,.0f} tokens/s"
+                f"[bench] run {i + 1}/{args.repeat} {LABELS[name]:<15} {r['tokens_per_second']:>9,.0f} tokens/s"
                 f"  {r['train_seconds']:7.1f} s train  {r['steps']} steps"
                 f"  eval loss {report.fmt(r['eval_loss'], '.4f')}"
                 f"  (log {log_path.relative_to(REPO) if log_path.is_relative_to(REPO) else log_path})",
@@ -226,60 +207,6 @@ def main(args) -> int:
     report.write(out, data)
     print(f"wrote {out}")
     return 0
-
-
-def summarize(args, cfg, env: dict, budget: dict, runs: list[dict], load_before) -> dict:
-    """The JSON report: medians per case, the ratios, and every run."""
-    keys = [k for _, k, _ in COLUMNS] + ["tokens_trained", "train_loss", "process_seconds"]
-    medians = {n: {k: report.median([r.get(k) for r in runs if r["pipeline"] == n]) for k in keys} for n in CASES}
-    ours, plain = ([r for r in runs if r["pipeline"] == n] for n in CASES)
-    return {
-        **report.stamp("throughput"),
-        "config": args.config,
-        "overrides": args.overrides,
-        "threads": args.threads,
-        "epochs": cfg.training.epochs,
-        "repeat": args.repeat,
-        "environment": {
-            **env,
-            "loadavg_before": load_before,
-            "loadavg_after": os.getloadavg(),
-            "torch_threads_per_run": sorted({r["torch_threads"] for r in runs}),
-        },
-        "token_budget": budget,
-        "median": medians,
-        "ratio_tokens_per_second": medians["ours"]["tokens_per_second"] / medians["plain"]["tokens_per_second"],
-        "paired_ratios": [a["tokens_per_second"] / b["tokens_per_second"] for a, b in zip(ours, plain)],
-        "same_vocabulary": len({r["vocab_sha"] for r in runs}) == 1,
-        "runs": runs,
-    }
-
-
-def print_summary(data: dict) -> None:
-    medians, repeat, env = data["median"], data["repeat"], data["environment"]
-    print()
-    print(table(medians))
-    print()
-    per_repeat = ", ".join(f"{p:.2f}" for p in data["paired_ratios"])
-    print(
-        f"ours / plain: {data['ratio_tokens_per_second']:.2f}x tokens/s"
-        + (f" (median of {repeat} runs each; per-repeat ratios {per_repeat})" if repeat > 1 else "")
-        + f"; train time ratio plain / ours {medians['plain']['train_seconds'] / medians['ours']['train_seconds']:.2f}x"
-    )
-    print(
-        f"real tokens trained: ours {medians['ours']['tokens_trained']:,.0f}, "
-        f"plain {medians['plain']['tokens_trained']:,.0f}; "
-        f"same vocabulary: {'yes' if data['same_vocabulary'] else 'NO'}"
-    )
-    tps = [medians[n]["tokens_per_step"] for n in CASES]
-    if abs(tps[0] - tps[1]) > 0.05 * max(tps):
-        print(f"warning: tokens/step differ by more than 5% ({tps[0]:,.1f} vs {tps[1]:,.1f})")
-    if not data["same_vocabulary"]:
-        print("warning: the two pipelines built different vocabularies")
-    print(
-        f"load average before {env['loadavg_before'][0]:.2f}, after {env['loadavg_after'][0]:.2f} "
-        f"(on {env['cpu_count']} CPUs; above that, other processes competed for the CPU)"
-    )
 
 
 def parse_args(argv=None):

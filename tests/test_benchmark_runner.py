@@ -1,4 +1,4 @@
-"""The one runner of the benchmarks, `python -m benchmarks NAME` (benchmarks/cli.py): it lists every benchmark, runs
+"""The one runner of the benchmarks, `python -m benchmarks NAME` (benchmarks/runner.py): it lists every benchmark, runs
 each by name with the flags of its own command line, and refuses an unknown name in one line (exit 2). In process:
 the runs themselves are tests/test_benchmark_scale.py's smoke test."""
 
@@ -9,7 +9,7 @@ import importlib
 import pytest
 
 from benchmarks import BENCHMARKS
-from benchmarks.cli import main
+from benchmarks.runner import main
 
 
 def test_the_runner_lists_every_benchmark(capsys):
