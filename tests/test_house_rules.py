@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 import subprocess
 
 from conftest import REPO
@@ -17,6 +18,7 @@ FIRST_PARTY = {"finetune", "devtools", "benchmarks", "tasks"}
 ENVIRONMENTS = {p.stem for p in (REPO / "environments").glob("*.py")}  # imported by bare name (import lockfile)
 
 
+@functools.cache  # read once for both tests
 def python_files() -> dict[str, str]:
     """Every Python file git tracks, or would (untracked, not ignored): path -> text."""
     out = subprocess.run(
