@@ -35,6 +35,7 @@ def shell(c, variant: str, gpu: bool, cmd: str | None) -> None:
 
 
 def lab(c, port: int, host: str, gpu: bool, token: str | None) -> None:
+    """JupyterLab in the dev image, token login always on (the token by name only, never on a command line)."""
     images.gpu_check(c, gpu)
     image = images.ensure_image(c, "cuda" if gpu else "cpu", "dev").name
     exposed = f"reachable from other machines, and whoever has the token runs code here as you; {tunnel(port)}"
@@ -56,6 +57,7 @@ def lab(c, port: int, host: str, gpu: bool, token: str | None) -> None:
 
 
 def tensorboard(c, port: int, host: str) -> None:
+    """TensorBoard over runs/, mounted read-only, in the cpu dev image."""
     image = images.ensure_image(c, "cpu", "dev").name
     exposed = f"TensorBoard has no authentication: anyone who can reach {host}:{port} sees every run; {tunnel(port)}"
     run = [c.docker.client, "run", "--rm", "--name", f"finetune-tensorboard-{port}"]
