@@ -92,8 +92,8 @@ lock: venv ## regenerate the hashed lockfiles from environments/*/environment.ym
 lock-check: venv ## fail if any lock is stale against its environment.yml
 	$(VENV)/bin/python environments/lock.py --check
 
-bench: venv ## throughput: our pipeline vs a plain Hugging Face Trainer (prints a table, writes JSON)
-	$(VENV)/bin/python benchmarks/throughput.py $(ARGS)
+bench: venv ## throughput: our pipeline vs a plain Hugging Face Trainer (a table, JSON); others: invoke bench NAME
+	$(VENV)/bin/python -m benchmarks throughput $(ARGS)
 
 clean: ## remove .venv, caches and runs/
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache benchmarks/results

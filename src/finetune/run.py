@@ -10,6 +10,8 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -153,8 +155,25 @@ def announce(cfg: RunConfig, settings: Settings, model, n_train: int, n_eval: in
     )
 
 
+@dataclass(frozen=True)
+class Hooks:
+    """What a caller adds to a run without changing what it trains (the benchmarks time and profile runs with it).
+
+    trainer_ready: called with the FinetuneTrainer once it is built, before the first step: add TrainerCallbacks with
+        trainer.add_callback; trainer.tokens_trained is its own count of the real tokens trained.
+    save_model: False leaves out the final model save, which comes after training (GBs for large shapes)."""
+
+    trainer_ready: Callable[[FinetuneTrainer], None] | None = None
+    save_model: bool = True
+
+
 def train(
-    cfg: RunConfig, run_dir: Path, resume: bool = False, argv: list[str] | None = None, allow_config_change=False
+    cfg: RunConfig,
+    run_dir: Path,
+    resume: bool = False,
+    argv: list[str] | None = None,
+    allow_config_change=False,
+    hooks: Hooks = Hooks(),  # frozen: one shared default is safe
 ) -> tuple[dict, int]:
     """Train; returns (summary, exit_code). Exit code 0, or 128+signal when stopped by SIGTERM/SIGINT."""
     started = time.time()
@@ -162,10 +181,12 @@ def train(
     settings = resolve(cfg, world_size())  # every "auto" decided, every lever and tracker checked before any work
     tracking.check_reachable(cfg.tracking)  # a tracking server that does not answer: stop now, not mid-run
     with open_run_dir(cfg, run_dir, resume, allow_config_change, is_main()) as checkpoint:  # locked while we write
-        return _train(cfg, settings, run_dir, checkpoint, resume, argv or sys.argv, started)
+        return _train(cfg, settings, run_dir, checkpoint, resume, argv or sys.argv, started, hooks=hooks)
 
 
-def _train(cfg: RunConfig, settings: Settings, run_dir: Path, checkpoint, resume, argv, started) -> tuple[dict, int]:
+def _train(
+    cfg: RunConfig, settings: Settings, run_dir: Path, checkpoint, resume, argv, started, hooks: Hooks = Hooks()
+) -> tuple[dict, int]:
     """The fixed steps of a run, as the transformers examples read: data, model, trainer, train, evaluate, finish."""
     data = build_data(cfg, run_dir, resume)
     set_seed(cfg.seed)  # model init does not depend on how much randomness data prep used
@@ -175,6 +196,8 @@ def _train(cfg: RunConfig, settings: Settings, run_dir: Path, checkpoint, resume
     trainer, stopper = build_trainer(
         cfg, settings, run_dir, model, data.tokenizer, data.train_ex, data.eval_ex, trackers
     )
+    if hooks.trainer_ready:
+        hooks.trainer_ready(trainer)
     initial_acc = start_run(cfg, settings, run_dir, checkpoint, argv, data, model)
     result, tokens = run_training(trainer, stopper, checkpoint)
     summary = {
@@ -194,8 +217,9 @@ def _train(cfg: RunConfig, settings: Settings, run_dir: Path, checkpoint, resume
         summary["status"], exit_code = "interrupted", 128 + stopper.signum
     else:
         summary.update(evaluate_run(cfg, settings, run_dir, trainer, data))
-        with storage_errors(run_dir / "model"):
-            trainer.save_model(str(run_dir / "model"))  # final model (or LoRA adapter) + tokenizer
+        if hooks.save_model:
+            with storage_errors(run_dir / "model"):
+                trainer.save_model(str(run_dir / "model"))  # final model (or LoRA adapter) + tokenizer
     summary["wall_seconds"] = time.time() - started
     report(cfg, run_dir, summary)
     tracking.finish(trackers, summary)  # after report: loss.png and summary.json exist to upload
