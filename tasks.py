@@ -219,7 +219,42 @@ def bench(c, name, args=""):
     c.run(f"{launch.venv_bin(c, 'python')} -m benchmarks {shlex.quote(name)} {args}".strip())
 
 
-ns = Collection(build, train, shell, test, lab, tensorboard, doctor, clean, lock, env, bench)
+@task(
+    help={
+        "run": "the run directory to export (default runs/default)",
+        "out": "target folder (default: beside the run, <run>-hf or <run>-gguf)",
+        "format": "hf (transformers folder, LoRA merged; the default) or gguf (one file for llama.cpp and Ollama)",
+        "dtype": "hf only: bf16, fp16 or fp32 (default: as trained)",
+        "quant": "gguf only: f16 (the default) or q8_0",
+        "force": "replace a non-empty --out folder",
+    }
+)
+def export(c, run="runs/default", out=None, format="hf", dtype=None, quant=None, force=False):
+    """A finished run's model for other tools: finetune export in .venv (docs/serve.md)."""
+    cmd = [_venv_bin(c, "finetune"), "export", run, "--format", format]
+    cmd += ["--out", out] if out else []
+    cmd += ["--dtype", dtype] if dtype else []
+    cmd += ["--quant", quant] if quant else []
+    cmd += ["--force"] if force else []
+    c.run(shlex.join(cmd), pty=False)
+
+
+@task(
+    help={
+        "model": "a run directory or an exported folder (default runs/default)",
+        "port": "port (default 8000)",
+        "host": "address (default 127.0.0.1: this machine only; any other needs an API key)",
+        "api_key": "require 'Authorization: Bearer KEY' (default: $FINETUNE_API_KEY)",
+    }
+)
+def serve(c, model="runs/default", port=8000, host="127.0.0.1", api_key=None):
+    """An OpenAI-compatible API for a run's model: finetune serve in .venv (docs/serve.md)."""
+    cmd = [_venv_bin(c, "finetune"), "serve", model, "--host", host, "--port", str(port)]
+    env = {"FINETUNE_API_KEY": api_key} if api_key else {}  # in the environment: not in the echoed plan or in ps
+    c.run(shlex.join(cmd), pty=False, env=env)
+
+
+ns = Collection(build, train, shell, test, lab, tensorboard, doctor, clean, lock, env, bench, export, serve)
 ns.add_collection(deploy.ns)
 
 

