@@ -231,7 +231,7 @@ def bench(c, name, args=""):
 )
 def export(c, run="runs/default", out=None, format="hf", dtype=None, quant=None, force=False):
     """A finished run's model for other tools: finetune export in .venv (docs/serve.md)."""
-    cmd = [_venv_bin(c, "finetune"), "export", run, "--format", format]
+    cmd = [launch.venv_bin(c, "finetune"), "export", run, "--format", format]
     cmd += ["--out", out] if out else []
     cmd += ["--dtype", dtype] if dtype else []
     cmd += ["--quant", quant] if quant else []
@@ -249,7 +249,7 @@ def export(c, run="runs/default", out=None, format="hf", dtype=None, quant=None,
 )
 def serve(c, model="runs/default", port=8000, host="127.0.0.1", api_key=None):
     """An OpenAI-compatible API for a run's model: finetune serve in .venv (docs/serve.md)."""
-    cmd = [_venv_bin(c, "finetune"), "serve", model, "--host", host, "--port", str(port)]
+    cmd = [launch.venv_bin(c, "finetune"), "serve", model, "--host", host, "--port", str(port)]
     env = {"FINETUNE_API_KEY": api_key} if api_key else {}  # in the environment: not in the echoed plan or in ps
     c.run(shlex.join(cmd), pty=False, env=env)
 

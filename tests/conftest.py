@@ -171,16 +171,14 @@ def lora_run(tmp_path_factory) -> Path:
     return out
 
 
-# The default run trained far enough to answer "reverse: hello" with "olleh" (the full default trains 490 steps):
-# what the export and serve tests check their answers against.
-SHIPPED = ["--set", "training.max_steps=250", "--set", "training.save_steps=1000", "--set", "eval.max_samples=20"]
-
-
+# The embedded default run, whole (`make train`'s run): the tests of what it writes and learns, and the export and
+# serve tests, which check their answers against it (one xdist group: one worker trains it once).
 @pytest.fixture(scope="session")
 def shipped_run(tmp_path_factory) -> Path:
-    """One default run trained to answer right, shared by the export and serve tests (one xdist group)."""
+    """The default run as `finetune train configs/default.yaml` makes it; its stdout kept beside it (train.stdout)."""
     out = tmp_path_factory.mktemp("shipped") / "default"
-    run_cli("train", DEFAULT_CONFIG, "--output-dir", out, *SHIPPED, timeout=1800)  # 250 steps: ~20 s on a quiet CPU
+    proc = run_cli("train", DEFAULT_CONFIG, "--output-dir", out, timeout=1800)
+    (out.parent / "train.stdout").write_text(proc.stdout)
     return out
 
 
@@ -196,7 +194,12 @@ def minilm_dir() -> Path:
 
 # Host test files that share a session fixture's trained run: one xdist group each, so that under `make test` one
 # worker trains it once (loadgroup spreads ungrouped tests over the workers, each training its own copy).
-XDIST_GROUPS = {"test_lora_base.py": "shipped", "test_export.py": "shipped", "test_serve.py": "shipped"}
+XDIST_GROUPS = {
+    "test_default_run.py": "shipped",
+    "test_lora_base.py": "shipped",
+    "test_export.py": "shipped",
+    "test_serve.py": "shipped",
+}
 
 
 @pytest.hookimpl(tryfirst=True)
