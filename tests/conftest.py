@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -140,6 +141,13 @@ def wait_for_step(metrics: Path, step: int, proc: subprocess.Popen | None = None
         return max((m["step"] for m in read_metrics(metrics) if "step" in m), default=-1) >= step
 
     wait_until(logged, proc, f"step {step} in {metrics}", timeout)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def read_json(path: Path) -> dict:

@@ -12,16 +12,10 @@ import urllib.request
 
 import pytest
 
-from conftest import REPO, cli_env, run_cli, wait_until
+from conftest import REPO, cli_env, free_port, run_cli, wait_until
 
 pytestmark = pytest.mark.slow
 KEY = "test-key-27"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def post(url: str, data: bytes, key: str | None = KEY) -> tuple[int, dict]:
