@@ -15,7 +15,7 @@ import traceback
 from pathlib import Path
 
 from finetune.errors import UserError, gpu_lost
-from finetune.runmodel import load_model, load_run
+from finetune.runmodel import GENERATE_MAX_NEW_TOKENS, load_model, load_run
 from finetune.urls import strip_userinfo
 
 EPILOG = """examples:
@@ -79,7 +79,12 @@ def _parser() -> argparse.ArgumentParser:
     g = sub.add_parser("generate", help="greedy-generate a completion from a run's model")
     g.add_argument("run_dir")
     g.add_argument("prompt", help="the user message (chat-format runs) or raw prompt text")
-    g.add_argument("--max-new-tokens", type=int, default=64, help="generation length limit (default 64)")
+    g.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=GENERATE_MAX_NEW_TOKENS,
+        help=f"generation length limit (default {GENERATE_MAX_NEW_TOKENS})",
+    )
     g.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     x = sub.add_parser(

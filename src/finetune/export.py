@@ -17,10 +17,9 @@ from pathlib import Path
 from finetune import safefiles
 from finetune.card import model_card
 from finetune.errors import UserError
-from finetune.runmodel import load_model, load_run
+from finetune.runmodel import GENERATE_MAX_NEW_TOKENS, load_model, load_run
 
 DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
-GENERATE_MAX_NEW_TOKENS = 64  # as `finetune generate`: the export and the command complete a prompt the same way
 
 
 def default_out(run_dir: Path, fmt: str) -> Path:

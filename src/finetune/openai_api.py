@@ -19,8 +19,9 @@ from fastapi import FastAPI, Request  # at module level: FastAPI resolves the ha
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from finetune.runmodel import GENERATE_MAX_NEW_TOKENS
+
 ROLES = {"system", "user", "assistant"}
-DEFAULT_MAX_TOKENS = 64  # as `finetune generate`
 
 
 class BadRequest(Exception):
@@ -67,7 +68,7 @@ class Engine:
             raise BadRequest(f"prompt is {n_prompt} tokens; the model's context is {self.context}", "prompt")
         max_tokens = body.get("max_tokens", body.get("max_completion_tokens"))
         if max_tokens is None:
-            return min(DEFAULT_MAX_TOKENS, room)
+            return min(GENERATE_MAX_NEW_TOKENS, room)
         if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
             raise BadRequest(f"max_tokens: got {max_tokens!r}; allowed: an integer >= 1", "max_tokens")
         if max_tokens > room:

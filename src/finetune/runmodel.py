@@ -8,6 +8,10 @@ from pathlib import Path
 
 from finetune.errors import UserError
 
+# How many tokens a completion may have when the caller does not say: `finetune generate`'s default, the exported
+# generation_config.json's and the server's, so all three complete a prompt the same way.
+GENERATE_MAX_NEW_TOKENS = 64
+
 
 def load_run(run_dir: Path):
     """(manifest, config) of a run directory; one line when it is not one."""
