@@ -134,13 +134,14 @@ def wait_until(predicate, proc: subprocess.Popen | None, what: str, timeout: flo
     raise AssertionError(f"no {what} within {timeout}s")
 
 
+def last_step(metrics: Path) -> int:
+    """The last step a run's metrics.jsonl has logged (-1 before any)."""
+    return max((m["step"] for m in read_metrics(metrics) if "step" in m), default=-1)
+
+
 def wait_for_step(metrics: Path, step: int, proc: subprocess.Popen | None = None, timeout: float = 120) -> None:
     """Wait until a run's metrics.jsonl has logged `step` (or a later one); fail if proc ends first or time runs out."""
-
-    def logged() -> bool:
-        return max((m["step"] for m in read_metrics(metrics) if "step" in m), default=-1) >= step
-
-    wait_until(logged, proc, f"step {step} in {metrics}", timeout)
+    wait_until(lambda: last_step(metrics) >= step, proc, f"step {step} in {metrics}", timeout)
 
 
 def free_port() -> int:

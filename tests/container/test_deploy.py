@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import last_step
+
 from .conftest import FIGURES, free_port
 from .helpers_engine import one_worker_at_a_time
 
@@ -84,11 +86,6 @@ def _tree(root: Path) -> dict[str, str]:
     }
 
 
-def _step_reached(metrics: Path) -> int:
-    lines = metrics.read_text().splitlines() if metrics.exists() else []
-    return max((json.loads(x)["step"] for x in lines if x), default=0)
-
-
 def test_deploy_ships_trains_survives_a_preemption_fetches_the_run_and_stops(workspace, runtime_image, sshd):
     """The way there and back (ship the image, train detached, fetch the run byte for byte, stop), with what a
     reclaimed or restarted VM does to the container on the way: SIGTERM. The trainer checkpoints and exits 143,
@@ -104,7 +101,7 @@ def test_deploy_ships_trains_survives_a_preemption_fetches_the_run_and_stops(wor
     assert "docker load" in shipped.stdout and "Loaded image" in shipped.stdout + shipped.stderr
     remote_run = remote_dir / "runs" / "deployed"
     deadline = time.time() + 600
-    while _step_reached(remote_run / "metrics.jsonl") < 20:
+    while last_step(remote_run / "metrics.jsonl") < 20:
         status = workspace.invoke("deploy.status", "--name", "deployed", config=config).stdout
         assert "Exited" not in status, status
         assert time.time() < deadline, "training did not reach step 20"
