@@ -14,7 +14,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from finetune import safefiles
+from finetune import checkpoints, safefiles
 from finetune.card import model_card
 from finetune.errors import UserError
 from finetune.runmodel import GENERATE_MAX_NEW_TOKENS, load_model, load_run
@@ -62,7 +62,8 @@ def export_run(run_dir: Path, out: Path | None, fmt: str, dtype: str | None, qua
         (staging / "README.md").write_text(model_card(manifest, summary, card))
         os.chmod(staging, 0o755)  # mkdtemp's 0700 would hide the export from the colleagues it is shared with
         with safefiles.write_errors(out):
-            place(staging, out)
+            # out is at every moment the old folder or the whole new one (an old one moved aside, then removed)
+            checkpoints.replace_into_place(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -102,15 +103,3 @@ def portable_tokenizer_class(path: Path) -> None:
     if config.get("tokenizer_class") == "TokenizersBackend":
         config["tokenizer_class"] = "PreTrainedTokenizerFast"
         path.write_text(json.dumps(config, indent=2) + "\n")
-
-
-def place(staging: Path, out: Path) -> None:
-    """Rename the finished staging folder to out; a folder already there (empty, or with --force) is moved aside
-    first and removed after, so out is at every moment either the old folder or the whole new one."""
-    if not out.exists():
-        os.replace(staging, out)
-        return
-    old = out.with_name(f".{out.name}.replaced-{os.getpid()}")
-    os.replace(out, old)
-    os.replace(staging, out)
-    shutil.rmtree(old, ignore_errors=True)
