@@ -1,6 +1,7 @@
-"""The one place for the tests' shared helpers: the repository root, running the CLI and invoke as a user would (a
-subprocess), the message for a failed command, waiting for a run's step, and small tiny-run configs. Test files
-import them from here (`from conftest import REPO, run_cli`); FAKE host commands are in tests/fakes.py.
+"""The one place for the tests' shared helpers: the repository root, running the CLI (a process of its own, forked
+from one that imported it: tests/forked_cli.py) and invoke as a user would (a subprocess), the message for a failed
+command, waiting for a run's step, and small tiny-run configs. Test files import them from here
+(`from conftest import REPO, run_cli`); FAKE host commands are in tests/fakes.py.
 
 Tests are sorted by cost with markers (see pyproject.toml): unmarked tests take seconds; `slow` ones train for real;
 `container` ones need a Docker engine. Skip the slow ones locally with `-m "not slow"`; CI runs everything.
@@ -22,6 +23,7 @@ from types import SimpleNamespace
 import pytest
 
 from finetune.report import read_metrics
+from forked_cli import ForkServer
 
 # Several pytest-xdist workers share the cores (make test): each process, and each container (devtools/containers.py
 # passes it on), gets one OpenMP thread unless the caller chose a number. torch starts one per core, and OpenMP threads
@@ -60,9 +62,37 @@ def explain(proc: subprocess.CompletedProcess, what: str | None = None) -> str:
     return f"{what} exited {proc.returncode}\n--- stdout\n{proc.stdout[-3000:]}\n--- stderr\n{proc.stderr[-5000:]}"
 
 
-def run_cli(*args, timeout: int = 600, check: bool = True, module: str = "finetune", launcher: list | None = None):
-    cmd = [*(launcher or [sys.executable, "-m"]), module, *map(str, args)]
-    proc = subprocess.run(cmd, cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=timeout)
+_FORK_SERVER: dict = {}  # this worker's fork server (tests/forked_cli.py) and its environment, started once
+
+
+def forked_cli_server(env: dict) -> ForkServer | None:
+    """The worker's fork server, started by the first forked run; None where fork() is not there (Windows) or when a
+    test changed the environment since (the server's copies would run in the old one: a started process instead)."""
+    if not hasattr(os, "fork"):
+        return None
+    env = {k: v for k, v in env.items() if k != "PYTEST_CURRENT_TEST"}  # pytest's, set anew for each test
+    if not _FORK_SERVER:
+        _FORK_SERVER.update(env=env, server=ForkServer(REPO, env))
+    return _FORK_SERVER["server"] if _FORK_SERVER["env"] == env else None
+
+
+def run_cli(
+    *args,
+    timeout: int = 600,
+    check: bool = True,
+    module: str = "finetune",
+    launcher: list | None = None,
+    forked: bool = True,
+):
+    """`python -m MODULE ARGS` in the checkout, as a user runs it; the result as subprocess.run's. `finetune` itself
+    runs forked from a process that imported it once (tests/forked_cli.py: the same run without 7 s of imports)
+    unless forked=False, for the tests whose point is the command as a user starts it."""
+    server = forked_cli_server(cli_env()) if forked and module == "finetune" and launcher is None else None
+    if server is not None:
+        proc = server.run(list(args), timeout=timeout)
+    else:
+        cmd = [*(launcher or [sys.executable, "-m"]), module, *map(str, args)]
+        proc = subprocess.run(cmd, cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(explain(proc))
     return proc
@@ -186,7 +216,7 @@ def lora_run(tmp_path_factory) -> Path:
 def shipped_run(tmp_path_factory) -> Path:
     """The default run as `finetune train configs/default.yaml` makes it; its stdout kept beside it (train.stdout)."""
     out = tmp_path_factory.mktemp("shipped") / "default"
-    proc = run_cli("train", DEFAULT_CONFIG, "--output-dir", out, timeout=1800)
+    proc = run_cli("train", DEFAULT_CONFIG, "--output-dir", out, timeout=1800, forked=False)  # as `make train` runs
     (out.parent / "train.stdout").write_text(proc.stdout)
     return out
 

@@ -198,8 +198,8 @@ def test_kill_9_at_random_points_of_checkpoint_saves_never_loses_the_run(tmp_pat
     FAULT_TRIALS times, each time resumed with --resume. After every kill, every checkpoint in place must validate;
     the run then finishes with the final eval loss of an uninterrupted run with the same settings (1e-4).
     The killed runs are forked from one process that imported the CLI once (tests/forked_cli.py: the same
-    `finetune.cli.main`, without 24 times 7 s of imports); the reference and the final resume are
-    `python -m finetune`."""
+    `finetune.cli.main`, without 24 times 7 s of imports), a server of their own here: their output goes to one log
+    the test reads while they run."""
     import random
 
     from finetune import checkpoints
