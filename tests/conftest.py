@@ -231,13 +231,17 @@ def minilm_dir() -> Path:
     return path
 
 
-# Host test files that share a session fixture's trained run: one xdist group each, so that under `make test` one
-# worker trains it once (loadgroup spreads ungrouped tests over the workers, each training its own copy).
+# Host test files that share a session or module fixture's trained run: one xdist group each, so that under
+# `make test` one worker trains it once (loadgroup spreads ungrouped tests over the workers, each training its own
+# copy: the tracking run was trained twice, 47 s each).
 XDIST_GROUPS = {
     "test_default_run.py": "shipped",
     "test_lora_base.py": "shipped",
     "test_export.py": "shipped",
     "test_serve.py": "shipped",
+    "test_tracking.py": "tracked",  # tracked_run: an MLflow server and a run logging to it and to W&B offline
+    "test_hardening.py": "saved",  # saved_run: a 60-step run with three checkpoints
+    "test_hardening_2.py": "tiny",  # tiny_run: a 4-step run with two checkpoints
 }
 
 

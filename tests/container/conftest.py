@@ -35,10 +35,11 @@ __all__ += ["cuda_config", "cuda_dev_image", "cuda_runtime_image"]
 
 # pytest-xdist groups (make test runs with --dist loadgroup): the tests of one group run on one worker, in order.
 # A group is what shares state a second worker must not touch meanwhile: the tags finetune:cpu[-dev] and
-# finetune:cuda[-dev] on the Docker engine (built once per session and reused by every test of "docker"; one of
-# them rebuilds after a code change), Podman's storage, and /dev/net/tun's mode, which both rootless engines open up
-# and put back. The groups run beside each other and beside the tests outside tests/container; the fixtures they
-# share (the engine, the stand-in bases, the test user) are made under a lock (helpers_engine.one_worker_at_a_time).
+# finetune:cuda[-dev] on the Docker engine (built once per session and reused by every test of "docker", rootful
+# Podman's included, which loads them; one of them rebuilds after a code change), and /dev/net/tun's mode, which
+# both rootless engines open up and put back. The groups run beside each other and beside the tests outside
+# tests/container; the fixtures they share (the engine, the stand-in bases, the test user) are made under a lock
+# (helpers_engine.one_worker_at_a_time).
 XDIST_GROUPS = {
     "test_images.py": "docker",
     "test_compile.py": "docker",
@@ -46,7 +47,7 @@ XDIST_GROUPS = {
     "test_multinode.py": "docker",
     "test_deploy.py": "docker",
     "test_cuda_image.py": "docker",
-    "test_podman.py": "podman",
+    "test_podman.py": "docker",  # runs the images the Docker tests built (docker save | podman load)
     "test_podman_rootless.py": "rootless",
     "test_docker_rootless.py": "rootless",
     "test_newcomer.py": "newcomer",

@@ -1,14 +1,17 @@
-"""Podman as the engine (issue 17): `invoke build` and `invoke train --docker` with docker.client: podman, on the
-real Podman of this machine (Debian's podman 4.3 here), rootful when the tests run as root, and the core checks of
-test_images.py: a non-root image user (root builds for UID 1000), the labels, a completed run whose files belong to
-the host user (root: on a rootful engine the container runs as its root, docker.run_as), the manifest's image facts.
+"""Podman as the engine (issue 17), rootful: `invoke train --docker`, `invoke shell` and `invoke lab` with
+docker.client: podman, on the real Podman of this machine (Debian's podman 4.3 here), rootful when the tests run as
+root: a completed run whose files belong to the host user (root: on a rootful engine the container runs as its root,
+docker.run_as), the manifest's image facts, the checkout mounted in the dev image, the lab's token on loopback.
 
-The base images are the Docker harness's stand-ins (tests/container/conftest.py), copied into Podman's storage with
-`docker save | podman load`; the checkout is a root-owned copy of the harness's workspace. Skipped, in one line,
-where Podman is not installed or does not answer. Podman 4.3 as root raises every container's open-file limit to
-1048576, which a machine without CAP_SYS_RESOURCE (this one: hard limit 20000) refuses ("error setting rlimit type
-7"); the tests then give Podman a containers.conf with limits this machine allows (CONTAINERS_CONF, a stand-in for
-the host's own configuration, said here).
+The images are the ones the Docker tests of this session built from docker/Dockerfile (helpers_builds.py), copied
+into Podman's storage with `docker save | podman load`: a Podman build of the same Dockerfile is
+test_podman_rootless.py's (the same `podman build` command line, as a non-root user, the harder case), so a second
+build of both images here would prove nothing more for four minutes. These tests therefore share the "docker" xdist
+group (the images' tags). The checkout is a root-owned copy of the harness's workspace. Skipped, in one line, where
+Podman is not installed or does not answer. Podman 4.3 as root raises every container's open-file limit to 1048576,
+which a machine without CAP_SYS_RESOURCE (this one: hard limit 20000) refuses ("error setting rlimit type 7"); the
+tests then give Podman a containers.conf with limits this machine allows (CONTAINERS_CONF, a stand-in for the host's
+own configuration, said here).
 """
 
 from __future__ import annotations
@@ -63,7 +66,7 @@ class Podman:
 
 
 @pytest.fixture(scope="session")
-def podman(engine, standins, workspace, tmp_path_factory) -> Podman:
+def podman(engine, workspace, tmp_path_factory) -> Podman:
     if os.getuid() != 0:
         pytest.skip("the Podman tests run rootful: they need root (rootless Podman: docs/containers.md, engine table)")
     if not shutil.which("podman") or subprocess.run(["podman", "info"], capture_output=True).returncode:
@@ -75,13 +78,6 @@ def podman(engine, standins, workspace, tmp_path_factory) -> Podman:
     if subprocess.run(["podman", "info"], capture_output=True).returncode == 0:
         env["CONTAINERS_CONF"] = str(conf)
     settings = {"docker": {"client": "podman"}, "image": dict(workspace.settings.get("image", {}))}
-    if standins:  # the stand-in bases into Podman's storage, under fully qualified names (no registry is asked)
-        images = list(standins["image"]["base_images"].values())
-        save = subprocess.Popen([engine.client, "save", *images], env=engine.env, stdout=subprocess.PIPE)
-        load = subprocess.run(["podman", "load"], stdin=save.stdout, env=env, capture_output=True, text=True)
-        assert save.wait() == 0 and load.returncode == 0, load.stderr
-        names = {k: f"localhost/{v}" for k, v in standins["image"]["base_images"].items()}
-        settings["image"]["base_images"] = names
     root = tmp_path_factory.mktemp("podman") / "repo"
     fresh_copy(workspace.root, root)
     subprocess.run(["chown", "-R", "0:0", str(root)], check=True)  # the host user here is root
@@ -93,36 +89,24 @@ def podman(engine, standins, workspace, tmp_path_factory) -> Podman:
     return Podman(root, config, workspace.root.parent / "invoke-venv" / "bin" / "invoke", env)
 
 
-@pytest.fixture(scope="session")
-def podman_runtime(podman: Podman) -> dict:
+def load_from_docker(engine, podman: Podman, image: str) -> str:
+    """docker save IMAGE | podman load: the image Docker built, under the same name in Podman's storage."""
     t0 = time.monotonic()
-    proc = podman.invoke("build")
-    FIGURES["podman: cpu runtime build s"] = round(time.monotonic() - t0, 1)
-    return {"image": "finetune:cpu", "log": proc.stdout + proc.stderr, "info": podman.inspect("finetune:cpu")}
+    save = subprocess.Popen([engine.client, "save", image], env=engine.env, stdout=subprocess.PIPE)
+    load = podman("load", stdin=save.stdout)
+    assert save.wait() == 0, f"docker save {image} failed"
+    assert image in load.stdout, load.stdout[-500:]
+    FIGURES[f"podman: docker save | podman load {image} s"] = round(time.monotonic() - t0, 1)
+    return image
 
 
-def test_podman_builds_without_buildkit_variables_in_docker_format(podman_runtime):
-    assert "DOCKER_BUILDKIT" not in podman_runtime["log"]
-    assert (
-        "podman build --file docker/Dockerfile --target runtime --tag finetune:cpu --format docker"
-        in (podman_runtime["log"])
-    )
-    # the stand-in conda and pip steps ran with their cache mounts, the CA bundle as a secret: the build completed
-    assert "SHELL is not supported for OCI image format" not in podman_runtime["log"]
-
-
-def test_podman_image_runs_as_the_non_root_build_user_with_labels(podman, podman_runtime):
-    info = podman_runtime["info"]
-    assert info["Config"]["User"] == "1000:1000"  # root builds for UID 1000
-    assert podman("run", "--rm", podman_runtime["image"], "id", "-u").stdout.split() == ["1000"]
-    labels = info["Config"]["Labels"]
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=podman.root, capture_output=True, text=True).stdout
-    assert labels["org.opencontainers.image.revision"] == head.strip()
-    assert labels["org.finetune.variant"] == "cpu" and labels["org.finetune.target"] == "runtime"
+@pytest.fixture(scope="session")
+def podman_runtime(engine, podman: Podman, runtime_image: dict) -> str:
+    return load_from_docker(engine, podman, runtime_image["image"])
 
 
 def test_podman_train_docker_completes_and_its_files_belong_to_the_host_user(podman, podman_runtime):
-    # 60 steps: the point is the engine (builds, runs, the files' owner); that the default run learns in this image is
+    # 60 steps: the point is the engine (runs, the files' owner); that the default run learns in this image is
     # test_images.py's test_invoke_train_docker_runs_the_default_fine_tune_... (same Dockerfile and locks)
     t0 = time.monotonic()
     proc = podman.invoke("train", "--docker", "--set", "training.max_steps=60", "--set", "eval.max_samples=50")
@@ -136,24 +120,22 @@ def test_podman_train_docker_completes_and_its_files_belong_to_the_host_user(pod
     assert owners == {(0, 0)}, owners
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["runtime"] == "docker" and manifest["container"]["image"] == "finetune:cpu"
-    now = podman.inspect("finetune:cpu")  # the image the run used (the fixture's, unless train rebuilt it)
+    assert "not built yet" not in proc.stdout  # the loaded image ran: nothing was built
+    now = podman.inspect(podman_runtime)  # the image the run used
     assert manifest["container"]["image_id"].removeprefix("sha256:") == now["Id"].removeprefix("sha256:")
     assert manifest["container"]["labels"] == now["Config"]["Labels"]
 
 
 @pytest.fixture(scope="session")
-def podman_dev(podman: Podman, podman_runtime) -> str:
-    """finetune:cpu-dev built by Podman (after the runtime: the stages they share come from its cache)."""
-    t0 = time.monotonic()
-    podman.invoke("build", "--target", "dev")
-    FIGURES["podman: cpu dev build s (after runtime)"] = round(time.monotonic() - t0, 1)
-    return "finetune:cpu-dev"
+def podman_dev(engine, podman: Podman, dev_image: dict) -> str:
+    return load_from_docker(engine, podman, dev_image["image"])
 
 
 def test_podman_shell_runs_the_checkout_in_the_dev_image_and_writes_as_the_host_user(podman, podman_dev):
     cmd = "id -u && python -c 'import finetune; print(finetune.__file__)' && touch /workspace/from-podman-shell"
     proc = podman.invoke("shell", "--cmd", cmd)
     assert f"podman run --rm --volume {podman.root}:/workspace" in proc.stdout, proc.stdout[-2000:]
+    assert "not built yet" not in proc.stdout  # the dev image Docker built and Podman loaded ran
     out = proc.stdout.splitlines()
     assert "0" in out  # root on a rootful engine runs the container as root (docker.run_as), so files are root's
     assert "/workspace/src/finetune/__init__.py" in out  # the checkout's code, not the image's copy

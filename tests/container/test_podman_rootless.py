@@ -1,5 +1,7 @@
 """Rootless Podman (issue 17), for real: a non-root host user (the harness's test user, with its /etc/subuid range)
-builds the CPU runtime image with its own Podman and runs `invoke train --docker`; docker.run_as resolves to keep-id
+builds the CPU runtime image with its own Podman (this session's one Podman build: its command line, Docker's image
+format, the build user and the labels are checked here; test_podman.py runs Docker's images under rootful Podman) and
+runs `invoke train --docker`; docker.run_as resolves to keep-id
 (`--userns=keep-id`), so the image's user, built with that user's UID, writes the run as the host user.
 
 Set up here for the test user, each named: a home and an XDG_RUNTIME_DIR of its own, and a storage.conf that asks for
@@ -107,13 +109,23 @@ def rootless(engine, standins, workspace) -> RootlessPodman:
         shutil.rmtree(top, ignore_errors=True)
 
 
-def test_rootless_podman_builds_and_trains_with_the_run_owned_by_the_host_user(rootless):
+def test_rootless_podman_builds_labels_and_trains_with_the_run_owned_by_the_host_user(rootless):
     t0 = time.monotonic()
     build = rootless.invoke("build")
     FIGURES["rootless podman: cpu runtime build s"] = round(time.monotonic() - t0, 1)
-    assert "podman build --file docker/Dockerfile --target runtime" in build.stdout + build.stderr
+    log = build.stdout + build.stderr
+    # Podman builds with Buildah: no BuildKit variables, Docker's image format (OCI has no SHELL or HEALTHCHECK)
+    built = "podman build --file docker/Dockerfile --target runtime --tag finetune:cpu --format docker"
+    assert built in log, log[-2000:]
+    assert "DOCKER_BUILDKIT" not in log and "SHELL is not supported for OCI image format" not in log
     info = json.loads(rootless.run(["podman", "image", "inspect", "finetune:cpu"]).stdout)[0]
     assert info["Config"]["User"] == f"{rootless.uid}:{rootless.gid}"  # built for the host user's UID
+    user = rootless.run(["podman", "run", "--rm", "finetune:cpu", "id", "-u"]).stdout.split()
+    assert user == [str(rootless.uid)], user  # the image's user, not root, without any --user
+    labels = info["Config"]["Labels"]
+    head = rootless.run(["git", "rev-parse", "HEAD"]).stdout.strip()
+    assert labels["org.opencontainers.image.revision"] == head, labels
+    assert labels["org.finetune.variant"] == "cpu" and labels["org.finetune.target"] == "runtime", labels
     # 60 steps: the point is the engine (builds, runs, the files' owner); that the default run learns in this image is
     # test_images.py's test_invoke_train_docker_runs_the_default_fine_tune_... (same Dockerfile and locks)
     t0 = time.monotonic()
