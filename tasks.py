@@ -17,6 +17,7 @@ from invoke import Collection, Exit, task
 from devtools import containers, deploy, images, launch, services
 from devtools.checks import table
 from devtools.doctor import run_checks
+from devtools.nodes import Nodes
 
 
 @task(
@@ -79,7 +80,7 @@ def train(
     config, sets = config or c.finetune.config, tuple(set_ or ())
     asked = launch.Launch(config, sets, local, docker or gpu, runtime, output_dir, resume, gpu, gpus, nproc, variant)
     launch.check(asked)
-    nodes = containers.Nodes(nnodes, launch.node_rank(node_rank), rdzv_endpoint, network)
+    nodes = Nodes(nnodes, launch.node_rank(node_rank), rdzv_endpoint, network)
     launch.train(c, dataclasses.replace(asked, nodes=nodes))
 
 
