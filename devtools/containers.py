@@ -24,6 +24,8 @@ TARGETS = ("runtime", "dev")
 WORKSPACE = "/workspace"  # the image's working directory: configs/, data/, runs/ live (or are mounted) here
 LAB_PORT = 8888  # JupyterLab inside its container (`invoke lab`), and the host port it is published on by default
 TENSORBOARD_PORT = 6006  # TensorBoard inside its container (`invoke tensorboard`), and its default host port
+SERVE_PORT = 8000  # `finetune serve` inside its container (`invoke serve --docker`), and its default host port
+MODEL_MOUNT = "/mnt/model"  # where `invoke serve --docker` mounts the run or exported folder, read-only
 HF_CACHE = "/home/finetune/.cache/huggingface"  # the image's HF_HOME (docker/Dockerfile)
 SECRETS = ["HF_TOKEN", "WANDB_API_KEY"]  # passed to containers by name when set on the host; never printed
 # The host's thread settings, passed by name when set: torch in a container starts one OpenMP thread per core it
@@ -223,6 +225,13 @@ def container_args(cfg, root: str, image: Image, env_names: list[str], gpus: str
     facts["FINETUNE_IMAGE_LABELS"] = json.dumps(image.labels, sort_keys=True, separators=(",", ":"))
     args += [a for key, value in facts.items() for a in ("--env", f"{key}={value}")]
     return args + _cache_secrets_devices(cfg, env_names, gpus)
+
+
+def serve_container_args(cfg, model: Path, gpu: bool) -> list[str]:
+    """`finetune serve` in the runtime image: only the model's folder, read-only (a LoRA run holds its base in
+    RUN/base/, an export is whole), the API key by name, and what every container gets."""
+    args = ["--volume", f"{model}:{MODEL_MOUNT}:ro", "--env", "FINETUNE_API_KEY", "--env", "HF_HUB_OFFLINE=1"]
+    return args + _cache_secrets_devices(cfg, passthrough_env(HOST_ENV), "all" if gpu else None)
 
 
 def dev_container_args(cfg, gpu: bool) -> list[str]:
