@@ -90,13 +90,30 @@ def cmd_train(args) -> int:
     from finetune.config import load_config
 
     cfg = load_config(args.config, args.overrides)  # before importing torch: config errors answer at once
+    body = preference_body(cfg)  # dpo, kto, grpo: every data row checked, before torch and trl are imported
     from finetune.run import train
 
     if note := no_gpu_note():
         print(note, flush=True)
     run_dir = Path(args.output_dir) if args.output_dir else default_run_dir(cfg.name, args.resume)
-    _, code = train(cfg, run_dir, resume=args.resume, argv=sys.argv, allow_config_change=args.allow_config_change)
+    _, code = train(
+        cfg, run_dir, resume=args.resume, argv=sys.argv, allow_config_change=args.allow_config_change, body=body
+    )
     return code
+
+
+def preference_body(cfg):
+    """The run body of a dpo, kto or grpo config (finetune.prefrun.run_body) after its cheap checks; None for SFT."""
+    from finetune.config import PREFERENCE_TASKS
+
+    if cfg.task not in PREFERENCE_TASKS:
+        return None
+    from finetune.prefdata import check
+
+    check(cfg)
+    from finetune.prefrun import run_body
+
+    return run_body
 
 
 def no_gpu_note() -> str | None:
@@ -195,7 +212,7 @@ def cmd_reproduce(args) -> int:
     if manifest.get("git", {}).get("dirty"):
         print("[finetune] note: the original run was made from a dirty tree; code may differ", flush=True)
     out = Path(args.output_dir or f"{str(run_dir).rstrip('/')}-reproduce")
-    after, code = train(cfg, out, argv=sys.argv)
+    after, code = train(cfg, out, argv=sys.argv, body=preference_body(cfg))
     if code:
         return code
     rows = [(k, before.get(k), after.get(k), before.get(k) == after.get(k)) for k in COMPARED]

@@ -14,11 +14,12 @@ import importlib.util
 import os
 import shutil
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from finetune import datafiles, tracking
-from finetune.config import RunConfig, config_error
+from finetune.config import PREFERENCE_TASKS, TASK_METRICS, RunConfig, config_error
 
 # Our optimizer names -> the Trainer's `optim` names
 OPTIMIZERS = {"adamw": "adamw_torch", "adamw_fused": "adamw_torch_fused", "adamw_8bit": "adamw_bnb_8bit"}
@@ -64,6 +65,9 @@ def resolve(cfg: RunConfig, world_size: int = 1, cuda: bool | None = None) -> Se
     _check_levers(cfg, cuda)
     tracking.check(cfg.tracking, lambda message: config_error(cfg, "tracking", message))
     _check_data_readers(cfg)
+    if cfg.task in PREFERENCE_TASKS:
+        _need_package(cfg, "task", "trl", "trl")
+        check_from_run(cfg)
     return Settings(
         device="cuda" if cuda else "cpu",
         precision=precision,
@@ -141,6 +145,16 @@ def _check_data_readers(cfg: RunConfig) -> None:
             )
 
 
+def check_from_run(cfg: RunConfig) -> None:
+    """model.from_run must be a finished run (its model/ holds the final weights and tokenizer); if it is not, say
+    which command makes it."""
+    run = cfg.model.from_run
+    if run and not (Path(run) / "model" / "config.json").is_file():
+        made_by = "`make train`" if Path(run) == Path("runs/default") else f"`finetune train CONFIG --output-dir {run}`"
+        raise config_error(cfg, "model.from_run", f"{run} is not a finished run (no {run}/model/config.json): make "
+                           f"it first with {made_by}")  # fmt: skip
+
+
 def _check_levers(cfg: RunConfig, cuda: bool) -> None:
     t = cfg.training
     if t.compile and not cuda and not cxx_compiler():
@@ -197,7 +211,8 @@ def _per_device_batch(cfg: RunConfig, world_size: int) -> int:
 
 
 def resolve_metric(cfg: RunConfig) -> str:
-    """eval.metric with auto decided: exact_match for causal_lm, accuracy for classification."""
+    """eval.metric with auto decided: exact_match for causal_lm, accuracy for classification, preference_accuracy
+    for dpo and kto, mean_reward for grpo (config.TASK_METRICS)."""
     if cfg.eval.metric != "auto":
         return cfg.eval.metric
-    return "exact_match" if cfg.task == "causal_lm" else "accuracy"
+    return TASK_METRICS[cfg.task][0]

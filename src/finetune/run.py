@@ -40,10 +40,11 @@ def is_main() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def training_arguments(cfg: RunConfig, settings: Settings, run_dir: Path, has_eval: bool) -> TrainingArguments:
+def training_arguments(cfg: RunConfig, settings: Settings, run_dir: Path, has_eval: bool, args_class=None, **extra):
+    """The Trainer's arguments (a TrainingArguments, or args_class: TRL's DPOConfig and the like, given extra)."""
     t = cfg.training
     eval_strategy = "no" if not has_eval else ("steps" if t.eval_steps else "epoch")
-    return TrainingArguments(
+    arguments = dict(
         output_dir=str(run_dir),
         seed=cfg.seed,
         data_seed=cfg.seed,
@@ -77,6 +78,7 @@ def training_arguments(cfg: RunConfig, settings: Settings, run_dir: Path, has_ev
         use_liger_kernel=t.liger_kernel,
         **memory_levers(cfg),
     )
+    return (args_class or TrainingArguments)(**{**arguments, **extra})
 
 
 def memory_levers(cfg: RunConfig) -> dict:
@@ -109,7 +111,7 @@ def collator(cfg: RunConfig, settings: Settings, tokenizer) -> features.Collator
 
 def build_trainer(cfg: RunConfig, settings: Settings, run_dir: Path, model, tokenizer, train_ex, eval_ex, trackers):
     args = training_arguments(cfg, settings, run_dir, bool(eval_ex))
-    stopper = GracefulStop()
+    stopper, callbacks = run_callbacks(run_dir, trackers)
     trainer = FinetuneTrainer(
         model=model,
         args=args,
@@ -118,12 +120,9 @@ def build_trainer(cfg: RunConfig, settings: Settings, run_dir: Path, model, toke
         eval_dataset=features.ListDataset(eval_ex) if eval_ex else None,
         data_collator=collator(cfg, settings, tokenizer),
         compute_metrics=classification_accuracy if cfg.task == "classification" else None,
-        callbacks=[stopper, MetricsLog(run_dir / "metrics.jsonl"), *tracking.callbacks(trackers)],
+        callbacks=callbacks,
     )
-    trainer.remove_callback(ProgressCallback)
-    for cb in [cb for cb in trainer.callback_handler.callbacks if type(cb).__name__ == "NotebookProgressCallback"]:
-        trainer.remove_callback(cb)  # Jupyter's HTML table (by name: importing it needs IPython): QuietProgress reports
-    trainer.add_callback(QuietProgress())
+    quiet_progress(trainer)
     if cfg.training.fsdp and not trainer.is_fsdp_enabled:
         stopper.restore()
         raise config_error(
@@ -132,6 +131,20 @@ def build_trainer(cfg: RunConfig, settings: Settings, run_dir: Path, model, toke
             "accelerate did not enable FSDP: launch with torchrun (torchrun --nproc-per-node N -m finetune train ...)",
         )
     return trainer, stopper
+
+
+def run_callbacks(run_dir: Path, trackers) -> tuple[GracefulStop, list]:
+    """The stop on SIGTERM/SIGINT, and the callbacks every run's trainer gets: metrics.jsonl and the trackers."""
+    stopper = GracefulStop()
+    return stopper, [stopper, MetricsLog(run_dir / "metrics.jsonl"), *tracking.callbacks(trackers)]
+
+
+def quiet_progress(trainer) -> None:
+    """The progress bar without a printed dict per log step (QuietProgress)."""
+    trainer.remove_callback(ProgressCallback)
+    for cb in [cb for cb in trainer.callback_handler.callbacks if type(cb).__name__ == "NotebookProgressCallback"]:
+        trainer.remove_callback(cb)  # Jupyter's HTML table (by name: importing it needs IPython): QuietProgress reports
+    trainer.add_callback(QuietProgress())
 
 
 def announce(cfg: RunConfig, settings: Settings, model, n_train: int, n_eval: int, rows: int, stats: dict) -> None:
@@ -154,15 +167,21 @@ def announce(cfg: RunConfig, settings: Settings, model, n_train: int, n_eval: in
 
 
 def train(
-    cfg: RunConfig, run_dir: Path, resume: bool = False, argv: list[str] | None = None, allow_config_change=False
+    cfg: RunConfig,
+    run_dir: Path,
+    resume: bool = False,
+    argv: list[str] | None = None,
+    allow_config_change=False,
+    body=None,
 ) -> tuple[dict, int]:
-    """Train; returns (summary, exit_code). Exit code 0, or 128+signal when stopped by SIGTERM/SIGINT."""
+    """Train; returns (summary, exit_code). Exit code 0, or 128+signal when stopped by SIGTERM/SIGINT. body: the run's
+    steps inside its locked folder (default: SFT's; finetune.prefrun.run_body for dpo, kto and grpo)."""
     started = time.time()
     transformers_logging.disable_progress_bar()  # loading/saving weights bars; the training bar stays
     settings = resolve(cfg, world_size())  # every "auto" decided, every lever and tracker checked before any work
     tracking.check_reachable(cfg.tracking)  # a tracking server that does not answer: stop now, not mid-run
     with open_run_dir(cfg, run_dir, resume, allow_config_change, is_main()) as checkpoint:  # locked while we write
-        return _train(cfg, settings, run_dir, checkpoint, resume, argv or sys.argv, started)
+        return (body or _train)(cfg, settings, run_dir, checkpoint, resume, argv or sys.argv, started)
 
 
 def _train(cfg: RunConfig, settings: Settings, run_dir: Path, checkpoint, resume, argv, started) -> tuple[dict, int]:
@@ -189,11 +208,19 @@ def _train(cfg: RunConfig, settings: Settings, run_dir: Path, checkpoint, resume
         "eval_loss": None,
         "eval_accuracy": None,
     }
+    return finish(cfg, run_dir, trainer, stopper, trackers, started, summary,
+                  lambda: evaluate_run(cfg, settings, run_dir, trainer, data))  # fmt: skip
+
+
+def finish(cfg: RunConfig, run_dir: Path, trainer, stopper, trackers, started, summary: dict, evaluate):
+    """The end of every run (SFT's, and finetune.prefrun's): the final evaluation (evaluate() returns its summary
+    keys) and model, or the status of a run a signal stopped; then summary.json, loss.png and the trackers.
+    Returns (summary, exit code)."""
     exit_code = 0
     if stopper.signum is not None:
         summary["status"], exit_code = "interrupted", 128 + stopper.signum
     else:
-        summary.update(evaluate_run(cfg, settings, run_dir, trainer, data))
+        summary.update(evaluate())
         with storage_errors(run_dir / "model"):
             trainer.save_model(str(run_dir / "model"))  # final model (or LoRA adapter) + tokenizer
     summary["wall_seconds"] = time.time() - started
@@ -209,15 +236,20 @@ def start_run(cfg: RunConfig, settings: Settings, run_dir: Path, checkpoint, arg
     if not is_main():
         return None
     if checkpoint is None:
-        with storage_errors(run_dir):
-            data.tokenizer.save_pretrained(run_dir / "tokenizer")
-            carry_eval_data(cfg, run_dir)
-            manifest = build_manifest(cfg.to_dict(), argv, [cfg.data.train_file, cfg.data.eval_file], world_size())
-            write_json(run_dir / "manifest.json", {**manifest, "resolved": settings.to_dict()})
+        write_start(cfg, settings, run_dir, argv, data.tokenizer)
     announce(cfg, settings, model, len(data.train_records), len(data.eval_records), len(data.train_ex), data.stats)
     if checkpoint is not None or settings.metric != "exact_match" or not data.eval_records:
         return None
     return task_metric(model, data.tokenizer, cfg, settings.metric, data.eval_records, data.labels)[0]
+
+
+def write_start(cfg: RunConfig, settings: Settings, run_dir: Path, argv, tokenizer) -> None:
+    """What a new run writes first: its tokenizer, its copy of the eval data and manifest.json."""
+    with storage_errors(run_dir):
+        tokenizer.save_pretrained(run_dir / "tokenizer")
+        carry_eval_data(cfg, run_dir)
+        manifest = build_manifest(cfg.to_dict(), argv, [cfg.data.train_file, cfg.data.eval_file], world_size())
+        write_json(run_dir / "manifest.json", {**manifest, "resolved": settings.to_dict()})
 
 
 def run_training(trainer, stopper, checkpoint) -> tuple:

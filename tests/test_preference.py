@@ -1,0 +1,107 @@
+"""dpo, kto and grpo runs that train (slow): each learns from the short SFT run the suite shares (conftest's
+reference_run, 60 steps of the default), a DPO run stopped by SIGTERM and resumed ends as the uninterrupted one, the
+same seed gives the same summary, and a reward that raises mid-run stops it in one line with its checkpoint kept.
+The checks that need no training are in test_preference_input.py."""
+
+from __future__ import annotations
+
+import signal
+import textwrap
+
+import pytest
+
+from conftest import REPO, read_json, rel_diff, run_cli, start_cli, wait_for_step
+from finetune.report import read_metrics
+
+pytestmark = pytest.mark.slow
+
+# Fewer steps than the embedded configs (60): as many as the point needs, held-out pairs cut to 100.
+DPO_STEPS = 30
+SHORT_PREFERENCE = ["--set", f"training.max_steps={DPO_STEPS}", "--set", "training.save_steps=10",
+                    "--set", "eval.max_samples=100"]  # fmt: skip
+
+
+def from_run(base) -> list[str]:
+    return ["--set", f"model.from_run={base}"]
+
+
+@pytest.fixture(scope="module")
+def dpo_run(tmp_path_factory, reference_run):
+    out = tmp_path_factory.mktemp("dpo") / "run"
+    run_cli("train", REPO / "configs" / "dpo.yaml", "--output-dir", out, *from_run(reference_run), *SHORT_PREFERENCE)
+    return out
+
+
+def test_dpo_learns_to_prefer_the_right_reversal_and_writes_the_run_folder(dpo_run, reference_run):
+    summary = read_json(dpo_run / "summary.json")
+    assert summary["status"] == "completed" and summary["steps"] == DPO_STEPS
+    assert summary["metric"] == "preference_accuracy"
+    assert summary["initial_eval_accuracy"] == 0.0  # the policy is the reference: every implicit reward is 0
+    assert summary["eval_accuracy"] >= 0.9 and summary["eval_reward_margin"] > 0, summary
+    metrics = read_metrics(dpo_run / "metrics.jsonl")
+    assert any("rewards/margins" in m for m in metrics) and any("loss" in m for m in metrics)
+    assert metrics[0] == {"step": 0, "before": {"eval_accuracy": 0.0, "eval_reward_margin": 0.0}}
+    manifest = read_json(dpo_run / "manifest.json")
+    assert manifest["config"]["model"]["from_run"] == str(reference_run)
+    assert (dpo_run / "loss.png").exists() and (dpo_run / "model" / "config.json").exists()
+    assert (dpo_run / "tokenizer" / "tokenizer.json").read_text() == (
+        reference_run / "model" / "tokenizer.json"
+    ).read_text()  # the starting run's tokenizer
+    assert sorted(p.name for p in dpo_run.glob("checkpoint-*")) == ["checkpoint-20", "checkpoint-30"]
+
+
+def test_dpo_resumed_after_sigterm_ends_as_the_uninterrupted_run(tmp_path, dpo_run, reference_run):
+    out = tmp_path / "interrupted"
+    args = ("train", REPO / "configs" / "dpo.yaml", "--output-dir", out, *from_run(reference_run), *SHORT_PREFERENCE)
+    proc = start_cli(*args)
+    wait_for_step(out / "metrics.jsonl", 10, proc, timeout=600)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+    assert read_json(out / "summary.json")["status"] == "interrupted"
+    run_cli(*args, "--resume")
+    resumed, reference = read_json(out / "summary.json"), read_json(dpo_run / "summary.json")
+    assert resumed["steps"] == reference["steps"] == DPO_STEPS
+    assert resumed["initial_eval_accuracy"] == reference["initial_eval_accuracy"]  # kept in metrics.jsonl's step 0
+    assert resumed["eval_accuracy"] == reference["eval_accuracy"]
+    assert rel_diff(resumed["eval_reward_margin"], reference["eval_reward_margin"]) < 1e-4
+
+
+def test_dpo_same_seed_same_summary(tmp_path, dpo_run):
+    proc = run_cli("reproduce", dpo_run, "--output-dir", tmp_path / "again")
+    assert "reproduced: metrics match exactly" in proc.stdout
+    a, b = read_json(dpo_run / "summary.json"), read_json(tmp_path / "again" / "summary.json")
+    for key in ("steps", "train_loss", "eval_accuracy", "eval_reward_margin"):
+        assert a[key] == b[key], key
+
+
+def test_kto_learns_from_single_labelled_completions(tmp_path, reference_run):
+    out = tmp_path / "kto"
+    run_cli("train", REPO / "configs" / "kto.yaml", "--output-dir", out, *from_run(reference_run), *SHORT_PREFERENCE)
+    summary = read_json(out / "summary.json")
+    assert summary["initial_eval_accuracy"] == 0.0 and summary["eval_accuracy"] >= 0.9, summary
+    assert any("kl" in m for m in read_metrics(out / "metrics.jsonl"))
+
+
+def test_a_reward_that_raises_mid_run_stops_it_in_one_line_with_its_checkpoint_kept(
+    tmp_path, reference_run, monkeypatch
+):
+    """A user reward (module:function, importable through PYTHONPATH) that raises at step 3; 2 steps were saved."""
+    (tmp_path / "flaky_reward.py").write_text(textwrap.dedent("""\
+        def score(prompts, completions, trainer_state=None, **kwargs):
+            if trainer_state.global_step >= 2:
+                raise ValueError("the grader is down")
+            return [0.0] * len(completions)
+    """))  # fmt: skip
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))  # run_cli's subprocess gets this process's environment
+    proc = run_cli(
+        "train", REPO / "configs" / "grpo.yaml", "--output-dir", tmp_path / "out", *from_run(reference_run),
+        "--set", "reward.functions=[flaky_reward:score]", "--set", "reward.weights=null",
+        "--set", "training.save_steps=1", "--set", "training.max_steps=4", "--set", "grpo.num_generations=2",
+        "--set", "training.batch_size=4", "--set", "eval.max_samples=4", check=False,
+    )  # fmt: skip
+    assert "[finetune] reward.functions calls your code: flaky_reward:score" in proc.stdout
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last == "finetune: error: reward flaky_reward:score raised ValueError: the grader is down", proc.stderr
+    assert (tmp_path / "out" / "checkpoint-2" / "checkpoint.json").exists()
