@@ -22,12 +22,12 @@ from finetune.modeling import build_model, count_parameters, lora_config
 from finetune.prefmetrics import mean_reward, preference_accuracy
 from finetune.report import read_metrics
 from finetune.resolve import Settings
+from finetune.resuming import run_training
 from finetune.run import (
     finish,
     is_main,
     quiet_progress,
     run_callbacks,
-    run_training,
     training_arguments,
     world_size,
     write_start,
