@@ -165,12 +165,16 @@ def _load_model(run_dir: Path, task: str):
 
 
 def cmd_eval(args) -> int:
+    from finetune.config import PREFERENCE_TASKS
     from finetune.evaluate import task_metric
     from finetune.resolve import resolve_metric
     from finetune.rundata import load_eval_data
 
     run_dir = Path(args.run_dir)
     manifest, cfg = _load_run(run_dir)
+    if cfg.task in PREFERENCE_TASKS:  # their metric needs the reference model or the rewards: not re-scored here yet
+        raise UserError(f"{run_dir}: finetune eval does not re-score {cfg.task} runs yet; their summary.json has the "
+                        "metric before and after training (initial_eval_accuracy, eval_accuracy)")  # fmt: skip
     model, tokenizer = _load_model(run_dir, cfg.task)
     evals, labels = load_eval_data(cfg, run_dir, manifest, model.config.id2label)
     if not evals:

@@ -77,9 +77,9 @@ def preference_accuracy(trainer, tokenizer, pairs: list[dict], batch_size: int) 
     return float((margin > 0).float().mean()), float(margin.mean())
 
 
-def mean_reward(model, tokenizer, rows: list[dict], functions, weights, cfg) -> tuple[float, float | None]:
+def mean_reward(model, tokenizer, rows: list[dict], functions, weights, cfg, state) -> tuple[float, float | None]:
     """(mean weighted reward, exact-match share or None without references) of greedy completions of held-out
-    prompts, scored by the run's own reward functions."""
+    prompts, scored by the run's own reward functions, called as TRL calls them (trainer_state: the trainer's)."""
     field = cfg.reward.reference_field
     was_training = model.training
     model.eval()
@@ -91,7 +91,7 @@ def mean_reward(model, tokenizer, rows: list[dict], functions, weights, cfg) -> 
         completions = [[{"role": "assistant", "content": o}] if isinstance(p, list) else o
                        for p, o in zip(prompts, outputs)]  # fmt: skip
         columns = {k: [r.get(k) for r in batch] for k in batch[0] if k != "prompt"}
-        scores = [f(prompts=prompts, completions=completions, **columns) for f in functions]
+        scores = [f(prompts=prompts, completions=completions, trainer_state=state, **columns) for f in functions]
         total += [sum(w * s[i] for w, s in zip(weights, scores)) for i in range(len(batch))]
         if field in columns:
             exact += [o.strip() == ref.strip() for o, ref in zip(outputs, columns[field])]

@@ -109,7 +109,7 @@ def held_out(cfg: RunConfig, trainer, tokenizer, rows: list[dict], functions, we
     rows = rows[: cfg.eval.max_samples]
     if cfg.task == "grpo":
         model = trainer.accelerator.unwrap_model(trainer.model)
-        reward, exact = mean_reward(model, tokenizer, rows, functions, weights, cfg)
+        reward, exact = mean_reward(model, tokenizer, rows, functions, weights, cfg, trainer.state)
         return {"eval_accuracy": reward, "eval_exact_match": exact}
     accuracy, margin = preference_accuracy(trainer, tokenizer, rows, cfg.eval.batch_size)
     return {"eval_accuracy": accuracy, "eval_reward_margin": margin}
