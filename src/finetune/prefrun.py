@@ -112,7 +112,7 @@ def held_out(cfg: RunConfig, trainer, tokenizer, rows: list[dict], functions, we
         reward, exact = mean_reward(model, tokenizer, rows, functions, weights, cfg, trainer.state)
         return {"eval_accuracy": reward, "eval_exact_match": exact}
     accuracy, margin = preference_accuracy(trainer, tokenizer, rows, cfg.eval.batch_size)
-    return {"eval_accuracy": accuracy, "eval_reward_margin": margin}
+    return {"eval_accuracy": accuracy, "eval_reward_margin": cfg.preference.beta * margin}  # as TRL's rewards/margins
 
 
 def start_run(cfg, settings, run_dir, checkpoint, argv, trainer, tokenizer, rows, measure) -> dict:
