@@ -45,6 +45,10 @@ help: ## show this help
 # --compile-bytecode: uv writes no .pyc by default, and where PYTHONDONTWRITEBYTECODE=1 (this machine kind, many CI
 # images) Python never writes them: every process then compiled its imports from source, 10 of the 17 s that
 # `import finetune.run` took (7 s with bytecode). pip, the fallback, compiles by default.
+# BYTECODE= (empty) skips it, for a throwaway venv that runs one import (tests/test_host_python.py): a fresh
+# `make venv` took 68.8 CPU-s (user+sys) with bytecode, 12.0 without.
+BYTECODE ?= --compile-bytecode
+
 $(VENV)/.installed: $(wildcard $(LOCKS)) pyproject.toml $(UV_PIN)
 	$(if $(PLATFORM),,$(error $(NO_LOCK)))
 	$(foreach f,$(LOCKS),$(if $(wildcard $f),,$(error make: $f is missing: this platform has no lock yet (add it to platforms: in environments/{cpu,dev}/environment.yml, then make lock))))
@@ -53,7 +57,7 @@ $(VENV)/.installed: $(wildcard $(LOCKS)) pyproject.toml $(UV_PIN)
 	  && cp $(UV_PIN) $(BOOTSTRAP)/uv.txt; } \
 	  || { rm -rf $(BOOTSTRAP); echo "make: uv could not be installed from $(UV_PIN): building .venv with pip (slower)"; }
 	PY=$$($(PYTHON) environments/hostpython.py --uv $(UV) $(LOCKS)) && $$PY -m venv --clear $(VENV)
-	if [ -x $(UV) ]; then $(UV) pip sync --quiet --compile-bytecode --python $(VENV)/bin/python --require-hashes $(FIND_LINKS) $(LOCKS); \
+	if [ -x $(UV) ]; then $(UV) pip sync --quiet $(BYTECODE) --python $(VENV)/bin/python --require-hashes $(FIND_LINKS) $(LOCKS); \
 	else $(PIP) install --quiet --require-hashes --no-deps $(if $(TORCH_FIND_LINKS),--find-links $(TORCH_FIND_LINKS)) $(addprefix -r ,$(LOCKS)); fi
 	$(INSTALLER) install --quiet --no-deps --no-build-isolation -e .
 	@touch $@
@@ -88,8 +92,8 @@ lock: venv ## regenerate the hashed lockfiles from environments/*/environment.ym
 lock-check: venv ## fail if any lock is stale against its environment.yml
 	$(VENV)/bin/python environments/lock.py --check
 
-bench: venv ## throughput: our pipeline vs a plain Hugging Face Trainer (prints a table, writes JSON)
-	$(VENV)/bin/python benchmarks/throughput.py $(ARGS)
+bench: venv ## throughput: our pipeline vs a plain Hugging Face Trainer (a table, JSON); others: invoke bench NAME
+	$(VENV)/bin/python -m benchmarks throughput $(ARGS)
 
 clean: ## remove .venv, caches and runs/
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache benchmarks/results

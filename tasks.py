@@ -3,40 +3,20 @@
 Every command goes through `c.run`, so `--dry` shows the whole plan; probes of the host (docker info, nvidia-smi,
 git, image inspect) are not part of the plan and run even under --dry. Defaults live in invoke.yaml, the one place
 for image names, registry, variants and base images; docker command lines are built in devtools/containers.py.
+Each task is wiring: its flags (help= for every one), then one call into devtools (devtools/__init__.py has the
+layers), then what it reports.
 """
 
 from __future__ import annotations
 
-import os
-import secrets
+import dataclasses
 import shlex
-from pathlib import Path
 
 from invoke import Collection, Exit, task
 
-from devtools import containers, deploy, images
+from devtools import containers, deploy, images, launch, services
 from devtools.checks import table
-from devtools.containers import show
 from devtools.doctor import run_checks
-
-RUNTIMES = ("auto", "docker", "local")
-
-
-def _venv_bin(c, tool: str) -> str:
-    return f"{c.finetune.venv}/bin/{tool}"
-
-
-def choose_runtime(c, runtime: str | None, local: bool, docker: bool) -> tuple[str, str]:
-    if local and docker:
-        raise Exit("--local and --docker: choose one", code=2)
-    runtime = "local" if local else "docker" if docker else (runtime or c.finetune.runtime)
-    if runtime not in RUNTIMES:
-        raise Exit(f"--runtime {runtime!r}: allowed: {', '.join(RUNTIMES)}", code=2)
-    if runtime == "auto":
-        if images.docker_answers(c):
-            return "docker", "auto: a Docker engine answers"
-        return "local", "auto: no Docker engine answers"
-    return runtime, "--local" if local else "--docker/--gpu" if docker else f"--runtime {runtime}"
 
 
 @task(
@@ -52,14 +32,15 @@ def choose_runtime(c, runtime: str | None, local: bool, docker: bool) -> tuple[s
 )
 def build(c, variant="cpu", target="runtime", tag=None, push=False, no_cache=False, platform="", ca_bundle=None):
     """Build a training image from docker/Dockerfile (pinned bases and locks from invoke.yaml)."""
-    images.build_image(c, variant, target, tag, platform, push, no_cache, ca_bundle)
+    platforms = tuple(p for p in (platform or "").split(",") if p)
+    images.build_image(c, containers.Build(variant, target, tag, platforms, push, no_cache, ca_bundle))
 
 
 @task(
     iterable=["set_"],
     help={
         "config": "YAML config to train (default from invoke.yaml: configs/default.yaml)",
-        "set_": "override a config key, repeatable: --set training.epochs=2 --set seed=1",
+        "set_": launch.HELP["set_"],
         "local": "run in the local .venv, not in a container (same as --runtime local)",
         "docker": "run in the training image (same as --runtime docker); builds it first if missing",
         "runtime": "auto | docker | local (default from invoke.yaml: auto = docker when an engine answers)",
@@ -67,7 +48,7 @@ def build(c, variant="cpu", target="runtime", tag=None, push=False, no_cache=Fal
         "resume": "continue the run from its last complete checkpoint",
         "gpu": "the CUDA image with the host's GPUs (NVIDIA container toolkit); implies --docker",
         "gpus": "which GPUs with --gpu: all (default) or device ids as nvidia-smi numbers them, 0 or 0,2 (not a count)",
-        "nproc": "processes per container: torchrun --nproc-per-node N inside it (one per GPU)",
+        "nproc": launch.HELP["nproc"],
         "variant": "image variant for --docker without --gpu: cpu (default) or cuda",
         "nnodes": "nodes (machines, or containers on one host) in the job: torchrun's c10d rendezvous (default 1)",
         "node_rank": "with --nnodes N: this node's number, 0 to N-1; node 0 hosts the rendezvous",
@@ -95,61 +76,11 @@ def train(
     network=None,
 ):
     """Fine-tune from a config (default: the embedded tiny default) and write runs/<name>/."""
-    try:
-        containers.gpu_flags(gpus)
-        if output_dir:
-            containers.check_output_dir(output_dir, containers.REPO, Path.home())
-    except ValueError as err:
-        raise Exit(str(err), code=2) from None
-    if nproc < 1:
-        raise Exit(f"--nproc {nproc}: allowed: 1 or more", code=2)
-    if node_rank is not None and not str(node_rank).isdigit():  # invoke passes a flag without a default as text
-        raise Exit(f"--node-rank {node_rank!r}: allowed: a number, 0 to --nnodes minus 1", code=2)
-    nodes = containers.Nodes(nnodes, None if node_rank is None else int(node_rank), rdzv_endpoint, network)
-    chosen, why = choose_runtime(c, runtime, local, docker or gpu)
-    if gpu and chosen != "docker":
-        raise Exit("--gpu runs in the CUDA image: drop --local/--runtime local", code=2)
-    try:
-        nodes.check(chosen)
-    except ValueError as err:
-        raise Exit(str(err), code=2) from None
-    print(f"runtime: {chosen} ({why})", flush=True)
-    config = config or c.finetune.config
-    args = ["train", config, *(a for s in set_ or [] for a in ("--set", s))]
-    if resume:
-        args.append("--resume")
-    if chosen == "local":  # never with --gpu (refused above)
-        launcher = containers.launcher(nproc, nodes)
-        launcher[0] = _venv_bin(c, launcher[0])  # finetune or torchrun: .venv's
-        out = ["--output-dir", output_dir] if output_dir else []
-        c.run(f"FINETUNE_RUNTIME=local {shlex.join(launcher + args + out)}")
-        return
-    images.gpu_check(c, gpu)  # before any build: a missing GPU runtime is reported first
-    image, (image_id, labels) = images.ensure_image(c, "cuda" if gpu else variant or "cpu", "runtime")
-    mounts = []
-    inside, extra = containers.container_path(Path(config), containers.REPO, c.finetune.runs_dir)
-    args[1], mounts = inside, mounts + extra
-    if output_dir:
-        inside, extra = containers.container_path(Path(output_dir), containers.REPO, c.finetune.runs_dir, writable=True)
-        args += ["--output-dir", inside]
-        mounts += extra
-        if extra:  # mounted itself, so it must exist: docker would create it as root
-            c.run(f"mkdir -p {shlex.quote(str(Path(output_dir).resolve()))}")
-    if not c.config.run.dry:
-        (containers.REPO / c.finetune.runs_dir).mkdir(exist_ok=True)  # yours: docker would create it as root
-    cmd = containers.run_command(
-        c,
-        image,
-        image_id,
-        labels,
-        args,
-        name=f"finetune-train-{os.getpid()}",
-        gpus=gpus if gpu else None,
-        nproc=nproc,
-        extra_mounts=mounts,
-        nodes=nodes,
-    )
-    c.run(show(cmd), pty=False)
+    config, sets = config or c.finetune.config, tuple(set_ or ())
+    asked = launch.Launch(config, sets, local, docker or gpu, runtime, output_dir, resume, gpu, gpus, nproc, variant)
+    launch.check(asked)
+    nodes = containers.Nodes(nnodes, launch.node_rank(node_rank), rdzv_endpoint, network)
+    launch.train(c, dataclasses.replace(asked, nodes=nodes))
 
 
 @task(
@@ -161,10 +92,7 @@ def train(
 )
 def shell(c, variant="cpu", gpu=False, cmd=None):
     """A shell in the dev image, the repository mounted at /workspace (as in the devcontainer)."""
-    images.gpu_check(c, gpu)
-    image, _ = images.ensure_image(c, "cuda" if gpu else variant, "dev")
-    run = [c.docker.client, "run", "--rm", *([] if cmd else ["-it"]), *containers.dev_container_args(c, gpu)]
-    c.run(show([*run, image, *(["bash", "-c", cmd] if cmd else ["bash"])]), pty=not cmd)
+    services.shell(c, variant, gpu, cmd)
 
 
 @task(
@@ -180,27 +108,16 @@ def test(c, fast=False, k=None, args="", docker=False):
     markers = ["not slow"] if fast else []
     if docker:  # inside a container there is no engine for the container tests
         markers.append("not container")
-    cmd = ["python" if docker else _venv_bin(c, "python"), "-m", "pytest", "-p", "no:cacheprovider"]
+    cmd = ["python" if docker else launch.venv_bin(c, "python"), "-m", "pytest", "-p", "no:cacheprovider"]
     if markers:
         cmd += ["-m", " and ".join(markers)]
     if k:
         cmd += ["-k", k]
     line = shlex.join(cmd) + (f" {args}" if args else "")
     if docker:
-        shell(c, cmd=line)
+        services.shell(c, "cpu", False, line)
     else:
         c.run(line)
-
-
-def _published(host: str, port: int, inside: int, exposed: str) -> list[str]:
-    """--publish on host:port; on any address but loopback, first a warning that says what others can reach."""
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"WARNING: publishing on {host}:{port}: {exposed}", flush=True)
-    return ["--publish", f"{host}:{port}:{inside}"]
-
-
-def _tunnel(port: int) -> str:
-    return f"safer: keep --host 127.0.0.1 and tunnel from your machine: ssh -L {port}:127.0.0.1:{port} THIS-HOST"
 
 
 @task(
@@ -214,24 +131,7 @@ def _tunnel(port: int) -> str:
 )
 def lab(c, port=containers.LAB_PORT, host="127.0.0.1", gpu=False, token=None):
     """JupyterLab in the dev image: the repository (notebooks/, runs/) at /workspace, token login always on."""
-    images.gpu_check(c, gpu)
-    image, _ = images.ensure_image(c, "cuda" if gpu else "cpu", "dev")
-    exposed = f"reachable from other machines, and whoever has the token runs code here as you; {_tunnel(port)}"
-    run = [c.docker.client, "run", "--rm", "--name", f"finetune-lab-{port}"]
-    run += _published(host, port, containers.LAB_PORT, exposed)
-    # The token by name: docker copies it from its own environment, so it is on no command line (`ps`) or plan.
-    run += [*containers.dev_container_args(c, gpu), "--env", "JUPYTER_TOKEN"]
-    # Inside, Jupyter listens on all of the container's interfaces; what the host exposes is --publish above.
-    run += [image, "jupyter", "lab", "--ip=0.0.0.0", f"--port={containers.LAB_PORT}", "--no-browser"]
-    run.append(f"--ServerApp.root_dir={containers.WORKSPACE}")
-    if c.docker.run_as == "root":  # the container's root (root on a rootful engine; rootless Docker: you)
-        run.append("--allow-root")  # else Jupyter stops at once: "Running as root is not recommended"
-    given = token or os.environ.get("JUPYTER_TOKEN")
-    token = given or secrets.token_urlsafe(24)
-    # A token the user chose is never echoed; a new one is shown once, and not in a plan (--dry starts nothing).
-    shown = "<your token>" if given else "<a new token, shown when it runs>" if c.config.run.dry else token
-    print(f"JupyterLab: http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}/lab?token={shown}", flush=True)
-    c.run(show(run), env={"JUPYTER_TOKEN": token}, pty=False)
+    services.lab(c, port, host, gpu, token)
 
 
 @task(
@@ -243,14 +143,7 @@ def lab(c, port=containers.LAB_PORT, host="127.0.0.1", gpu=False, token=None):
 )
 def tensorboard(c, port=containers.TENSORBOARD_PORT, host="127.0.0.1"):
     """TensorBoard over runs/ (read-only) in the cpu dev image (the runtime images have the event writer only)."""
-    image, _ = images.ensure_image(c, "cpu", "dev")
-    exposed = f"TensorBoard has no authentication: anyone who can reach {host}:{port} sees every run; {_tunnel(port)}"
-    run = [c.docker.client, "run", "--rm", "--name", f"finetune-tensorboard-{port}"]
-    run += _published(host, port, containers.TENSORBOARD_PORT, exposed)
-    runs = f"{containers.WORKSPACE}/{c.finetune.runs_dir}"  # where container_args mounts runs/ for training
-    run += ["--volume", f"{containers.REPO / c.finetune.runs_dir}:{runs}:ro", image]
-    run += ["tensorboard", "--logdir", runs, "--bind_all", "--port", str(containers.TENSORBOARD_PORT)]
-    c.run(show(run), pty=False)
+    services.tensorboard(c, port, host)
 
 
 @task(
@@ -297,7 +190,7 @@ def clean(c, volume=False, build_cache=False):
 )
 def lock(c, variant=None, check=False, upgrade=False):
     """Regenerate the hashed lockfiles from environments/*/environment.yml (or --check that they are fresh)."""
-    cmd = [_venv_bin(c, "python"), "environments/lock.py", *(a for v in variant or [] for a in ("--variant", v))]
+    cmd = [launch.venv_bin(c, "python"), "environments/lock.py", *(a for v in variant or [] for a in ("--variant", v))]
     cmd += ["--check"] if check else []
     cmd += ["--upgrade"] if upgrade else []
     c.run(shlex.join(cmd))
@@ -309,17 +202,59 @@ def lock(c, variant=None, check=False, upgrade=False):
 )
 def env(c, variant=None):
     """Show whether the local environment matches the locks, package by package; exit 1 on any difference."""
-    cmd = [_venv_bin(c, "python"), "environments/lock.py", "--verify-env", *(variant or [])]
+    cmd = [launch.venv_bin(c, "python"), "environments/lock.py", "--verify-env", *(variant or [])]
     c.run(shlex.join(cmd))
 
 
-@task(help={"args": "extra arguments for benchmarks/throughput.py, quoted (see its --help)"})
-def bench(c, args=""):
-    """Tokens/s of our pipeline vs a plain Hugging Face Trainer on the same model and data."""
-    c.run(f"{_venv_bin(c, 'python')} benchmarks/throughput.py {args}".strip())
+@task(
+    positional=["name"],
+    help={
+        "name": "which benchmark: throughput (the tiny default config, CPU) or scale (real model shapes, GPU); "
+        "benchmarks/README.md",
+        "args": "extra arguments for it, quoted (see `python -m benchmarks NAME --help`)",
+    },
+)
+def bench(c, name, args=""):
+    """Tokens/s of our pipeline vs a plain Hugging Face Trainer (python -m benchmarks NAME): a table, a JSON report."""
+    c.run(f"{launch.venv_bin(c, 'python')} -m benchmarks {shlex.quote(name)} {args}".strip())
 
 
-ns = Collection(build, train, shell, test, lab, tensorboard, doctor, clean, lock, env, bench)
+@task(
+    help={
+        "run": "the run directory to export (default runs/default)",
+        "out": "target folder (default: beside the run, <run>-hf or <run>-gguf)",
+        "format": "hf (transformers folder, LoRA merged; the default) or gguf (one file for llama.cpp and Ollama)",
+        "dtype": "hf only: bf16, fp16 or fp32 (default: as trained)",
+        "quant": "gguf only: f16 (the default) or q8_0",
+        "force": "replace a non-empty --out folder",
+    }
+)
+def export(c, run="runs/default", out=None, format="hf", dtype=None, quant=None, force=False):
+    """A finished run's model for other tools: finetune export in .venv (docs/serve.md)."""
+    cmd = [launch.venv_bin(c, "finetune"), "export", run, "--format", format]
+    cmd += ["--out", out] if out else []
+    cmd += ["--dtype", dtype] if dtype else []
+    cmd += ["--quant", quant] if quant else []
+    cmd += ["--force"] if force else []
+    c.run(shlex.join(cmd), pty=False)
+
+
+@task(
+    help={
+        "model": "a run directory or an exported folder (default runs/default)",
+        "port": "port (default 8000)",
+        "host": "address (default 127.0.0.1: this machine only; any other needs an API key)",
+        "api_key": "require 'Authorization: Bearer KEY' (default: $FINETUNE_API_KEY)",
+    }
+)
+def serve(c, model="runs/default", port=8000, host="127.0.0.1", api_key=None):
+    """An OpenAI-compatible API for a run's model: finetune serve in .venv (docs/serve.md)."""
+    cmd = [launch.venv_bin(c, "finetune"), "serve", model, "--host", host, "--port", str(port)]
+    env = {"FINETUNE_API_KEY": api_key} if api_key else {}  # in the environment: not in the echoed plan or in ps
+    c.run(shlex.join(cmd), pty=False, env=env)
+
+
+ns = Collection(build, train, shell, test, lab, tensorboard, doctor, clean, lock, env, bench, export, serve)
 ns.add_collection(deploy.ns)
 
 
@@ -335,15 +270,7 @@ ns.add_collection(deploy.ns)
 def mlflow(c, port=5000, host="127.0.0.1", root=None, workers=1):
     """An MLflow tracking server (the dev layer's mlflow): runs log to it with MLFLOW_TRACKING_URI=<the URL printed>
     and `tracking: [mlflow]` in the config (finetune.tracking); Ctrl-C stops it."""
-    store = Path(root or Path(c.finetune.runs_dir) / "mlflow").resolve()
-    if not c.config.run.dry:
-        store.mkdir(parents=True, exist_ok=True)
-    url = f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}"
-    print(f"MLflow tracking server: {url}  (export MLFLOW_TRACKING_URI={url})", flush=True)
-    cmd = [_venv_bin(c, "mlflow"), "server", "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}"]
-    cmd += ["--artifacts-destination", str(store / "artifacts"), "--host", host, "--port", str(port)]
-    cmd += ["--workers", str(workers)]
-    c.run(shlex.join(cmd), pty=False)
+    services.mlflow(c, port, host, root, workers)
 
 
 ns.add_task(mlflow)

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # GPU checks for a lent GPU machine, all in one call of under 10 minutes: the default run on CUDA (attention auto ->
 # flex for packed rows), every speed/memory lever on a real run, the training tests on CUDA, the real-scale benchmark
-# (benchmarks/scale.py: ours vs a plain Trainer at Qwen2.5-0.5B and Llama-3.2-1B shapes, MFU) and the largest-model
+# (`python -m benchmarks scale`: ours vs a plain Trainer at Qwen2.5-0.5B and Llama-3.2-1B shapes, MFU) and the largest-model
 # table. Written for the `device` tool's machines: torch, transformers, peft and accelerate but no Docker and no
-# network, so the package runs from src/ on the machine's own Python (PYTHONPATH), not from our image.
+# network, so the package runs from src/ on the machine's own Python (PYTHONPATH), not from our image; the benchmarks
+# run as `python -m benchmarks` from the repository root (cd below), which puts the root on the import path.
 #
 # Packages the machine lacks, or has at other versions than our locks, travel as wheels in .whl/ (gitignored) and are
 # installed into /tmp/site first: our locked transformers and peft, and the cuda lock's liger-kernel and bitsandbytes.
@@ -21,7 +22,7 @@
 #     profile  llama-3.2-1b +flex+liger, 2 steps under torch.profiler: trace, operator table, kernel time by kind
 #     mfu05b   qwen2.5-0.5b: the plain Trainer, ours +flex+liger, ours +flex+liger+compile
 #   Older sections, by name: default levers tests scale fit (the 2026-11 runs; see benchmarks/README.md).
-#   MODEL_1B, MODEL_05B, MODEL_BIG, VARIANTS and SCALE_ARGS replace the shapes, variants and scale.py presets; the
+#   MODEL_1B, MODEL_05B, MODEL_BIG, VARIANTS and SCALE_ARGS replace the shapes, variants and `benchmarks scale` presets; the
 #   plumbing runs on CPU in about 7 minutes (no figure means anything there; FSDP refuses CPU, exit 2, by design):
 #     OUT=/tmp/gc PY=.venv/bin/python MODEL_1B=tiny MODEL_05B=tiny MODEL_BIG=tiny VARIANTS=base,+compile \
 #       SCALE_ARGS="--steps 3 --seq-len 256 --median-tokens 40 --tokens-per-step 512" BUDGET_S=1200 benchmarks/gpu_check.sh
@@ -42,7 +43,7 @@ MODEL_1B=${MODEL_1B:-llama-3.2-1b} MODEL_05B=${MODEL_05B:-qwen2.5-0.5b} MODEL_BI
 VARIANTS=${VARIANTS:-+flex+liger,+flex+liger+compile}
 # no tracker in ours (the plain Trainer reports to none): equal work, and no writer in the timed steps
 read -r -a SCALE <<<"${SCALE_ARGS:---quick --worker-timeout 150 --set tracking=[]}"
-RES=$WORK/results  # scale.py's JSON, logs and data; what comes back is copied to $OUT at the end
+RES=$WORK/results  # benchmarks scale's JSON, logs and data; what comes back is copied to $OUT at the end
 if compgen -G ".whl/*.whl" >/dev/null; then
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     && export PYTHONPATH=/tmp/site
@@ -78,9 +79,9 @@ EOF
 SHORT=(--set training.max_steps=60 --set training.save_steps=100000 --set eval.max_samples=100)
 
 printf 'lever\texit\tsteps\ttrain_loss\teval_loss\ttokens/s\n' >"$OUT/levers.tsv"
-scale() {  # scale NAME LIMIT ARGS...: one scale.py invocation, its JSON as $RES/NAME.json
+scale() {  # scale NAME LIMIT ARGS...: one `benchmarks scale` invocation, its JSON as $RES/NAME.json
   local name=$1 limit=$2; shift 2
-  timed "$limit" "$PY" benchmarks/scale.py "$@" --out "$RES/$name.json"
+  timed "$limit" "$PY" -m benchmarks scale "$@" --out "$RES/$name.json"
 }
 LORA=(--set lora.enabled=true --set lora.r=16 --set lora.alpha=32
       --set "lora.target_modules=[q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj]")
@@ -137,12 +138,12 @@ fi
 
 if wants scale; then
   step "real-scale benchmark: ours vs plain Trainer, Qwen2.5-0.5B and Llama-3.2-1B shapes, 4k packed rows, bf16"
-  timed 330 "$PY" benchmarks/scale.py --quick --model qwen2.5-0.5b --model llama-3.2-1b --out "$OUT/scale.json"
+  timed 330 "$PY" -m benchmarks scale --quick --model qwen2.5-0.5b --model llama-3.2-1b --out "$OUT/scale.json"
 fi
 
 if wants fit; then
   step "largest-model table: 0.5B/1.5B/3B/8B x full/LoRA/QLoRA on this GPU"
-  timed 210 "$PY" benchmarks/scale.py --quick --no-compare --fit-table --out "$OUT/fit.json"
+  timed 210 "$PY" -m benchmarks scale --quick --no-compare --fit-table --out "$OUT/fit.json"
 fi
 
 if wants fsdp; then
@@ -186,6 +187,6 @@ rows = [line.rstrip("\n").split("\t") for line in open(sys.argv[1])]
 w = [max(len(r[i]) for r in rows if len(r) > max(i, 1)) for i in range(max(map(len, rows)))]
 print("\n".join("  ".join(c.ljust(w[i]) for i, c in enumerate(r)).rstrip() for r in rows))' "$OUT/levers.tsv"
 for f in "$OUT"/scale.json "$OUT"/fit.json "$OUT"/mfu1b.json "$OUT"/lora8b.json "$OUT"/mfu05b.json; do
-  [ -f "$f" ] && "$PY" benchmarks/scale.py --print "$f" 2>/dev/null
+  [ -f "$f" ] && "$PY" -m benchmarks scale --print "$f" 2>/dev/null
 done
 exit 0

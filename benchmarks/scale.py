@@ -4,27 +4,24 @@ real tokens per optimizer step, plus a table of which model sizes and methods fi
 
 This file is the command line and main(); the pieces live next to it: scale_shapes.py (model shapes, parameter counts,
 FLOPs, MFU), scale_plan.py (data, token budget, run configs), scale_experiments.py (the comparison of a model, the fit
-table), scale_runs.py (one run in its own subprocess), scale_clock.py (the timing callback), scale_report.py (JSON,
-tables).
+table), scale_runs.py (the cases, as a run's subprocess runs them), scale_clock.py (the timing callback),
+scale_report.py (JSON, tables).
 
-Run from anywhere:  .venv/bin/python benchmarks/scale.py --help
+    .venv/bin/python -m benchmarks scale --help
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))  # the scale_* modules, synthetic, plain_trainer, throughput
-
-from scale_experiments import compare_model, run_fit_table  # noqa: E402
-from scale_plan import LEVERS, parse_sets  # noqa: E402
-from scale_report import Report, header_line, print_saved, summary  # noqa: E402
-from scale_runs import environment, gpu_visible  # noqa: E402
-from scale_shapes import FIT_MODELS, SHAPES, peak_flops  # noqa: E402
+from benchmarks.cli import add_out, add_set, parser
+from benchmarks.machine import environment, gpu_visible
+from benchmarks.scale_experiments import compare_model, run_fit_table
+from benchmarks.scale_plan import LEVERS, parse_sets
+from benchmarks.scale_report import Report, header_line, print_saved, summary
+from benchmarks.scale_shapes import FIT_MODELS, SHAPES, peak_flops
 
 DESCRIPTION = """\
 Train real model shapes (built from their published config.json numbers, random weights, no download) on synthetic
@@ -58,14 +55,14 @@ missing from the peak table. Each run is a fresh subprocess with a time limit.""
 EPILOG = """\
 examples:
   # CPU smoke test (what tests/test_benchmark_scale.py runs; about 30 s on 2 cores, no timing claims):
-  .venv/bin/python benchmarks/scale.py --model tiny --steps 3 --seq-len 256 --median-tokens 40 --tokens-per-step 512
-  python benchmarks/scale.py                            # GPU: qwen2.5-0.5b and llama-3.2-1b, default variants (~7 min)
-  python benchmarks/scale.py --no-compare --fit-table   # GPU: only the fit table (~7.5 min on an H100)
-  python benchmarks/scale.py --fit-table                # both (~15 min on an H100)
-  python benchmarks/scale.py --quick                    # gpu_check.sh's trimmed comparison (~4 min planned)
-  python benchmarks/scale.py --quick --no-compare --fit-table       # and its trimmed fit table (~2.5 min planned)
-  python benchmarks/scale.py --print benchmarks/results/scale.json  # a saved report's tables again; runs nothing
-  python benchmarks/scale.py --model qwen2.5-0.5b --variants base,+flex,+liger,+flex+liger+compile
+  .venv/bin/python -m benchmarks scale --model tiny --steps 3 --seq-len 256 --median-tokens 40 --tokens-per-step 512
+  python -m benchmarks scale                            # GPU: qwen2.5-0.5b and llama-3.2-1b, default variants (~7 min)
+  python -m benchmarks scale --no-compare --fit-table   # GPU: only the fit table (~7.5 min on an H100)
+  python -m benchmarks scale --fit-table                # both (~15 min on an H100)
+  python -m benchmarks scale --quick                    # gpu_check.sh's trimmed comparison (~4 min planned)
+  python -m benchmarks scale --quick --no-compare --fit-table       # and its trimmed fit table (~2.5 min planned)
+  python -m benchmarks scale --print benchmarks/results/scale.json  # a saved report's tables again; runs nothing
+  python -m benchmarks scale --model qwen2.5-0.5b --variants base,+flex,+liger,+flex+liger+compile
 
 variants: comma-separated; each is "base" or base plus levers joined with "+" (e.g. "+flex+liger"). base = packing
 with sdpa attention and the auto optimizer (adamw_fused on GPU). Levers:
@@ -143,86 +140,26 @@ def main(args) -> int:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(
-        prog="benchmarks/scale.py",
-        description=DESCRIPTION,
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument(
+    p = parser("scale", DESCRIPTION, EPILOG)
+    runs = p.add_argument_group("what runs")
+    runs.add_argument(
         "--model",
         action="append",
         choices=sorted(SHAPES),
         help="model shape to compare, repeatable (default: qwen2.5-0.5b and llama-3.2-1b on a GPU, tiny on CPU)",
     )
-    p.add_argument(
-        "--steps",
-        type=int,
-        help="optimizer steps per run, warm-up included (default: 10 on GPU, 6 with --quick, 3 on CPU)",
-    )
-    p.add_argument(
-        "--warmup-steps",
-        type=int,
-        help="steps left out of tokens/s (compilation, autotuning; default 3 on GPU, 1 on CPU)",
-    )
-    p.add_argument(
-        "--seq-len", type=int, default=4096, help="packed row length for ours, data.max_length (default 4096)"
-    )
-    p.add_argument(
-        "--tokens-per-step",
-        type=int,
-        help="real tokens per optimizer step for both pipelines (default: 4 rows' worth, 4 x --seq-len)",
-    )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="config override for ours (every variant and the fit table), repeatable, "
-        "e.g. --set training.liger_kernel=true",
-    )
-    p.add_argument(
+    runs.add_argument(
         "--variants",
         help="comma-separated lever sets of ours, each run separately, "
         'e.g. "base,+flex,+flex+liger,+flex+liger+compile" '
         "(default: base,+flex,+flex+liger on a GPU, base,+flex+liger with --quick, base on CPU); "
         "see the list of levers below",
     )
-    p.add_argument(
-        "--plain-micro-batch",
-        type=int,
-        metavar="N",
-        help="per-device batch of the plain Trainer (default 4, for every model: with --quick on a GPU llama-3.2-1b "
-        "starts at 2; halved after an out-of-memory); gradient accumulation makes up the tokens per step and the "
-        "lengths' median is scaled so that the budgets match within 1%%",
+    add_set(
+        runs,
+        "config override for ours (every variant and the fit table), repeatable, e.g. --set training.liger_kernel=true",
     )
-    p.add_argument("--median-tokens", type=float, default=400, help="median tokens per example (default 400)")
-    p.add_argument("--sigma", type=float, default=1.0, help="log-normal shape of the example lengths (default 1.0)")
-    p.add_argument("--seed", type=int, default=0, help="data and model seed (default 0)")
-    p.add_argument("--fit-table", action="store_true", help="also try each --fit-models shape x {full, lora, qlora}")
-    p.add_argument(
-        "--fit-models",
-        default=",".join(FIT_MODELS),
-        help=f"comma-separated shapes for the fit table (default {','.join(FIT_MODELS)})",
-    )
-    p.add_argument(
-        "--fit-steps", type=int, default=3, help="optimizer steps per fit-table run, 1 of them warm-up (default 3)"
-    )
-    p.add_argument("--no-compare", action="store_true", help="skip the ours/plain comparison (with --fit-table)")
-    p.add_argument(
-        "--no-plain",
-        action="store_true",
-        help="run only ours' variants (no plain Trainer, no ratio): a shape too big for the plain Trainer, a profile",
-    )
-    p.add_argument(
-        "--profile",
-        metavar="DIR",
-        help="profile 2 steps after warm-up of each ours run with torch.profiler: DIR/<model>-<variant>/ gets "
-        "trace.json.gz, ops.txt and breakdown.json (kernel time by kind, GPU-busy share); such runs are labelled "
-        "'profiled' (the profiler's overhead is in their tokens/s)",
-    )
-    p.add_argument(
+    runs.add_argument(
         "--quick",
         action="store_true",
         help="the trimmed preset of benchmarks/gpu_check.sh: on a GPU 6 steps (3 warm-up), variants base,+flex+liger, "
@@ -230,18 +167,68 @@ def parse_args(argv=None):
         "largest --fit-models shape down and stops at the first that fits. Flags given explicitly still win. "
         "Planned times: benchmarks/README.md",
     )
-    p.add_argument(
+    runs.add_argument(
+        "--no-plain",
+        action="store_true",
+        help="run only ours' variants (no plain Trainer, no ratio): a shape too big for the plain Trainer, a profile",
+    )
+    budget = p.add_argument_group("steps, data and the token budget")
+    budget.add_argument(
+        "--steps",
+        type=int,
+        help="optimizer steps per run, warm-up included (default: 10 on GPU, 6 with --quick, 3 on CPU)",
+    )
+    budget.add_argument(
+        "--warmup-steps",
+        type=int,
+        help="steps left out of tokens/s (compilation, autotuning; default 3 on GPU, 1 on CPU)",
+    )
+    budget.add_argument(
+        "--seq-len", type=int, default=4096, help="packed row length for ours, data.max_length (default 4096)"
+    )
+    budget.add_argument(
+        "--tokens-per-step",
+        type=int,
+        help="real tokens per optimizer step for both pipelines (default: 4 rows' worth, 4 x --seq-len)",
+    )
+    budget.add_argument(
+        "--plain-micro-batch",
+        type=int,
+        metavar="N",
+        help="per-device batch of the plain Trainer (default 4, for every model: with --quick on a GPU llama-3.2-1b "
+        "starts at 2; halved after an out-of-memory); gradient accumulation makes up the tokens per step and the "
+        "lengths' median is scaled so that the budgets match within 1%%",
+    )
+    budget.add_argument("--median-tokens", type=float, default=400, help="median tokens per example (default 400)")
+    budget.add_argument("--sigma", type=float, default=1.0, help="log-normal shape of the lengths (default 1.0)")
+    budget.add_argument("--seed", type=int, default=0, help="data and model seed (default 0)")
+    fit = p.add_argument_group("the fit table")
+    fit.add_argument("--fit-table", action="store_true", help="also try each --fit-models shape x {full, lora, qlora}")
+    fit.add_argument("--no-compare", action="store_true", help="skip the ours/plain comparison (with --fit-table)")
+    fit.add_argument(
+        "--fit-models",
+        default=",".join(FIT_MODELS),
+        help=f"comma-separated shapes for the fit table (default {','.join(FIT_MODELS)})",
+    )
+    fit.add_argument(
+        "--fit-steps", type=int, default=3, help="optimizer steps per fit-table run, 1 of them warm-up (default 3)"
+    )
+    out = p.add_argument_group("profile, limits and output")
+    out.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="profile 2 steps after warm-up of each ours run with torch.profiler: DIR/<model>-<variant>/ gets "
+        "trace.json.gz, ops.txt and breakdown.json (kernel time by kind, GPU-busy share); such runs are labelled "
+        "'profiled' (the profiler's overhead is in their tokens/s)",
+    )
+    out.add_argument(
         "--worker-timeout",
         type=float,
         metavar="S",
         help="seconds each run's subprocess may take (default 300, 120 with --quick on a GPU)",
     )
-    p.add_argument(
-        "--out",
-        default=str(HERE / "results" / "scale.json"),
-        help="where to write the JSON report (default benchmarks/results/scale.json); logs go to <its folder>/logs/",
-    )
-    p.add_argument(
+    add_out(out, "scale", "; logs go to <its folder>/logs/")
+    out.add_argument(
         "--print",
         dest="print_files",
         nargs="+",
@@ -285,5 +272,5 @@ def parse_args(argv=None):
     return args
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # `python benchmarks/scale.py` as before `python -m benchmarks scale`
     sys.exit(main(parse_args()))

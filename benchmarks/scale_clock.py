@@ -11,8 +11,9 @@ from __future__ import annotations
 import time
 
 import torch
-from scale_shapes import count_params
 from transformers import TrainerCallback
+
+from benchmarks.scale_shapes import count_params
 
 
 class StepClock(TrainerCallback):

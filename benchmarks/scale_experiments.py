@@ -10,15 +10,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from scale_plan import FIT_METHODS, base_config, fit_settings, plan, variant_settings, with_settings
-from scale_report import budget_line, run_line
-from scale_runs import spawn
-from scale_shapes import SHAPES, add_flops_and_mfu, analytic_params
+from benchmarks.scale_plan import FIT_METHODS, base_config, fit_settings, plan, variant_settings, with_settings
+from benchmarks.scale_report import budget_line, run_line
+from benchmarks.scale_shapes import SHAPES, add_flops_and_mfu, analytic_params
+from benchmarks.worker import spawn
 
 
 def execute(spec: dict, log: Path, args, spawn=spawn, method: str = "full") -> dict:
-    """One run in its own subprocess; the result carries the spec's model, pipeline, label, method and config."""
-    r = spawn(spec, log, args.worker_timeout)
+    """One run in its own subprocess (scale_runs.run_case); the result carries the spec's model, pipeline, label,
+    method and config."""
+    r = spawn({**spec, "module": "benchmarks.scale_runs"}, log, args.worker_timeout)
     r.update(model=spec["model"], pipeline=spec["pipeline"], label=spec["label"], method=method, config=spec["config"])
     return r
 

@@ -12,8 +12,8 @@ import json
 import math
 from pathlib import Path
 
-import synthetic
-from scale_shapes import SHAPES
+from benchmarks import synthetic
+from benchmarks.scale_shapes import SHAPES
 
 # --- levers of our pipeline, by variant token ---------------------------------------------------------------------
 LEVERS = {
@@ -132,8 +132,7 @@ def plan(name: str, steps: int, args, work: Path, micro: int | None = None) -> d
 
 def check_tokenization(name: str, tok_dir: Path, data: Path, conversations: list, lengths: list[int], seq_len: int):
     """The pipelines' own tokenization must give exactly the planned lengths (chat-template prefix logic included)."""
-    import plain_trainer
-
+    from benchmarks import plain_trainer
     from finetune import datafiles, features
     from finetune.tokenizer import load_tokenizer
 

@@ -8,13 +8,12 @@ shows a saved report again exactly as the run printed it.
 from __future__ import annotations
 
 import json
-import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
-from scale_plan import FIT_METHODS
-from scale_shapes import SHAPES, analytic_params
+from benchmarks.report import fmt, render, stamp, write
+from benchmarks.scale_plan import FIT_METHODS
+from benchmarks.scale_shapes import SHAPES, analytic_params
 
 BUDGET_TOLERANCE = 0.05  # planned and measured real tokens per optimizer step: ours vs plain, relative
 MFU_DEFINITION = {
@@ -37,9 +36,7 @@ class Report:
 
     def data(self, partial: bool) -> dict:
         return {
-            "benchmark": "scale",
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "command": [Path(sys.executable).name, *sys.argv],
+            **stamp("scale"),
             "environment": self.environment,
             "settings": self.settings,
             "peak_bf16_flops": self.peak,
@@ -54,10 +51,7 @@ class Report:
         }
 
     def save(self, partial: bool) -> dict:
-        data = self.data(partial)
-        self.out.parent.mkdir(parents=True, exist_ok=True)
-        self.out.write_text(json.dumps(data, indent=2) + "\n")
-        return data
+        return write(self.out, self.data(partial))
 
 
 def check_budgets(comparison: list[dict]) -> list[dict]:
@@ -76,10 +70,6 @@ def check_budgets(comparison: list[dict]) -> list[dict]:
 
 
 # --- text ---------------------------------------------------------------------------------------------------------
-
-
-def fmt(value, spec: str, none: str = "-") -> str:
-    return none if value is None else format(value, spec)
 
 
 def header_line(environment: dict, settings: dict, peak: float | None) -> str:
@@ -135,16 +125,6 @@ def run_line(r: dict, fit: bool = False) -> str:
     return f"[scale] {where} {text}  ({r['process_seconds']:.0f} s)"
 
 
-def render(header: list[str], rows: list[list[str]]) -> str:
-    """A text table: the first two columns left-aligned, the rest right-aligned."""
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-
-    def line(r):
-        return " | ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
-
-    return "\n".join([line(header), "-+-".join("-" * w for w in widths), *map(line, rows)])
-
-
 def ratio(value: float | None) -> str:
     return fmt(value, ".2f") + ("x" if value else "")
 
@@ -177,7 +157,7 @@ def comparison_table(runs: list[dict], on_gpu: bool) -> str:
                 fmt(r.get("setup_seconds"), ".0f"),
             ]
         )
-    return render(header, rows)
+    return render(header, rows, left=2)
 
 
 def fit_table(runs: list[dict]) -> str:
@@ -197,7 +177,7 @@ def fit_table(runs: list[dict]) -> str:
             else:
                 cells.append(status_text(r))
         rows.append([model, f"{analytic_params(SHAPES[model])['total'] / 1e9:.2f}B", *cells])
-    return render(header, rows)
+    return render(header, rows, left=2)
 
 
 def summary(report: dict) -> str:

@@ -1,29 +1,23 @@
-#!/usr/bin/env python
 """Throughput benchmark: our pipeline (finetune.run.train) against a plain Hugging Face Trainer, same model and data.
 
-Run from anywhere:  .venv/bin/python benchmarks/throughput.py --help
+    .venv/bin/python -m benchmarks throughput --help
+
+Its cases are CASES, "ours" and "plain": run_case runs one in its own subprocess (benchmarks.worker); the parent plans
+the token budget both train at, alternates the cases over --repeat, and reports their medians (throughput_report.py).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import os
-import platform
-import statistics
-import subprocess
 import sys
 import tempfile
-import time
-from datetime import UTC, datetime
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))  # plain_trainer
-
-PIPELINES = {"ours": "ours (finetune)", "plain": "plain Trainer"}
+from benchmarks import report, worker
+from benchmarks.cli import add_out, add_set, parser
+from benchmarks.machine import REPO, environment
+from benchmarks.throughput_report import LABELS, print_summary, summarize
 
 DESCRIPTION = """\
 Train the same model on the same data twice, in one invocation, and compare training throughput:
@@ -49,97 +43,61 @@ on the unpacked eval set, computed the same way for both) so the reader can see 
 
 EPILOG = """\
 examples:
-  .venv/bin/python benchmarks/throughput.py                        # the config's epochs (10 for default.yaml)
-  .venv/bin/python benchmarks/throughput.py --epochs 1             # quick check
-  .venv/bin/python benchmarks/throughput.py --repeat 3 --out /tmp/t.json
-  .venv/bin/python benchmarks/throughput.py --set training.save_steps=100000   # no checkpoints in either loop
+  .venv/bin/python -m benchmarks throughput                        # the config's epochs (10 for default.yaml)
+  .venv/bin/python -m benchmarks throughput --epochs 1             # quick check
+  .venv/bin/python -m benchmarks throughput --repeat 3 --out /tmp/t.json
+  .venv/bin/python -m benchmarks throughput --set training.save_steps=100000   # no checkpoints in either loop
 
 Timings are only as quiet as the machine: close other work, and use --repeat 3 or more on a shared host.
 Per-run logs go to <out folder>/logs/."""
 
 
-# --- helpers shared by the parent and the workers ------------------------------------------------------------------
-
-
-def load_cfg(args):
+def load_cfg(config: str, overrides: list[str], epochs: float | None):
     from finetune.config import load_config
 
-    overrides = list(args.overrides)
-    if args.epochs is not None:
-        overrides.append(f"training.epochs={args.epochs}")
-    return load_config(args.config, overrides)
+    return load_config(config, [*overrides, *([f"training.epochs={epochs}"] if epochs is not None else [])])
 
 
-def cpu_name() -> str:
-    from finetune.manifest import cpu_model
-
-    return cpu_model()
+# --- the cases, each in its own subprocess (benchmarks.worker) -----------------------------------------------------
 
 
-def environment() -> dict:
-    import accelerate
+def run_case(spec: dict) -> dict:
+    """One case: spec has case ("ours" or "plain"), config, overrides, epochs, threads and examples_per_step."""
     import torch
-    import transformers
 
-    gpu = torch.cuda.is_available()
-
-    def git(*cmd):
-        try:
-            return subprocess.run(["git", *cmd], cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return None
-
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "accelerate": accelerate.__version__,
-        "platform": platform.platform(),
-        "cpu": cpu_name(),
-        "cpu_count": os.cpu_count(),
-        "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "torch_threads": torch.get_num_threads(),
-        "torch_interop_threads": torch.get_num_interop_threads(),
-        "gpu": torch.cuda.get_device_name(0) if gpu else None,
-        "cuda": torch.version.cuda if gpu else None,
-        "git_commit": git("rev-parse", "HEAD"),
-        "git_dirty": bool(git("status", "--porcelain", "--", "src")),
-    }
+    if spec["threads"] is not None:
+        torch.set_num_threads(spec["threads"])
+    cfg = load_cfg(spec["config"], spec["overrides"], spec["epochs"])
+    result = CASES[spec["case"]](cfg, spec)
+    result["tokens_per_step"] = result["tokens_trained"] / result["steps"] if result["steps"] else None
+    result["torch_threads"] = torch.get_num_threads()
+    return result
 
 
-# --- workers (one subprocess per run) -----------------------------------------------------------------------------
-
-
-def run_ours(cfg) -> dict:
-    import plain_trainer
+def run_ours(cfg, spec: dict) -> dict:
     import torch
     from transformers import AutoModelForCausalLM
 
+    from benchmarks import plain_trainer
     from finetune.run import train
     from finetune.tokenizer import load_tokenizer
 
     with tempfile.TemporaryDirectory(prefix="bench-ours-") as tmp:
         run_dir = Path(tmp) / "run"
-        summary, code = train(cfg, run_dir, argv=["benchmarks/throughput.py"])
+        summary, code = train(cfg, run_dir, argv=["benchmarks throughput"])
         if code:
-            raise SystemExit(f"finetune run stopped with exit code {code}")
+            raise RuntimeError(f"finetune run stopped with exit code {code}")
         tokenizer = load_tokenizer(str(run_dir / "tokenizer"))
         common = None
         if cfg.data.eval_file:
-            model = AutoModelForCausalLM.from_pretrained(run_dir / "model").to(
-                "cuda" if torch.cuda.is_available() else "cpu"
-            )
-            examples = plain_trainer.tokenize_all(
-                tokenizer, plain_trainer.read_chat_jsonl(cfg.data.eval_file), cfg.data.max_length
-            )
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+            model = AutoModelForCausalLM.from_pretrained(run_dir / "model").to(device)
+            conversations = plain_trainer.read_chat_jsonl(cfg.data.eval_file)
+            examples = plain_trainer.tokenize_all(tokenizer, conversations, cfg.data.max_length)
             common = plain_trainer.completion_loss(model, tokenizer, examples)
+    keys = ["tokens_trained", "steps", "train_seconds", "tokens_per_second", "train_loss", "eval_loss"]
     return {
-        "tokens_trained": summary["tokens_trained"],
-        "steps": summary["steps"],
-        "train_seconds": summary["train_seconds"],
-        "tokens_per_second": summary["tokens_per_second"],
-        "train_loss": summary["train_loss"],
-        "eval_loss": summary["eval_loss"],
+        **{k: summary[k] for k in keys},
         "eval_loss_common": common,
         "eval_accuracy": summary.get("eval_accuracy"),
         "wall_seconds": summary["wall_seconds"],
@@ -147,32 +105,22 @@ def run_ours(cfg) -> dict:
     }
 
 
-def run_plain(cfg, examples_per_step: int) -> dict:
-    import plain_trainer
+def run_plain(cfg, spec: dict) -> dict:
+    from benchmarks import plain_trainer
 
     with tempfile.TemporaryDirectory(prefix="bench-plain-") as tmp:
-        return plain_trainer.train_plain(cfg, examples_per_step, Path(tmp) / "run")
+        return plain_trainer.train_plain(cfg, spec["examples_per_step"], Path(tmp) / "run")
 
 
-def worker(args) -> None:
-    import torch
-
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    cfg = load_cfg(args)
-    result = run_ours(cfg) if args.worker == "ours" else run_plain(cfg, args.examples_per_step)
-    result["tokens_per_step"] = result["tokens_trained"] / result["steps"] if result["steps"] else None
-    result["torch_threads"] = torch.get_num_threads()
-    Path(args.result).write_text(json.dumps(result))
+CASES = {"ours": run_ours, "plain": run_plain}  # each case: (config, spec) -> its result, in its own process
 
 
-# --- the parent: plan the token budget, run the workers, report --------------------------------------------------
+# --- the parent: plan the token budget, run the cases, report ------------------------------------------------------
 
 
 def token_budget(cfg) -> dict:
     """Real tokens per optimizer step in our pipeline, and the plain Trainer's examples per step that match it."""
-    import plain_trainer
-
+    from benchmarks import plain_trainer
     from finetune import rundata
 
     if cfg.task != "causal_lm" or not cfg.model.config:
@@ -206,80 +154,20 @@ def token_budget(cfg) -> dict:
     }
 
 
-def spawn(name: str, args, examples_per_step: int, log_path: Path) -> dict:
-    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
-        result_path = Path(f.name)
-    cmd = [
-        sys.executable,
-        str(Path(__file__).resolve()),
-        "--worker",
-        name,
-        "--result",
-        str(result_path),
-        "--config",
-        args.config,
-        "--examples-per-step",
-        str(examples_per_step),
-    ]
-    if args.epochs is not None:
-        cmd += ["--epochs", str(args.epochs)]
-    if args.threads is not None:
-        cmd += ["--threads", str(args.threads)]
-    for item in args.overrides:
-        cmd += ["--set", item]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
-    started = time.time()
-    try:
-        with log_path.open("w") as log:
-            proc = subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
-        if proc.returncode:
-            tail = "".join(log_path.read_text().splitlines(keepends=True)[-30:])
-            raise SystemExit(f"{PIPELINES[name]} run failed (exit {proc.returncode}); end of {log_path}:\n{tail}")
-        result = json.loads(result_path.read_text())
-    finally:
-        result_path.unlink(missing_ok=True)
-    result["process_seconds"] = time.time() - started
+def run(case: str, args, examples_per_step: int, log_path: Path) -> dict:
+    """One case in its own subprocess; a failed one stops the benchmark with the end of its log."""
+    spec = {"module": "benchmarks.throughput", "case": case, "examples_per_step": examples_per_step}
+    spec |= {k: getattr(args, k) for k in ("config", "overrides", "epochs", "threads")}
+    result = worker.spawn(spec, log_path)
+    if result["status"] != "ok":
+        tail = "".join(log_path.read_text().splitlines(keepends=True)[-30:])
+        raise SystemExit(f"{LABELS[case]} run failed ({result['error']}); end of {log_path}:\n{tail}")
     return result
-
-
-def fmt(value, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
-
-
-def median(values):
-    values = [v for v in values if v is not None]
-    return statistics.median(values) if values else None
-
-
-COLUMNS = [
-    ("tokens/s", "tokens_per_second", ",.0f"),
-    ("tokens/step", "tokens_per_step", ",.1f"),
-    ("steps", "steps", "d"),
-    ("train s", "train_seconds", ".1f"),
-    ("wall s", "wall_seconds", ".1f"),
-    ("eval loss", "eval_loss", ".4f"),
-    ("eval loss (same eval)", "eval_loss_common", ".4f"),
-]
-
-
-def table(medians: dict) -> str:
-    header = ["pipeline"] + [c[0] for c in COLUMNS]
-    rows = [
-        [PIPELINES[name]]
-        + [fmt(m[key] if key != "steps" or m[key] is None else int(m[key]), spec) for _, key, spec in COLUMNS]
-        for name, m in medians.items()
-    ]
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-
-    def line(r):
-        return " | ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
-
-    return "\n".join([line(header), "-+-".join("-" * w for w in widths), *map(line, rows)])
 
 
 def main(args) -> int:
     os.chdir(REPO)  # the config's data paths are relative to the repository root
-    cfg = load_cfg(args)
+    cfg = load_cfg(args.config, args.overrides, args.epochs)
     out = Path(args.out)
     logs = out.parent / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -300,93 +188,29 @@ def main(args) -> int:
         f"{budget['plain_avg_example_tokens']:.2f} tokens)",
         flush=True,
     )
-
     runs = []
     for i in range(args.repeat):
-        order = ["ours", "plain"] if i % 2 == 0 else ["plain", "ours"]
-        for name in order:
+        for name in ["ours", "plain"] if i % 2 == 0 else ["plain", "ours"]:
             log_path = logs / f"throughput-{i + 1}-{name}.log"
-            r = spawn(name, args, budget["plain_examples_per_step"], log_path)
+            r = run(name, args, budget["plain_examples_per_step"], log_path)
             r.update(pipeline=name, repeat=i + 1, loadavg_1m_after=os.getloadavg()[0])
             runs.append(r)
             print(
-                f"[bench] run {i + 1}/{args.repeat} {PIPELINES[name]:<15} {r['tokens_per_second']:>9,.0f} tokens/s"
-                f"  {r['train_seconds']:7.1f} s train  {r['steps']} steps  eval loss {fmt(r['eval_loss'], '.4f')}"
+                f"[bench] run {i + 1}/{args.repeat} {LABELS[name]:<15} {r['tokens_per_second']:>9,.0f} tokens/s"
+                f"  {r['train_seconds']:7.1f} s train  {r['steps']} steps"
+                f"  eval loss {report.fmt(r['eval_loss'], '.4f')}"
                 f"  (log {log_path.relative_to(REPO) if log_path.is_relative_to(REPO) else log_path})",
                 flush=True,
             )
-
-    keys = [k for _, k, _ in COLUMNS] + ["tokens_trained", "train_loss", "process_seconds"]
-    medians = {name: {k: median([r.get(k) for r in runs if r["pipeline"] == name]) for k in keys} for name in PIPELINES}
-    ratio = medians["ours"]["tokens_per_second"] / medians["plain"]["tokens_per_second"]
-    paired = [
-        a["tokens_per_second"] / b["tokens_per_second"]
-        for a, b in zip([r for r in runs if r["pipeline"] == "ours"], [r for r in runs if r["pipeline"] == "plain"])
-    ]
-    vocab_same = len({r["vocab_sha"] for r in runs}) == 1
-
-    print()
-    print(table(medians))
-    print()
-    print(
-        f"ours / plain: {ratio:.2f}x tokens/s"
-        + (
-            f" (median of {args.repeat} runs each; per-repeat ratios {', '.join(f'{p:.2f}' for p in paired)})"
-            if args.repeat > 1
-            else ""
-        )
-        + f"; train time ratio plain / ours {medians['plain']['train_seconds'] / medians['ours']['train_seconds']:.2f}x"
-    )
-    print(
-        f"real tokens trained: ours {medians['ours']['tokens_trained']:,.0f}, "
-        f"plain {medians['plain']['tokens_trained']:,.0f}; same vocabulary: {'yes' if vocab_same else 'NO'}"
-    )
-    tps = [medians[n]["tokens_per_step"] for n in PIPELINES]
-    if abs(tps[0] - tps[1]) > 0.05 * max(tps):
-        print(f"warning: tokens/step differ by more than 5% ({tps[0]:,.1f} vs {tps[1]:,.1f})")
-    if not vocab_same:
-        print("warning: the two pipelines built different vocabularies")
-    load_after = os.getloadavg()
-    print(
-        f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} "
-        f"(on {env['cpu_count']} CPUs; above that, other processes competed for the CPU)"
-    )
-
-    report = {
-        "benchmark": "throughput",
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": [Path(sys.executable).name, *sys.argv],
-        "config": args.config,
-        "overrides": args.overrides,
-        "threads": args.threads,
-        "epochs": cfg.training.epochs,
-        "repeat": args.repeat,
-        "environment": {
-            **env,
-            "loadavg_before": load_before,
-            "loadavg_after": load_after,
-            "torch_threads_per_run": sorted({r["torch_threads"] for r in runs}),
-        },
-        "token_budget": budget,
-        "median": medians,
-        "ratio_tokens_per_second": ratio,
-        "paired_ratios": paired,
-        "same_vocabulary": vocab_same,
-        "runs": runs,
-    }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    data = summarize(args, cfg, env, budget, runs, load_before)
+    print_summary(data)
+    report.write(out, data)
     print(f"wrote {out}")
     return 0
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(
-        prog="benchmarks/throughput.py",
-        description=DESCRIPTION,
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = parser("throughput", DESCRIPTION, EPILOG)
     p.add_argument(
         "--config",
         default="configs/default.yaml",
@@ -405,11 +229,7 @@ def parse_args(argv=None):
         metavar="N",
         help="run each pipeline N times, alternating the order, and report medians (default 1)",
     )
-    p.add_argument(
-        "--out",
-        default=str(HERE / "results" / "throughput.json"),
-        help="where to write the JSON report (default: benchmarks/results/throughput.json)",
-    )
+    add_out(p, "throughput")
     p.add_argument(
         "--threads",
         type=int,
@@ -418,17 +238,7 @@ def parse_args(argv=None):
         help="torch intra-op threads in both runs (default: torch's own choice, usually one per core); "
         "on a busy shared host fewer threads than cores can be much faster for both",
     )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key for both pipelines, repeatable (as in `finetune train --set`)",
-    )
-    p.add_argument("--worker", choices=sorted(PIPELINES), help=argparse.SUPPRESS)
-    p.add_argument("--result", help=argparse.SUPPRESS)
-    p.add_argument("--examples-per-step", type=int, help=argparse.SUPPRESS)
+    add_set(p, "override a config key for both pipelines, repeatable (as in `finetune train --set`)")
     args = p.parse_args(argv)
     if args.repeat < 1:
         p.error("--repeat must be >= 1")
@@ -441,10 +251,5 @@ def parse_args(argv=None):
     return args
 
 
-if __name__ == "__main__":
-    args = parse_args()
-    if args.worker:
-        os.chdir(REPO)
-        worker(args)
-    else:
-        sys.exit(main(args))
+if __name__ == "__main__":  # `python benchmarks/throughput.py` as before `python -m benchmarks throughput`
+    sys.exit(main(parse_args()))

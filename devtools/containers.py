@@ -69,31 +69,33 @@ def build_user(uid: int, gid: int) -> tuple[int, int]:
     return (uid, gid) if uid != 0 else (1000, 1000)
 
 
+@dataclass(frozen=True)
+class Build:
+    """The image a build asks for, as `invoke build` takes it (and ensure_image for a missing image): it travels from
+    the task through images.build_image, which adds what it probes, to build_command."""
+
+    variant: str = "cpu"
+    target: str = "runtime"
+    tag: str | None = None
+    platforms: tuple[str, ...] = ()  # none: the engine's own; several: one multi-arch image (buildx)
+    push: bool = False
+    no_cache: bool = False
+    ca_bundle: str | None = None  # a file; None: invoke.yaml's image.ca_bundle
+
+
 def build_command(
-    cfg,
-    variant: str,
-    target: str,
-    *,
-    tag: str | None,
-    platforms: list[str],
-    push: bool,
-    no_cache: bool,
-    ca_bundle: str | None,
-    uid: int,
-    gid: int,
-    revision: str,
-    source_url: str,
-    podman: bool = False,
+    cfg, build: Build, *, uid: int, gid: int, revision: str, source_url: str, podman: bool = False
 ) -> list[str]:
     """`docker build` (one platform, local image) or `docker buildx build` (several platforms or --push); podman:
     `podman build` in Docker's image format (Buildah's default OCI format drops SHELL, which the Dockerfile's bash
     RUNs need)."""
+    variant, target, platforms = build.variant, build.target, build.platforms
     check_variant(cfg, variant)
     if target not in TARGETS:
         raise ValueError(f"--target {target!r}: allowed: {', '.join(TARGETS)}")
-    buildx = push or len(platforms) > 1
+    buildx = build.push or len(platforms) > 1
     cmd = [cfg.docker.client, *(["buildx", "build"] if buildx else ["build"])]
-    cmd += ["--file", cfg.image.dockerfile, "--target", target, "--tag", image_name(cfg, variant, target, tag)]
+    cmd += ["--file", cfg.image.dockerfile, "--target", target, "--tag", image_name(cfg, variant, target, build.tag)]
     if podman:
         cmd += ["--format", "docker"]
     if platforms:
@@ -119,12 +121,12 @@ def build_command(
     # Dockerfile's LABELs, from the same build args, serve builds made without invoke (plain docker build, CI).
     labels = {"org.opencontainers.image.revision": revision, "org.finetune.lock-digest": args["LOCK_DIGEST"]}
     cmd += [a for key, value in labels.items() for a in ("--label", f"{key}={value}")]
-    if ca_bundle:  # a build secret: mounted for the RUNs that download, never stored in a layer
-        cmd += ["--secret", f"id=ca-bundle,src={ca_bundle}"]
-    if no_cache:
+    if build.ca_bundle:  # a build secret: mounted for the RUNs that download, never stored in a layer
+        cmd += ["--secret", f"id=ca-bundle,src={build.ca_bundle}"]
+    if build.no_cache:
         cmd.append("--no-cache")
     if buildx:
-        cmd.append("--push" if push else "--load")
+        cmd.append("--push" if build.push else "--load")
     return [*cmd, "."]
 
 
@@ -181,11 +183,18 @@ def check_output_dir(value: str, repo: Path, home: Path) -> None:
         raise ValueError(f"--output-dir {value}: {why}; allowed: a folder for runs, e.g. runs/NAME or a new folder")
 
 
+@dataclass(frozen=True)
+class Image:
+    """A built image as a run's manifest records it (images.ensure_image probes it): name, id and labels."""
+
+    name: str
+    id: str
+    labels: dict
+
+
 def run_command(
     cfg,
-    image: str,
-    image_id: str,
-    labels: dict,
+    image: Image,
     cli_args: list[str],
     *,
     name: str,
@@ -198,19 +207,19 @@ def run_command(
     of several, on its network under the name the other nodes reach it by (see Nodes)."""
     name = (nodes.container_name() if nodes else None) or name
     cmd = [cfg.docker.client, "run", "--rm", "--name", name, *(nodes.docker_args() if nodes else [])]
-    cmd += container_args(cfg, str(REPO), image, image_id, labels, passthrough_env(HOST_ENV), gpus) + extra_mounts
-    return [*cmd, image, *launcher(nproc, nodes), *cli_args]
+    cmd += container_args(cfg, str(REPO), image, passthrough_env(HOST_ENV), gpus) + extra_mounts
+    return [*cmd, image.name, *launcher(nproc, nodes), *cli_args]
 
 
-def container_args(cfg, root: str, image: str, image_id: str, labels: dict, env_names: list[str], gpus: str | None):
+def container_args(cfg, root: str, image: Image, env_names: list[str], gpus: str | None) -> list[str]:
     """What every training container gets: configs and data read-only and runs/ read-write from `root`, the HF cache
     on a named volume, the image facts for the manifest, secrets by name only (docker reads each value from its own
     environment: never on a command line or in `ps`), and the GPUs or a sized /dev/shm."""
     runs = cfg.finetune.runs_dir
     args = ["--volume", f"{root}/configs:{WORKSPACE}/configs:ro", "--volume", f"{root}/data:{WORKSPACE}/data:ro"]
     args += ["--volume", f"{root}/{runs}:{WORKSPACE}/{runs}"]
-    facts = {"FINETUNE_RUNTIME": "docker", "FINETUNE_IMAGE": image, "FINETUNE_IMAGE_ID": image_id}
-    facts["FINETUNE_IMAGE_LABELS"] = json.dumps(labels, sort_keys=True, separators=(",", ":"))
+    facts = {"FINETUNE_RUNTIME": "docker", "FINETUNE_IMAGE": image.name, "FINETUNE_IMAGE_ID": image.id}
+    facts["FINETUNE_IMAGE_LABELS"] = json.dumps(image.labels, sort_keys=True, separators=(",", ":"))
     args += [a for key, value in facts.items() for a in ("--env", f"{key}={value}")]
     return args + _cache_secrets_devices(cfg, env_names, gpus)
 

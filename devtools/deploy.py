@@ -31,7 +31,7 @@ from types import SimpleNamespace
 
 from invoke import Collection, Exit, task
 
-from devtools import containers, images, remote
+from devtools import containers, images, launch, remote
 from finetune.names import check_name
 
 STOP_TIMEOUT = 120  # seconds Docker waits after SIGTERM: time for a final checkpoint
@@ -137,7 +137,7 @@ def _word(arg: str, d: str) -> str:
     return shlex.quote(arg)
 
 
-def _docker_run(c, d: str, name: str, image: str, facts: tuple, secrets: list[str], gpu: bool) -> str:
+def _docker_run(c, d: str, name: str, image: containers.Image, secrets: list[str], gpu: bool) -> str:
     """`docker run --detach` of the run's container, as remote shell text (cwd: deploys/<name>), command excluded."""
     run = ["docker", "run", "--detach", "--name", _container(name), "--restart", _restarts(c)]
     run += ["--stop-timeout", str(STOP_TIMEOUT), "--label", f"org.finetune.deploy={name}"]
@@ -146,7 +146,7 @@ def _docker_run(c, d: str, name: str, image: str, facts: tuple, secrets: list[st
     # NVIDIA container toolkit's --gpus, as docs/gpu.md's deploy section asks of a GPU host.
     engine = SimpleNamespace(run_as="image", gpu_devices="gpus")
     cfg = SimpleNamespace(finetune=SimpleNamespace(runs_dir=RUNS), image=c.image, docker=engine)
-    run += containers.container_args(cfg, "$PWD", image, *facts, secrets, "all" if gpu else None)
+    run += containers.container_args(cfg, "$PWD", image, secrets, "all" if gpu else None)
     if SHARED_RUNS not in run:  # container_args changed how it mounts runs/: this must change with it
         raise RuntimeError(f"containers.container_args gave no {SHARED_RUNS!r} mount")
     # $PWD and $(id -u) are expanded by the remote shell: the files in runs/ belong to the login user there.
@@ -160,8 +160,8 @@ def _docker_run(c, d: str, name: str, image: str, facts: tuple, secrets: list[st
         "gpu": "the CUDA image with all the host's GPUs (--ipc=host, NVIDIA's ulimits)",
         "config": "config to train (default from invoke.yaml); must be under configs/",
         "name": "run name on the host: runs/<name> and container finetune-<name> (default: the config's file name)",
-        "set_": "override a config key, repeatable",
-        "nproc": "processes in the container (torchrun), e.g. one per GPU",
+        "set_": launch.HELP["set_"],
+        "nproc": launch.HELP["nproc"],
         "reship": "send the image even when the host already has the same image id",
         "replace": f"stop a running finetune-<name> first (SIGTERM, a checkpoint, up to {STOP_TIMEOUT} s) and start "
         "this deploy in its place; it resumes runs/<name>, so a changed config needs a new --name "
@@ -174,16 +174,16 @@ def start(c, host=None, gpu=False, config=None, name=None, set_=None, nproc=1, r
     if not config.startswith("configs/"):
         raise Exit(f"--config {config}: deploy ships configs/ and data/; put the config under configs/", code=2)
     name, d = _name(name or Path(config).stem), _dir(c)
-    image, facts = images.ensure_image(c, "cuda" if gpu else "cpu", "runtime")
+    image = images.ensure_image(c, "cuda" if gpu else "cpu", "runtime")
     _make_way(c, host, name, replace)
-    _ship(c, host, image, facts[0], reship)
+    _ship(c, host, image.name, image.id, reship)
     _send_inputs(c, host, d, name)
     secrets = containers.passthrough_env(containers.SECRETS)
     overrides = [a for s in set_ or [] for a in ("--set", s)]
     args = ["train", config, "--output-dir", f"{RUNS}/{name}", "--resume", *overrides]
-    command = shlex.join([image, *containers.launcher(nproc), *args])
+    command = shlex.join([image.name, *containers.launcher(nproc), *args])
     read_secrets = "".join(f"IFS= read -r {v}; export {v}; " for v in secrets)  # values from stdin, not argv
-    script = f"cd {d}/deploys/{name} && {read_secrets}{_docker_run(c, d, name, image, facts, secrets, gpu)} {command}"
+    script = f"cd {d}/deploys/{name} && {read_secrets}{_docker_run(c, d, name, image, secrets, gpu)} {command}"
     stdin = io.StringIO("".join(os.environ[v] + "\n" for v in secrets)) if secrets else False
     _remote(c, host, script, in_stream=stdin)
     print(f"started {_container(name)} on {host}: invoke deploy.logs --host {host} --name {name} --follow", flush=True)

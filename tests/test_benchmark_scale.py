@@ -16,18 +16,10 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
+from benchmarks import scale, scale_experiments, scale_plan, scale_report, scale_shapes, synthetic
 from conftest import REPO, cli_env
-
-sys.path.insert(0, str(REPO / "benchmarks"))
-import scale  # noqa: E402
-import scale_experiments  # noqa: E402
-import scale_plan  # noqa: E402
-import scale_report  # noqa: E402
-import scale_shapes  # noqa: E402
-import synthetic  # noqa: E402
-
-from finetune import features  # noqa: E402
-from finetune.datafiles import Record  # noqa: E402
+from finetune import features
+from finetune.datafiles import Record
 
 SCALE = REPO / "benchmarks" / "scale.py"
 
@@ -295,7 +287,7 @@ def test_no_plain_runs_only_ours_and_a_profile_labels_its_runs(tmp_path):
 
 def test_profile_breakdown_sorts_kernel_time_by_kind():
     """Kernel names as the H200 trace of 2026-12-04 has them; CPU-side events are not kernel time."""
-    import scale_profile
+    from benchmarks import scale_profile
 
     names = {
         "nvjet_sm90_tst_128x256_64x4_2x1_v_bz_coopA_NTN": ("matmul", 300),

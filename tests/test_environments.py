@@ -15,20 +15,17 @@ from importlib import metadata
 from pathlib import Path
 from types import SimpleNamespace
 
+import facts  # environments/ (pytest's pythonpath): the lock tool's modules import each other by name
+import lockfile
 import pytest
+import resolve
+import spec
 import yaml
+from installed import environment_differences
 
 from conftest import REPO
 
 ENVS = REPO / "environments"
-sys.path.insert(0, str(ENVS))
-import facts  # noqa: E402  (environments/: the lock tool's modules)
-import lockfile  # noqa: E402
-import resolve  # noqa: E402
-import spec  # noqa: E402
-from installed import environment_differences  # noqa: E402
-
-sys.path.remove(str(ENVS))
 LOCKS = sorted(ENVS.glob("*/pip.*.lock"))
 parse_lock = lockfile.parse_lock
 

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DEFAULT_CONFIG, REPO, SHORT, read_json, rel_diff, run_cli, start_cli, wait_until
+from conftest import DEFAULT_CONFIG, REPO, SHORT, cli_env, read_json, rel_diff, run_cli, start_cli, wait_until
 from finetune.trainer import STAGING
+from forked_cli import ForkServer
 
 
 @pytest.mark.parametrize("name", ["../lost", "/abs", "x*", "", "-x", ".hidden", "a b"])
@@ -195,7 +196,10 @@ FAULT_TRIALS = 24  # kill -9 at this many random points of checkpoint saves (the
 def test_kill_9_at_random_points_of_checkpoint_saves_never_loses_the_run(tmp_path):
     """The trainer is SIGKILLed at a random moment after a checkpoint save begins (the staging folder appears),
     FAULT_TRIALS times, each time resumed with --resume. After every kill, every checkpoint in place must validate;
-    the run then finishes with the final eval loss of an uninterrupted run with the same settings (1e-4)."""
+    the run then finishes with the final eval loss of an uninterrupted run with the same settings (1e-4).
+    The killed runs are forked from one process that imported the CLI once (tests/forked_cli.py: the same
+    `finetune.cli.main`, without 24 times 7 s of imports); the reference and the final resume are
+    `python -m finetune`."""
     import random
 
     from finetune import checkpoints
@@ -204,11 +208,12 @@ def test_kill_9_at_random_points_of_checkpoint_saves_never_loses_the_run(tmp_pat
     reference = tmp_path / "reference"
     run_cli("train", DEFAULT_CONFIG, "--output-dir", reference, *FAULT)
     out, staging, landed = tmp_path / "faulted", tmp_path / "faulted" / STAGING, []
+    server = ForkServer(REPO, cli_env())
     for trial in range(FAULT_TRIALS):  # 30 saves: even if every kill landed after a save, 24 kills fit
         before = {c.name for c in checkpoints.checkpoints(out)} if out.exists() else set()
         assert "checkpoint-60" not in before, f"the run reached its last checkpoint after {trial} kills"
         started = time.time()
-        proc = _start(out, "--resume", *FAULT)
+        proc = server.start(["train", DEFAULT_CONFIG, "--output-dir", out, "--resume", *FAULT], tmp_path / "trial.log")
 
         def saving(started=started) -> bool:  # a save of this process: what a killed trial left is older
             try:
@@ -230,6 +235,7 @@ def test_kill_9_at_random_points_of_checkpoint_saves_never_loses_the_run(tmp_pat
         broken = {c: checkpoints.problem(out / c) for c in now if checkpoints.problem(out / c)}
         assert not broken, f"trial {trial}: a checkpoint in place does not validate: {broken}"
         landed.append("mid-save" if mid_save else ("after the rename" if set(now) - before else "between saves"))
+    server.close()
     summary = {k: landed.count(k) for k in sorted(set(landed))}
     print(f"\n[fault test] {FAULT_TRIALS} kills: {summary}; then {[c.name for c in checkpoints.checkpoints(out)]}")
     # not vacuous: many kills hit a save in progress (about half of them here)

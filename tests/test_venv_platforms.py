@@ -11,16 +11,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lock  # environments/ (pytest's pythonpath): the lock tool's modules import each other by name
+import lockfile
 import pytest
 
 from conftest import REPO, read_bytecode_check, run_imports_bytecode_check
 
 ENVS = REPO / "environments"
-sys.path.insert(0, str(ENVS))
-import lock  # noqa: E402  (environments/: the lock tool's modules)
-import lockfile  # noqa: E402
-
-sys.path.remove(str(ENVS))
 UV_PIN = ENVS / "bootstrap" / "uv.txt"
 FAKE_UNAME = """#!/bin/sh
 # FAKE uname (tests/test_venv_platforms.py): the kernel and machine of the host under test

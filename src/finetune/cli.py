@@ -1,4 +1,4 @@
-"""The `finetune` command: train, eval, generate, reproduce.
+"""The `finetune` command: train, eval, generate, export, serve, reproduce.
 
 Errors the user can fix (bad config, bad data) print one line and exit with code 2; a GPU lost mid-run is one line
 with its cause and fix, exit 69; --debug shows the traceback.
@@ -15,6 +15,7 @@ import traceback
 from pathlib import Path
 
 from finetune.errors import UserError, gpu_lost
+from finetune.runmodel import GENERATE_MAX_NEW_TOKENS, load_model, load_run
 from finetune.urls import strip_userinfo
 
 EPILOG = """examples:
@@ -25,6 +26,8 @@ EPILOG = """examples:
   torchrun --nproc-per-node 2 -m finetune train configs/default.yaml     # several processes, same global batch
   finetune eval runs/default
   finetune generate runs/default "reverse: hello"
+  finetune export runs/default --out exports/default          # transformers folder; --format gguf for llama.cpp
+  finetune serve runs/default --port 8000                       # OpenAI-compatible API on 127.0.0.1
   finetune reproduce runs/default
 
 exit codes: 0 ok; 2 bad config, data or run directory; 73 the run directory cannot be created; 74 a write failed
@@ -76,8 +79,39 @@ def _parser() -> argparse.ArgumentParser:
     g = sub.add_parser("generate", help="greedy-generate a completion from a run's model")
     g.add_argument("run_dir")
     g.add_argument("prompt", help="the user message (chat-format runs) or raw prompt text")
-    g.add_argument("--max-new-tokens", type=int, default=64, help="generation length limit (default 64)")
+    g.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=GENERATE_MAX_NEW_TOKENS,
+        help=f"generation length limit (default {GENERATE_MAX_NEW_TOKENS})",
+    )
     g.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+    x = sub.add_parser(
+        "export",
+        help="write a run's model for other tools: transformers folder (LoRA merged) or GGUF",
+        description="Write a finished run's model as a folder that other tools load (docs/serve.md).",
+    )
+    x.add_argument("run_dir")
+    x.add_argument("--out", help="target folder (default: beside the run, <run>-hf or <run>-gguf)")
+    x.add_argument("--format", choices=["hf", "gguf"], default="hf", help="hf: transformers/safetensors (default); "
+                   "gguf: one file for llama.cpp and Ollama")  # fmt: skip
+    x.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], help="hf: weights' dtype (default: as trained)")
+    x.add_argument("--quant", choices=["f16", "q8_0"], default="f16", help="gguf: tensor type (default f16)")
+    x.add_argument("--force", action="store_true", help="replace a non-empty --out folder")
+    x.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+    v = sub.add_parser(
+        "serve",
+        help="an OpenAI-compatible HTTP API for a run's or an export's model",
+        description="Serve /v1/models, /v1/completions and /v1/chat/completions (streaming too) for a run's model.",
+    )
+    v.add_argument("model_dir", metavar="RUN_OR_EXPORT", help="a run directory or a finetune export --format hf folder")
+    v.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only; "
+                   "any other needs an API key)")  # fmt: skip
+    v.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    v.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' (default: $FINETUNE_API_KEY)")
+    v.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     r = sub.add_parser("reproduce", help="re-run a run from its manifest and compare metrics")
     r.add_argument("run_dir")
@@ -144,26 +178,6 @@ def default_run_dir(name: str, resume: bool, root: Path = Path("runs")) -> Path:
     return candidate
 
 
-def _load_run(run_dir: Path):
-    from finetune.config import from_dict, upgrade_manifest_config
-
-    manifest_path = run_dir / "manifest.json"
-    if not manifest_path.exists():
-        raise UserError(f"{run_dir}: not a run directory (no manifest.json)")
-    manifest = json.loads(manifest_path.read_text())
-    return manifest, from_dict(upgrade_manifest_config(manifest["config"]), str(manifest_path))
-
-
-def _load_model(run_dir: Path, task: str):
-    from finetune.modeling import load_trained, pick_device
-    from finetune.tokenizer import load_tokenizer
-
-    model_dir = run_dir / "model"
-    if not model_dir.exists():
-        raise UserError(f"{run_dir}: no final model (the run did not finish; resume it with finetune train --resume)")
-    return load_trained(model_dir, task).to(pick_device()).eval(), load_tokenizer(str(model_dir))
-
-
 def cmd_eval(args) -> int:
     from finetune.config import PREFERENCE_TASKS
     from finetune.evaluate import task_metric
@@ -171,11 +185,11 @@ def cmd_eval(args) -> int:
     from finetune.rundata import load_eval_data
 
     run_dir = Path(args.run_dir)
-    manifest, cfg = _load_run(run_dir)
+    manifest, cfg = load_run(run_dir)
     if cfg.task in PREFERENCE_TASKS:  # their metric needs the reference model or the rewards: not re-scored here yet
         raise UserError(f"{run_dir}: finetune eval does not re-score {cfg.task} runs yet; their summary.json has the "
                         "metric before and after training (initial_eval_accuracy, eval_accuracy)")  # fmt: skip
-    model, tokenizer = _load_model(run_dir, cfg.task)
+    model, tokenizer = load_model(run_dir, cfg.task)
     evals, labels = load_eval_data(cfg, run_dir, manifest, model.config.id2label)
     if not evals:
         raise UserError(f"{run_dir}: the run has no data.eval_file to evaluate on")
@@ -190,10 +204,10 @@ def cmd_generate(args) -> int:
     from finetune.evaluate import generate
 
     run_dir = Path(args.run_dir)
-    _, cfg = _load_run(run_dir)
+    _, cfg = load_run(run_dir)
     if cfg.task != "causal_lm":
         raise UserError(f"{run_dir}: generate needs a causal_lm run, this one is {cfg.task}")
-    model, tokenizer = _load_model(run_dir, cfg.task)
+    model, tokenizer = load_model(run_dir, cfg.task)
     if tokenizer.chat_template:
         prompt = tokenizer.apply_chat_template(
             [{"role": "user", "content": args.prompt}], tokenize=False, add_generation_prompt=True
@@ -204,11 +218,29 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from finetune.export import export_run
+
+    if args.format == "hf" and args.quant != "f16":
+        raise UserError("--quant applies to --format gguf; --format hf takes --dtype")
+    if args.format == "gguf" and args.dtype:
+        raise UserError("--dtype applies to --format hf; --format gguf takes --quant f16|q8_0")
+    out = export_run(Path(args.run_dir), args.out, args.format, args.dtype, args.quant, args.force)
+    print(f"exported {args.run_dir} ({args.format}) to {out}")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from finetune.serve import serve
+
+    return serve(Path(args.model_dir), args.host, args.port, args.api_key or os.environ.get("FINETUNE_API_KEY"))
+
+
 def cmd_reproduce(args) -> int:
     from finetune.run import train
 
     run_dir = Path(args.run_dir)
-    manifest, cfg = _load_run(run_dir)
+    manifest, cfg = load_run(run_dir)
     before_path = run_dir / "summary.json"
     if not before_path.exists():
         raise UserError(f"{run_dir}: no summary.json to compare with (the run did not finish)")
@@ -231,7 +263,14 @@ def cmd_reproduce(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    handlers = {"train": cmd_train, "eval": cmd_eval, "generate": cmd_generate, "reproduce": cmd_reproduce}
+    handlers = {
+        "train": cmd_train,
+        "eval": cmd_eval,
+        "generate": cmd_generate,
+        "export": cmd_export,
+        "serve": cmd_serve,
+        "reproduce": cmd_reproduce,
+    }
     try:
         return handlers[args.command](args)
     except Exception as e:  # a UserError, or a lost GPU outside the trainer's steps (loading, saving): one line

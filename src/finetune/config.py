@@ -156,8 +156,21 @@ class RunConfig:
     # experiment trackers (finetune.tracking): each gets the config, metrics, summary, artifacts and provenance tags
     tracking: list[Literal["tensorboard", "mlflow", "wandb"]] = field(default_factory=lambda: ["tensorboard"])
 
+    def __post_init__(self):
+        # Not a dataclass field: no YAML key sets it, and to_dict() and the manifest stay plain data. from_dict sets it.
+        self.origin: Origin = Origin()
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a config's values came from: the file (or another source's name) and the line of each dotted key, as
+    tuples (0: a --set override), so that a check made after loading points where the validation's own errors do."""
+
+    source: str = "<config>"
+    lines: dict = field(default_factory=dict)
 
 
 # Keys that moved between sections: a config naming the old place is told the new one; manifests of older runs
@@ -301,15 +314,14 @@ def _check_preference(cfg: RunConfig, fail) -> None:
 def from_dict(data: dict, source: str = "<config>", lines: dict | None = None) -> RunConfig:
     lines = lines or {}
     cfg = build(RunConfig, data, lines, source, MOVED)
-    cfg._origin = (source, lines)  # not a field: to_dict() and the manifest stay plain data
+    cfg.origin = Origin(source, lines)
     _check_values(cfg)
     return cfg
 
 
 def config_error(cfg: RunConfig, dotted: str, message: str) -> ConfigError:
     """A ConfigError located like the validation's own ("file:line: key: message"), for checks made after loading."""
-    source, lines = getattr(cfg, "_origin", ("<config>", {}))
-    return ConfigError(f"{where(source, lines, tuple(dotted.split('.')))}: {message}")
+    return ConfigError(f"{where(cfg.origin.source, cfg.origin.lines, tuple(dotted.split('.')))}: {message}")
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:

@@ -3,8 +3,11 @@ PEFT, QLoRA (a 4-bit or 8-bit frozen base) through bitsandbytes. Dtype and atten
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import tempfile
+from pathlib import Path
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
@@ -12,15 +15,23 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceC
 from finetune.config import RunConfig
 from finetune.errors import ConfigError, LoadError
 from finetune.resolve import Settings
+from finetune.safefiles import write_errors
 
 
 def _auto_class(task: str):
     return AutoModelForSequenceClassification if task == "classification" else AutoModelForCausalLM  # dpo...: LMs
 
 
-def build_model(cfg: RunConfig, settings: Settings, tokenizer, labels: list[str] | None = None, lora: bool = True):
-    """The model to train; with lora=False the LoRA adapter is left to the caller (TRL's trainers take its config,
-    so that their reference model is the base with the adapter disabled: lora_config)."""
+BASE = "base"  # a LoRA run's folder for the base it started from, when no hub id or directory names it
+
+
+def build_model(
+    cfg: RunConfig, settings: Settings, tokenizer, labels: list[str] | None = None, base_dir=None, lora: bool = True
+):
+    """The run's model; with LoRA on a model built from model.config, its fresh base weights are saved once to
+    base_dir (the adapter names no base: without them, the run's model could never be loaded again). With lora=False
+    the LoRA adapter is left to the caller (TRL's trainers take its config, so that their reference model is the base
+    with the adapter disabled: lora_config)."""
     auto = _auto_class(cfg.task)
     load = {"attn_implementation": settings.attn_implementation, "dtype": getattr(torch, settings.dtype)}
     extra = {}
@@ -45,6 +56,8 @@ def build_model(cfg: RunConfig, settings: Settings, tokenizer, labels: list[str]
         )
         with torch.device(process_device(settings)):  # fresh weights made where they train, not in host RAM first
             model = auto.from_config(config, **load)
+        if cfg.lora.enabled and base_dir is not None:
+            keep_base(model, Path(base_dir))
         if cfg.lora.quantization:  # bitsandbytes quantizes while loading: save the fresh weights, load them back
             with tempfile.TemporaryDirectory(prefix="finetune-qbase-") as tmp:
                 model.save_pretrained(tmp)
@@ -132,14 +145,36 @@ def apply_lora(cfg: RunConfig, model):
         raise ConfigError(f"lora.target_modules: {str(e).splitlines()[0]}") from None
 
 
-def load_trained(model_dir, task: str):
-    """Load a run's final model (full weights or a LoRA adapter) for evaluation or generation."""
-    if (model_dir / "adapter_config.json").exists():
-        from peft import AutoPeftModelForCausalLM, AutoPeftModelForSequenceClassification
+def keep_base(model, base_dir: Path) -> None:
+    """Save the base once (a resumed run rebuilds the same weights from the seed): into a staging folder renamed into
+    place, so a crash never leaves half a base that a later load would take for whole."""
+    if (base_dir / "config.json").exists():
+        return
+    staging = base_dir.with_name(f".{base_dir.name}.staging")
+    with write_errors(base_dir):
+        shutil.rmtree(staging, ignore_errors=True)
+        model.save_pretrained(staging)
+        os.replace(staging, base_dir)
 
+
+def load_trained(model_dir: Path, task: str):
+    """Load a run's final model (full weights or a LoRA adapter) for evaluation, generation, export or serving."""
+    model_dir = Path(model_dir)
+    adapter = model_dir / "adapter_config.json"
+    if not adapter.exists():
+        return _auto_class(task).from_pretrained(model_dir)
+    from peft import AutoPeftModelForCausalLM, AutoPeftModelForSequenceClassification, PeftModel
+
+    if json.loads(adapter.read_text()).get("base_model_name_or_path"):  # a hub id or directory: PEFT loads it
         auto = AutoPeftModelForSequenceClassification if task == "classification" else AutoPeftModelForCausalLM
         return auto.from_pretrained(model_dir)
-    return _auto_class(task).from_pretrained(model_dir)
+    base_dir = model_dir.parent / BASE  # a base built from model.config: the run kept it
+    if not (base_dir / "config.json").exists():
+        raise LoadError(
+            f"{model_dir}: a LoRA adapter whose base was built from model.config and not kept (a run made before "
+            f"the base was saved in {BASE}/): train it again to use it"
+        )
+    return PeftModel.from_pretrained(_auto_class(task).from_pretrained(base_dir), model_dir)
 
 
 def count_parameters(model) -> dict:

@@ -18,12 +18,13 @@ from transformers import set_seed
 
 from finetune import prefdata, rewards, safefiles, tracking
 from finetune.config import RunConfig
-from finetune.modeling import build_model, count_parameters, lora_config
+from finetune.modeling import BASE, build_model, count_parameters, lora_config
 from finetune.prefmetrics import mean_reward, preference_accuracy
 from finetune.report import read_metrics
 from finetune.resolve import Settings
 from finetune.resuming import run_training
 from finetune.run import (
+    Hooks,
     finish,
     is_main,
     quiet_progress,
@@ -38,17 +39,22 @@ from finetune.trainer import AtomicCheckpoints
 TRL = {"dpo": ("DPOTrainer", "DPOConfig"), "kto": ("KTOTrainer", "KTOConfig"), "grpo": ("GRPOTrainer", "GRPOConfig")}
 
 
-def run_body(cfg: RunConfig, settings: Settings, run_dir: Path, checkpoint, resume, argv, started) -> tuple[dict, int]:
-    """The steps of a dpo, kto or grpo run inside its locked folder (run.train's body)."""
+def run_body(
+    cfg: RunConfig, settings: Settings, run_dir: Path, checkpoint, resume, argv, started, *, hooks: Hooks
+) -> tuple[dict, int]:
+    """The steps of a dpo, kto or grpo run inside its locked folder (run.train's body, which passes its hooks)."""
     train_rows = prefdata.read_rows(cfg, "train")
     eval_rows = prefdata.read_rows(cfg, "eval") if cfg.data.eval_file else []
     functions = rewards.load(cfg.reward) if cfg.task == "grpo" else []
     weights = cfg.reward.weights or [1.0] * len(functions)
     tokenizer = make_tokenizer(cfg, run_dir, resume, [])  # the starting run's (or the resumed run's own copy)
     set_seed(cfg.seed)
-    model = build_model(cfg, settings, tokenizer, lora=False)  # LoRA: TRL applies it (peft_config)
+    base_dir = run_dir / BASE if is_main() else None  # LoRA on a model built from model.config: its base kept
+    model = build_model(cfg, settings, tokenizer, base_dir=base_dir, lora=False)  # LoRA: TRL applies it (peft_config)
     trackers = tracking.make_trackers(cfg, run_dir, is_main())
     trainer, stopper = build_trainer(cfg, settings, run_dir, model, tokenizer, train_rows, functions, weights, trackers)
+    if hooks.trainer_ready:
+        hooks.trainer_ready(trainer)
 
     def measure() -> dict:
         return held_out(cfg, trainer, tokenizer, eval_rows, functions, weights) if is_main() and eval_rows else {}
@@ -68,7 +74,7 @@ def run_body(cfg: RunConfig, settings: Settings, run_dir: Path, checkpoint, resu
         "eval_loss": None,
         "eval_accuracy": None,
     }
-    return finish(cfg, run_dir, trainer, stopper, trackers, started, summary, measure)
+    return finish(cfg, run_dir, trainer, stopper, trackers, started, summary, measure, hooks)
 
 
 def build_trainer(cfg, settings, run_dir, model, tokenizer, rows, functions, weights, trackers):

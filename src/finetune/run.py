@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from transformers import TrainingArguments, set_seed
@@ -20,7 +22,7 @@ from finetune.checkpoints import storage_errors
 from finetune.config import RunConfig, config_error
 from finetune.evaluate import classification_accuracy, task_metric
 from finetune.manifest import build_manifest
-from finetune.modeling import build_model, count_parameters
+from finetune.modeling import BASE, build_model, count_parameters
 from finetune.report import human_summary, plot_loss, read_metrics, write_json
 from finetune.resolve import OPTIMIZERS, Settings, resolve
 from finetune.resuming import run_training
@@ -163,34 +165,53 @@ def announce(cfg: RunConfig, settings: Settings, model, n_train: int, n_eval: in
     )
 
 
+@dataclass(frozen=True)
+class Hooks:
+    """What a caller adds to a run without changing what it trains (the benchmarks time and profile runs with it).
+
+    trainer_ready: called with the FinetuneTrainer (dpo, kto, grpo: TRL's trainer) once it is built, before the first
+        step: add TrainerCallbacks with trainer.add_callback; trainer.tokens_trained is its own count of the real
+        tokens trained (SFT's trainer only).
+    save_model: False leaves out the final model save, which comes after training (GBs for large shapes)."""
+
+    trainer_ready: Callable[[FinetuneTrainer], None] | None = None
+    save_model: bool = True
+
+
 def train(
     cfg: RunConfig,
     run_dir: Path,
     resume: bool = False,
     argv: list[str] | None = None,
     allow_config_change=False,
+    hooks: Hooks = Hooks(),  # frozen: one shared default is safe
     body=None,
 ) -> tuple[dict, int]:
-    """Train; returns (summary, exit_code). Exit code 0, or 128+signal when stopped by SIGTERM/SIGINT. body: the run's
-    steps inside its locked folder (default: SFT's; finetune.prefrun.run_body for dpo, kto and grpo)."""
+    """Train; returns (summary, exit_code). Exit code 0, or 128+signal when stopped by SIGTERM/SIGINT. hooks: Hooks,
+    for every task. body: the run's steps inside its locked folder (default: SFT's; finetune.prefrun.run_body for dpo,
+    kto and grpo), called with hooks= as a keyword."""
     started = time.time()
     transformers_logging.disable_progress_bar()  # loading/saving weights bars; the training bar stays
     settings = resolve(cfg, world_size())  # every "auto" decided, every lever and tracker checked before any work
     tracking.check_reachable(cfg.tracking)  # a tracking server that does not answer: stop now, not mid-run
     with open_run_dir(cfg, run_dir, resume, allow_config_change, is_main()) as checkpoint:  # locked while we write
-        return (body or _train)(cfg, settings, run_dir, checkpoint, resume, argv or sys.argv, started)
+        return (body or _train)(cfg, settings, run_dir, checkpoint, resume, argv or sys.argv, started, hooks=hooks)
 
 
-def _train(cfg: RunConfig, settings: Settings, run_dir: Path, checkpoint, resume, argv, started) -> tuple[dict, int]:
+def _train(
+    cfg: RunConfig, settings: Settings, run_dir: Path, checkpoint, resume, argv, started, hooks: Hooks = Hooks()
+) -> tuple[dict, int]:
     """The fixed steps of a run, as the transformers examples read: data, model, trainer, train, evaluate, finish."""
     data = build_data(cfg, run_dir, resume)
     set_seed(cfg.seed)  # model init does not depend on how much randomness data prep used
-    model = build_model(cfg, settings, data.tokenizer, data.labels)
+    model = build_model(cfg, settings, data.tokenizer, data.labels, base_dir=run_dir / BASE if is_main() else None)
     model.config.use_cache = False  # training; also lets packed rows get their block-diagonal mask
     trackers = tracking.make_trackers(cfg, run_dir, is_main())  # tensorboard, mlflow, wandb: config `tracking`
     trainer, stopper = build_trainer(
         cfg, settings, run_dir, model, data.tokenizer, data.train_ex, data.eval_ex, trackers
     )
+    if hooks.trainer_ready:
+        hooks.trainer_ready(trainer)
     initial_acc = start_run(cfg, settings, run_dir, checkpoint, argv, data, model)
     result, tokens = run_training(trainer, stopper, checkpoint)
     summary = {
@@ -206,20 +227,21 @@ def _train(cfg: RunConfig, settings: Settings, run_dir: Path, checkpoint, resume
         "eval_accuracy": None,
     }
     return finish(cfg, run_dir, trainer, stopper, trackers, started, summary,
-                  lambda: evaluate_run(cfg, settings, run_dir, trainer, data))  # fmt: skip
+                  lambda: evaluate_run(cfg, settings, run_dir, trainer, data), hooks)  # fmt: skip
 
 
-def finish(cfg: RunConfig, run_dir: Path, trainer, stopper, trackers, started, summary: dict, evaluate):
+def finish(cfg: RunConfig, run_dir: Path, trainer, stopper, trackers, started, summary: dict, evaluate, hooks: Hooks):
     """The end of every run (SFT's, and finetune.prefrun's): the final evaluation (evaluate() returns its summary
-    keys) and model, or the status of a run a signal stopped; then summary.json, loss.png and the trackers.
-    Returns (summary, exit code)."""
+    keys) and model (unless hooks.save_model is False), or the status of a run a signal stopped; then summary.json,
+    loss.png and the trackers. Returns (summary, exit code)."""
     exit_code = 0
     if stopper.signum is not None:
         summary["status"], exit_code = "interrupted", 128 + stopper.signum
     else:
         summary.update(evaluate())
-        with storage_errors(run_dir / "model"):
-            trainer.save_model(str(run_dir / "model"))  # final model (or LoRA adapter) + tokenizer
+        if hooks.save_model:
+            with storage_errors(run_dir / "model"):
+                trainer.save_model(str(run_dir / "model"))  # final model (or LoRA adapter) + tokenizer
     summary["wall_seconds"] = time.time() - started
     report(cfg, run_dir, summary)
     tracking.finish(trackers, summary)  # after report: loss.png and summary.json exist to upload

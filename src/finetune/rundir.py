@@ -118,7 +118,7 @@ def _resume_point(cfg: RunConfig, run_dir: Path, allow_config_change: bool, main
 def refuse_linked_folders(run_dir: Path) -> None:
     """The folders a run writes into (or deletes) must be its own: a symlinked one would send the model, the
     checkpoints or their cleanup elsewhere."""
-    own = [run_dir / name for name in ("model", "tokenizer", "tensorboard", STAGING)]
+    own = [run_dir / name for name in ("model", "base", "tokenizer", "tensorboard", STAGING)]
     for folder in own + checkpoints.checkpoints(run_dir):
         if folder.is_symlink():
             raise RunDirError(

@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import pytest
 
+from conftest import free_port  # one helper for host and container tests
+
 from .helpers_builds import dev_image, runtime_image
 from .helpers_cuda import cuda_config, cuda_dev_image, cuda_runtime_image
-from .helpers_engine import FIGURES, REPO, Engine, engine, free_port
+from .helpers_engine import FIGURES, REPO, Engine, engine
 from .helpers_standins import standins
 from .helpers_workspace import Workspace, workspace
 

@@ -10,7 +10,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -35,13 +34,6 @@ def one_worker_at_a_time(what: str):
     test user): another worker that needs it waits, then finds it made. Works the same without xdist."""
     with FileLock(Path(tempfile.gettempdir()) / f"finetune-tests-{what}.lock"):
         yield
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def http_status(url: str) -> int | None:

@@ -52,10 +52,8 @@ def _standin_context(dest: Path) -> Path:
     shutil.copytree(prefix / "include" / ver, dest / "python" / "include" / ver, symlinks=True)
     for lib in (prefix / "lib").glob("libpython3*.so*"):
         shutil.copy2(lib, dest / "python" / "lib" / lib.name, follow_symlinks=False)
-    sys.path.insert(0, str(REPO / "environments"))
-    import lockfile  # environments/lockfile.py: the one reader of the lock format
+    import lockfile  # environments/lockfile.py (pytest's pythonpath): the one reader of the lock format
 
-    sys.path.pop(0)
     conda_pins = lockfile.read(REPO / "environments/cpu/pip.linux-64.lock").conda
     pip_pin = next(p for p in conda_pins if p.startswith("pip="))
     subprocess.run(

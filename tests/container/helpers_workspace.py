@@ -158,7 +158,7 @@ def workspace(engine: Engine, standins: dict):
     config = top / "invoke-test.yaml"
     settings = {"docker": {"client": client()}, **standins}
     config.write_text(yaml.safe_dump(settings))
-    _invoke_venv(top / "invoke-venv")
+    _invoke_venv(top / "invoke-venv", root / "src")
     # The socket of an engine this harness started belongs to root:docker; make sure the test user may use it.
     sock = engine.env.get("DOCKER_HOST", "").removeprefix("unix://")
     if user and sock and Path(sock).exists():
@@ -174,12 +174,11 @@ def _docker_gid() -> int:
     return grp.getgrnam("docker").gr_gid
 
 
-def _invoke_venv(venv: Path) -> None:
-    """invoke + pyyaml, hash-checked from the locks, in a venv of the system Python that any user can run."""
-    sys.path.insert(0, str(REPO / "environments"))
-    from lockfile import parse_lock  # environments/lockfile.py, the one reader of the lock format
+def _invoke_venv(venv: Path, src: Path) -> None:
+    """invoke + pyyaml, hash-checked from the locks, in a venv of the system Python that any user can run, with the
+    checkout's src/ on its path (devtools imports finetune.names and finetune.urls, pure stdlib)."""
+    from lockfile import parse_lock  # environments/lockfile.py (pytest's pythonpath), the one reader of the lock format
 
-    sys.path.pop(0)
     wanted = {"invoke", "pyyaml"}
     lines = []
     for lock in ("environments/cpu/pip.linux-64.lock", "environments/dev/pip.linux-64.lock"):
@@ -194,3 +193,12 @@ def _invoke_venv(venv: Path) -> None:
     subprocess.run(
         [str(venv / "bin" / "pip"), "install", "--quiet", "--require-hashes", "--no-deps", "-r", str(req)], check=True
     )
+    # a .pth file, as an editable install writes one: the package's source is on this venv's path, nobody's sys.path
+    # is edited at run time
+    purelib = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    (Path(purelib) / "finetune-src.pth").write_text(f"{src}\n")

@@ -1,0 +1,134 @@
+"""`finetune export` (issue 27): the hf folder loads in a fresh process with transformers alone (no finetune, no
+PEFT) and completes a prompt as `finetune generate` does; a LoRA run exports merged; GGUF read back with the `gguf`
+package matches the hf export tensor for tensor; a non-empty target is refused and a failed export leaves nothing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import REPO, cli_env, explain, read_json, run_cli
+
+pytestmark = pytest.mark.slow
+
+# A fresh interpreter that imports transformers only: finetune and PEFT are blocked (an import of either fails).
+FRESH = """
+import json, sys
+sys.modules["finetune"] = sys.modules["peft"] = None
+from transformers import AutoModelForCausalLM, AutoTokenizer
+folder, prompt = sys.argv[1], sys.argv[2]
+tok = AutoTokenizer.from_pretrained(folder)
+model = AutoModelForCausalLM.from_pretrained(folder)
+ids = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt",
+                              return_dict=True)
+out = model.generate(**ids)
+completion = tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+print(json.dumps([f"{type(tok).__name__} {type(model).__name__}", completion]))
+"""
+
+
+def fresh_generate(folder, prompt: str) -> tuple[str, str]:
+    """(class names line, completion) from FRESH run on an exported folder."""
+    proc = subprocess.run([sys.executable, "-c", FRESH, str(folder), prompt], cwd=REPO, env=cli_env(),
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, explain(proc, "the fresh transformers-only process")
+    classes, completion = json.loads(proc.stdout.strip().splitlines()[-1])
+    return classes, completion
+
+
+def test_hf_export_of_the_default_run_loads_with_transformers_alone(shipped_run, tmp_path):
+    out = tmp_path / "export"
+    run_cli("export", shipped_run, "--out", out)
+    files = {p.name for p in out.iterdir()}
+    assert {"config.json", "model.safetensors", "generation_config.json", "tokenizer.json", "README.md"} <= files
+    assert "chat_template.jinja" in files and not any(f.startswith(".") for f in files)
+    assert read_json(out / "tokenizer_config.json")["tokenizer_class"] == "PreTrainedTokenizerFast"
+    classes, completion = fresh_generate(out, "reverse: planet")
+    assert classes == "TokenizersBackend LlamaForCausalLM"  # transformers 5's PreTrainedTokenizerFast
+    assert completion == run_cli("generate", shipped_run, "reverse: planet").stdout.strip() == "tenalp"
+
+    card = (out / "README.md").read_text()
+    manifest = read_json(shipped_run / "manifest.json")
+    for digest in [*manifest["data"].values(), *manifest["locks"].values(), manifest["git"]["commit"]]:
+        assert digest in card
+    assert "built from model.config (llama)" in card and "exact_match before -> after | 0." in card
+
+    again = run_cli("export", shipped_run, "--out", out, check=False)  # not empty: refused without --force
+    assert again.returncode == 2 and again.stderr.count("\n") == 1 and "--force" in again.stderr, again.stderr
+    run_cli("export", shipped_run, "--out", out, "--force", "--dtype", "bf16")
+    assert read_json(out / "config.json")["dtype"] == "bfloat16"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]  # no staging or replaced folder left beside it
+
+
+def test_lora_run_exports_merged_and_loads_without_peft(lora_run, tmp_path):
+    out = tmp_path / "merged"
+    run_cli("export", lora_run, "--out", out)
+    assert not (out / "adapter_config.json").exists() and (out / "model.safetensors").exists()
+    assert "LoRA merged into the base" in (out / "README.md").read_text()
+    _, completion = fresh_generate(out, "reverse: abc")
+    assert completion == run_cli("generate", lora_run, "reverse: abc").stdout.strip()
+
+
+def test_a_failed_export_leaves_no_folder(lora_run, tmp_path):
+    broken = tmp_path / "run"
+    broken.mkdir()
+    (broken / "manifest.json").write_bytes((lora_run / "manifest.json").read_bytes())  # a run without its model/
+    proc = run_cli("export", broken, "--out", tmp_path / "out", check=False)
+    assert proc.returncode == 2 and "no final model" in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+@pytest.mark.parametrize("quant", ["f16", "q8_0"])
+def test_gguf_export_reads_back_equal_to_the_hf_export(shipped_run, tmp_path, quant):
+    """The check of the GGUF: read back with gguf (llama.cpp's own reader) and every tensor compared with the hf
+    export's, in llama.cpp's layout; the vocabulary and chat template with the tokenizer's."""
+    import gguf
+    from safetensors.numpy import load_file
+
+    from finetune.gguf_export import SPACE, rope_interleaved
+
+    run_cli("export", shipped_run, "--out", tmp_path / "hf")
+    run_cli("export", shipped_run, "--out", tmp_path / "gguf", "--format", "gguf", "--quant", quant)
+    path = tmp_path / "gguf" / f"default-{quant}.gguf"
+    reader = gguf.GGUFReader(path)
+    config = read_json(tmp_path / "hf" / "config.json")
+    hf = load_file(tmp_path / "hf" / "model.safetensors")
+    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, config["num_hidden_layers"])
+    expected = {}
+    for hf_name, array in hf.items():
+        if hf_name == "lm_head.weight":
+            continue  # tied to the embeddings: llama.cpp reads token_embd
+        if "q_proj" in hf_name or "k_proj" in hf_name:
+            array = rope_interleaved(array, config["num_attention_heads"])
+        expected[names.get_name(hf_name, try_suffixes=(".weight",))] = array
+    got = {t.name: t for t in reader.tensors}
+    assert set(got) == set(expected), (sorted(got), sorted(expected))
+    for name, want in expected.items():
+        tensor = got[name]
+        values = gguf.quants.dequantize(tensor.data, tensor.tensor_type).reshape(want.shape)
+        if want.ndim == 1:
+            assert tensor.tensor_type == gguf.GGMLQuantizationType.F32 and np.array_equal(values, want), name
+        elif quant == "f16":
+            assert tensor.tensor_type == gguf.GGMLQuantizationType.F16, name
+            assert np.array_equal(values, want.astype(np.float16).astype(np.float32)), name
+        else:  # q8_0: a block of 32 keeps one scale d = max|x| / 127, stored as f16: the error is at most half a
+            # step plus the f16 rounding of d (relative 2**-11) times the largest integer, 127
+            assert tensor.tensor_type == gguf.GGMLQuantizationType.Q8_0, name
+            step = np.abs(want.reshape(-1, 32)).max(axis=1, keepdims=True) / 127
+            bound = step * (0.5 + 127 * 2**-11) + 1e-7
+            assert (np.abs(values.reshape(-1, 32) - want.reshape(-1, 32)) <= bound).all(), name
+
+    def field(key):
+        f = reader.fields[key]
+        return [f.contents(i) for i in range(len(f.data))] if len(f.data) > 1 else f.contents()
+
+    tokenizer = json.loads((tmp_path / "hf" / "tokenizer.json").read_text())
+    vocab = sorted(tokenizer["model"]["vocab"].items(), key=lambda kv: kv[1])
+    assert field("tokenizer.ggml.tokens") == [SPACE if t == " " else t for t, _ in vocab]
+    assert field("tokenizer.chat_template") == (tmp_path / "hf" / "chat_template.jinja").read_text()
+    assert field("general.architecture") == "llama" and field("llama.context_length") == 128
+    assert not field("tokenizer.ggml.add_bos_token") and not field("tokenizer.ggml.add_space_prefix")
