@@ -7,12 +7,16 @@ then forks a copy per run; each copy runs `finetune.cli.main(argv)`, what `pytho
 of its own that the test kills with a real SIGKILL. What is not the same as a started `finetune`: the imports happened
 before the fork (none of them reads the run's arguments), and the copy's stdout and stderr go to one log file.
 
+`python -P tests/forked_cli.py MODULE...` also imports those modules before any fork (test_preference.py: TRL's
+trainers, about 2 s more per run than the CLI's own imports).
+
 Protocol, one line each way: the test writes a JSON object {"argv": [...], "log": path}; the server answers
 `pid <n>` once the copy is forked and `exit <code>` when it ends (<code> as subprocess's returncode: -9 for SIGKILL).
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import select
@@ -22,9 +26,12 @@ import sys
 from pathlib import Path
 
 
-def serve() -> None:
+def serve(preload: list[str]) -> None:
     import finetune.run  # noqa: F401 - the heavy imports, once, before any fork
     from finetune import cli
+
+    for name in preload:
+        importlib.import_module(name)
 
     for line in sys.stdin:
         request = json.loads(line)
@@ -52,11 +59,15 @@ def serve() -> None:
 class ForkServer:
     """The test's end: start() forks a run and returns a ForkedRun; close() ends the server."""
 
-    def __init__(self, cwd: Path, env: dict):
+    def __init__(self, cwd: Path, env: dict, preload: tuple[str, ...] = ()):
         script = Path(__file__).resolve()
         # -P: the script's folder (tests/) is not put on sys.path, so the server imports what `python -m finetune` does
         self.proc = subprocess.Popen(
-            [sys.executable, "-P", str(script)], cwd=cwd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE
+            [sys.executable, "-P", str(script), *preload],
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
         )
         self._buffer = b""
 
@@ -111,4 +122,4 @@ class ForkedRun:
 
 
 if __name__ == "__main__":
-    serve()
+    serve(sys.argv[1:])

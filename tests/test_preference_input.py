@@ -190,7 +190,8 @@ def test_a_config_naming_user_code_says_so_in_one_line_at_start(tmp_path, capsys
     from finetune.prefdata import check
 
     path = write_config(tmp_path, "grpo", [{"prompt": "p"}], "reward:\n  functions: [mymodule:score]\n")
-    check(load_config(path, ["grpo.num_generations=2"]))
+    with pytest.raises(ConfigError, match="model.from_run: runs/never-made is not a finished run"):
+        check(load_config(path, ["grpo.num_generations=2"]))  # the line comes first, then the missing starting run
     assert (
         capsys.readouterr().out
         == "[finetune] reward.functions calls your code: mymodule:score (imported as Python modules)\n"

@@ -16,6 +16,9 @@ ids), so a bad row is one line naming its file and line (or row and column), as 
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from finetune.config import config_error
 from finetune.datafiles import sources_rows
 from finetune.errors import DataError
 from finetune.formats import ROLES, Where
@@ -30,13 +33,24 @@ LAYOUTS = {
 
 def check(cfg) -> None:
     """What can be checked before torch and trl are imported (the CLI calls it first): every row of the data files,
-    and one line saying that the run will call code of the user's."""
+    one line saying that the run will call code of the user's, and the run it starts from (model.from_run)."""
     read_rows(cfg, "train")
     if cfg.data.eval_file:
         read_rows(cfg, "eval")
     if names := user_code(cfg.reward):
         print(f"[finetune] reward.functions calls your code: {', '.join(names)} (imported as Python modules)",
               flush=True)  # fmt: skip
+    check_from_run(cfg)
+
+
+def check_from_run(cfg) -> None:
+    """model.from_run must be a finished run (its model/ holds the final weights and tokenizer); if it is not, say
+    which command makes it."""
+    run = cfg.model.from_run
+    if run and not (Path(run) / "model" / "config.json").is_file():
+        made_by = "`make train`" if Path(run) == Path("runs/default") else f"`finetune train CONFIG --output-dir {run}`"
+        raise config_error(cfg, "model.from_run", f"{run} is not a finished run (no {run}/model/config.json): make "
+                           f"it first with {made_by}")  # fmt: skip
 
 
 def read_rows(cfg, which: str = "train") -> list[dict]:

@@ -14,12 +14,12 @@ import importlib.util
 import os
 import shutil
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
 from finetune import datafiles, tracking
 from finetune.config import PREFERENCE_TASKS, TASK_METRICS, RunConfig, config_error
+from finetune.prefdata import check_from_run
 
 # Our optimizer names -> the Trainer's `optim` names
 OPTIMIZERS = {"adamw": "adamw_torch", "adamw_fused": "adamw_torch_fused", "adamw_8bit": "adamw_bnb_8bit"}
@@ -143,16 +143,6 @@ def _check_data_readers(cfg: RunConfig) -> None:
                 "out, for its size; the cuda image, the dev image and `make venv` have it): run with `invoke train "
                 "--local` or `--variant cuda`, convert it to JSONL, or pip install datasets",
             )
-
-
-def check_from_run(cfg: RunConfig) -> None:
-    """model.from_run must be a finished run (its model/ holds the final weights and tokenizer); if it is not, say
-    which command makes it."""
-    run = cfg.model.from_run
-    if run and not (Path(run) / "model" / "config.json").is_file():
-        made_by = "`make train`" if Path(run) == Path("runs/default") else f"`finetune train CONFIG --output-dir {run}`"
-        raise config_error(cfg, "model.from_run", f"{run} is not a finished run (no {run}/model/config.json): make "
-                           f"it first with {made_by}")  # fmt: skip
 
 
 def _check_levers(cfg: RunConfig, cuda: bool) -> None:
