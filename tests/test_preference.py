@@ -2,13 +2,14 @@
 run the suite trains once (conftest's shipped_run, what `make train` leaves: this file is in its xdist group):
 DPO's held-out preference accuracy rises above its start and its run folder is whole; a DPO run stopped by SIGTERM
 and resumed ends as the uninterrupted one; the same seed gives the same summary (`finetune reproduce`); KTO trains
-from single labelled completions and logs its KL; GRPO calls a user reward with TRL's signature, logs its rewards,
-and stops in one line naming the function, its checkpoints kept, when that reward raises.
+from single labelled completions and logs its KL, and honours finetune.run.Hooks; GRPO calls a user reward with TRL's
+signature, logs its rewards, and stops in one line naming the function, its checkpoints kept, when that reward raises.
 
-Every run is `finetune.cli.main(argv)` in a process of its own, forked from one server that imported the CLI and TRL's
-trainers once (tests/forked_cli.py): a started `python -m finetune` spends about 9 s of CPU importing them, more than
-most of these runs train. The checks that need no training are in test_preference_input.py; the embedded configs'
-own figures (60 steps, DPO 0.000 -> 0.920, KTO 0.000 -> 0.910) are measured in docs/preference.md, not here."""
+Every run but KTO's (in this process, through finetune.run.train with Hooks, as the benchmarks run) is
+`finetune.cli.main(argv)` in a process of its own, forked from one server that imported the CLI and TRL's trainers
+once (tests/forked_cli.py): a started `python -m finetune` spends about 9 s of CPU importing them, more than most of
+these runs train. The checks that need no training are in test_preference_input.py; the embedded configs' own
+figures (60 steps, DPO 0.000 -> 0.920, KTO 0.000 -> 0.910) are measured in docs/preference.md, not here."""
 
 from __future__ import annotations
 
@@ -127,16 +128,32 @@ def test_dpo_same_seed_same_summary(tmp_path, forks, dpo_run):
         assert a[key] == b[key], key
 
 
-def test_kto_trains_from_single_labelled_completions_into_the_same_run_folder(tmp_path, forks, shipped_run):
-    """KTO's layout, its KL term logged, the metric before and after (its rise: docs/preference.md)."""
+def test_kto_trains_from_single_labelled_completions_and_honours_the_run_hooks(tmp_path, shipped_run, monkeypatch):
+    """KTO's layout, its KL term logged, the metric before and after (its rise: docs/preference.md). Run in this
+    process through finetune.run.train with Hooks, as the benchmarks call it: trainer_ready gets TRL's trainer before
+    the first step, and save_model=False leaves model/ out, as it does for SFT."""
+    from finetune.cli import preference_body
+    from finetune.config import load_config
+    from finetune.run import Hooks, train
+
+    monkeypatch.chdir(REPO)  # the config's data paths, as `finetune train` reads them from the repository
+    overrides = [f"model.from_run={shipped_run}", "training.max_steps=2", "training.logging_steps=1",
+                 "eval.max_samples=50"]  # fmt: skip
+    cfg = load_config(REPO / "configs" / "kto.yaml", overrides)
+    ready = []
+    hooks = Hooks(trainer_ready=lambda trainer: ready.append((type(trainer).__mro__, trainer.state.global_step)),
+                  save_model=False)  # fmt: skip
     out = tmp_path / "kto"
-    steps = ["--set", "training.max_steps=2", "--set", "training.logging_steps=1", "--set", "eval.max_samples=50"]
-    finetune(forks, tmp_path / "kto.log", *train_args("kto.yaml", out, shipped_run, *steps))
-    summary = read_json(out / "summary.json")
-    assert summary["status"] == "completed" and summary["steps"] == 2 and summary["metric"] == "preference_accuracy"
+    summary, code = train(cfg, out, argv=["finetune", "train", "configs/kto.yaml"], hooks=hooks,
+                          body=preference_body(cfg))  # fmt: skip
+    assert code == 0 and summary["status"] == "completed" and summary["steps"] == 2, summary
+    assert summary["metric"] == "preference_accuracy"
     assert summary["initial_eval_accuracy"] == 0.0 and summary["eval_accuracy"] is not None, summary
     assert any("kl" in m for m in read_metrics(out / "metrics.jsonl"))
-    assert (out / "model" / "config.json").exists() and (out / "loss.png").exists()
+    assert read_json(out / "summary.json")["steps"] == 2 and (out / "loss.png").exists()
+    [(mro, step)] = ready
+    assert step == 0 and any(c.__module__.startswith("trl.") and c.__name__ == "KTOTrainer" for c in mro), mro
+    assert not (out / "model").exists()  # hooks.save_model=False
 
 
 def test_grpo_calls_a_user_reward_as_trl_does_and_stops_in_one_line_when_it_raises(
