@@ -13,6 +13,7 @@ import getpass
 import json
 import os
 import re
+import shlex
 import shutil
 import socket
 import subprocess
@@ -173,6 +174,11 @@ def invoke_program() -> str:
 def plain(text: str) -> str:
     """invoke's echoed commands without their terminal colour codes."""
     return re.sub(r"\x1b\[[0-9;]*m", "", text)
+
+
+def run_line(out: str) -> list[str]:
+    """The `docker run` of a dry plan, as argv."""
+    return shlex.split(plain(next(line for line in out.splitlines() if " run --rm " in line)))
 
 
 def invoke(env: dict | None, *args, timeout: int = 120) -> subprocess.CompletedProcess:
