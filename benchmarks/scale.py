@@ -18,7 +18,7 @@ from pathlib import Path
 
 from benchmarks.cli import add_out, add_set, parser
 from benchmarks.machine import environment, gpu_visible
-from benchmarks.scale_experiments import compare_model, run_fit_table
+from benchmarks.scale_experiments import Invocation, compare_model, run_fit_table
 from benchmarks.scale_plan import LEVERS, parse_sets
 from benchmarks.scale_report import Report, header_line, print_saved, summary
 from benchmarks.scale_shapes import FIT_MODELS, SHAPES, peak_flops
@@ -126,14 +126,12 @@ def main(args) -> int:
     peak = peak_flops(env["gpu"]) if on_gpu else None
     report = Report(out, env, settings(args), peak)
     print(header_line(env, report.settings, peak), flush=True)
+    run = Invocation(args, overrides, work, logs, report, on_gpu)
     if not args.no_compare:
-        steps, warmup = args.steps, args.warmup_steps
         for name in args.model:
-            compare_model(
-                name, args, steps, warmup, overrides, work, logs, peak, report.budgets, report.runs, report.save
-            )
+            compare_model(name, run)
     if args.fit_table:
-        run_fit_table(args, overrides, work, logs, peak, report, on_gpu)
+        run_fit_table(run)
     print(summary(report.save(partial=False)))
     print(f"wrote {out} ({time.time() - report.started:.0f} s in all)")
     return 0

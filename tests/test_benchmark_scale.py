@@ -150,6 +150,13 @@ def test_scale_smoke_on_cpu(tmp_path):
     assert "ours/plain" in tables and tables in proc.stdout
 
 
+def invocation(args, tmp_path, fake_spawn) -> scale_experiments.Invocation:
+    """A CPU invocation of 3 steps after 1 of warm-up, its report in tmp_path, its runs started by fake_spawn."""
+    args.steps, args.warmup_steps = 3, 1
+    report = scale_report.Report(tmp_path / "scale.json", {"gpu": None, "cpu": "test"}, scale.settings(args), None)
+    return scale_experiments.Invocation(args, {}, tmp_path, tmp_path, report, on_gpu=False, spawn=fake_spawn)
+
+
 def test_plain_trainer_retries_at_half_the_micro_batch_after_an_oom(tmp_path):
     """A plain run that runs out of GPU memory is tried again at half the micro-batch (data re-planned to the same
     tokens per step), and ours runs on the final plan's data and is compared with the plain run that finished."""
@@ -175,10 +182,9 @@ def test_plain_trainer_retries_at_half_the_micro_batch_after_an_oom(tmp_path):
             "process_seconds": 1,
         }
 
-    budgets, comparison = {}, []
-    scale_experiments.compare_model(
-        "tiny", args, 3, 1, {}, tmp_path, tmp_path, None, budgets, comparison, lambda partial: None, spawn=fake_spawn
-    )
+    run = invocation(args, tmp_path, fake_spawn)
+    scale_experiments.compare_model("tiny", run)
+    budgets, comparison = run.report.budgets, run.report.runs
     assert [(c["pipeline"], c.get("examples_per_step", 0) // c.get("grad_accum", 1)) for c in calls][:2] == [
         ("plain", 4),
         ("plain", 2),
@@ -224,9 +230,9 @@ def test_quick_fit_table_stops_each_method_at_the_largest_shape_that_fits(tmp_pa
 
     def fit_table(args) -> dict:
         calls.clear()
-        report = scale_report.Report(tmp_path / "fit.json", {"gpu": None, "cpu": "test"}, scale.settings(args), None)
-        scale_experiments.run_fit_table(args, {}, tmp_path, tmp_path, None, report, False, spawn=fake_spawn)
-        return report.save(partial=False)
+        run = invocation(args, tmp_path, fake_spawn)
+        scale_experiments.run_fit_table(run)
+        return run.report.save(partial=False)
 
     quick = fit_table(scale.parse_args([*argv, "--quick"]))
     assert calls == [
@@ -251,15 +257,15 @@ def test_quick_starts_a_models_plain_trainer_at_its_own_micro_batch(tmp_path):
         ["--model", "tiny", "--seq-len", "256", "--median-tokens", "40", "--tokens-per-step", "512"]
     )
     args.plain_micro_batch_start = {"tiny": 2}  # as --quick sets it for llama-3.2-1b on a GPU
-    calls, budgets = [], {}
+    calls = []
 
     def fake_spawn(spec, log, timeout):
         calls.append(spec)
         return {"status": "error", "error": "RuntimeError: fake", "process_seconds": 1}
 
-    scale_experiments.compare_model(
-        "tiny", args, 3, 1, {}, tmp_path, tmp_path, None, budgets, [], lambda partial: None, spawn=fake_spawn
-    )
+    run = invocation(args, tmp_path, fake_spawn)
+    scale_experiments.compare_model("tiny", run)
+    budgets = run.report.budgets
     assert calls[0]["examples_per_step"] // calls[0]["grad_accum"] == 2 and budgets["tiny"]["plain_micro_batch"] == 2
     assert [c["label"] for c in calls] == ["plain Trainer mb2", "ours base"]  # an error is not retried smaller
 
@@ -275,9 +281,7 @@ def test_no_plain_runs_only_ours_and_a_profile_labels_its_runs(tmp_path):
         calls.append(spec)
         return {"status": "error", "error": "RuntimeError: fake", "process_seconds": 1}
 
-    scale_experiments.compare_model(
-        "tiny", args, 3, 1, {}, tmp_path, tmp_path, None, {}, [], lambda partial: None, spawn=fake_spawn
-    )
+    scale_experiments.compare_model("tiny", invocation(args, tmp_path, fake_spawn))
     assert [c["label"] for c in calls] == ["ours base (profiled)", "ours +compile (profiled)"]  # no plain run
     assert [c["profile"] for c in calls] == [
         str(tmp_path / "prof" / "tiny-base"),

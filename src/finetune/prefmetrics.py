@@ -14,6 +14,7 @@ import contextlib
 
 import torch
 
+from finetune import rewards
 from finetune.evaluate import generate
 from finetune.prefdata import completion_text, prompt_text
 
@@ -77,10 +78,11 @@ def preference_accuracy(trainer, tokenizer, pairs: list[dict], batch_size: int) 
     return float((margin > 0).float().mean()), float(margin.mean())
 
 
-def mean_reward(model, tokenizer, rows: list[dict], functions, weights, cfg, state) -> tuple[float, float | None]:
+def mean_reward(model, tokenizer, rows: list[dict], functions, cfg, state) -> tuple[float, float | None]:
     """(mean weighted reward, exact-match share or None without references) of greedy completions of held-out
-    prompts, scored by the run's own reward functions, called as TRL calls them (trainer_state: the trainer's)."""
-    field = cfg.reward.reference_field
+    prompts, scored by the run's own reward functions, called as TRL calls them (trainer_state: the trainer's), and
+    weighted as TRL weighs them."""
+    field, weights = cfg.reward.reference_field, rewards.weights(cfg.reward)
     was_training = model.training
     model.eval()
     total, exact = [], []

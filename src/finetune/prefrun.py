@@ -12,7 +12,6 @@ adapter's config goes to TRL (peft_config), so the reference model is the base w
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from transformers import set_seed
 
@@ -21,10 +20,9 @@ from finetune.config import RunConfig
 from finetune.modeling import BASE, build_model, count_parameters, lora_config
 from finetune.prefmetrics import mean_reward, preference_accuracy
 from finetune.report import read_metrics
-from finetune.resolve import Settings
 from finetune.resuming import run_training
 from finetune.run import (
-    Hooks,
+    Run,
     finish,
     is_main,
     quiet_progress,
@@ -39,60 +37,60 @@ from finetune.trainer import AtomicCheckpoints
 TRL = {"dpo": ("DPOTrainer", "DPOConfig"), "kto": ("KTOTrainer", "KTOConfig"), "grpo": ("GRPOTrainer", "GRPOConfig")}
 
 
-def run_body(
-    cfg: RunConfig, settings: Settings, run_dir: Path, checkpoint, resume, argv, started, *, hooks: Hooks
-) -> tuple[dict, int]:
-    """The steps of a dpo, kto or grpo run inside its locked folder (run.train's body, which passes its hooks)."""
+def run_body(run: Run) -> tuple[dict, int]:
+    """The steps of a dpo, kto or grpo run inside its locked folder (run.train's body)."""
+    cfg = run.cfg
     train_rows = prefdata.read_rows(cfg, "train")
     eval_rows = prefdata.read_rows(cfg, "eval") if cfg.data.eval_file else []
     functions = rewards.load(cfg.reward) if cfg.task == "grpo" else []
-    weights = cfg.reward.weights or [1.0] * len(functions)
-    tokenizer = make_tokenizer(cfg, run_dir, resume, [])  # the starting run's (or the resumed run's own copy)
+    tokenizer = make_tokenizer(cfg, run.dir, run.resume, [])  # the starting run's (or the resumed run's own copy)
     set_seed(cfg.seed)
-    base_dir = run_dir / BASE if is_main() else None  # LoRA on a model built from model.config: its base kept
-    model = build_model(cfg, settings, tokenizer, base_dir=base_dir, lora=False)  # LoRA: TRL applies it (peft_config)
-    trackers = tracking.make_trackers(cfg, run_dir, is_main())
-    trainer, stopper = build_trainer(cfg, settings, run_dir, model, tokenizer, train_rows, functions, weights, trackers)
-    if hooks.trainer_ready:
-        hooks.trainer_ready(trainer)
+    base_dir = run.dir / BASE if is_main() else None  # LoRA on a model built from model.config: its base kept
+    model = build_model(cfg, run.settings, tokenizer, base_dir=base_dir, lora=False)  # LoRA: TRL applies it
+    trackers = tracking.make_trackers(cfg, run.dir, is_main())
+    trainer, stopper = build_trainer(run, model, tokenizer, train_rows, functions, trackers)
+    if run.hooks.trainer_ready:
+        run.hooks.trainer_ready(trainer)
 
     def measure() -> dict:
-        return held_out(cfg, trainer, tokenizer, eval_rows, functions, weights) if is_main() and eval_rows else {}
+        return held_out(cfg, trainer, tokenizer, eval_rows, functions) if is_main() and eval_rows else {}
 
-    before = start_run(cfg, settings, run_dir, checkpoint, argv, trainer, tokenizer, train_rows, measure)
+    before = start_run(run, trainer, tokenizer, train_rows, measure)
     before = {f"initial_{k}": v for k, v in before.items()}
-    result, _ = run_training(trainer, stopper, checkpoint)
+    result, _ = run_training(trainer, stopper, run.checkpoint)
     summary = {
         "status": "completed",
         "steps": trainer.state.global_step,
         "train_loss": result.training_loss,
         "train_seconds": result.metrics["train_runtime"],
         "tokens_per_second": None,  # TRL's trainers do not count real tokens as ours does
-        "metric": settings.metric,
+        "metric": run.settings.metric,
         "initial_eval_accuracy": None,
         **before,
         "eval_loss": None,
         "eval_accuracy": None,
     }
-    return finish(cfg, run_dir, trainer, stopper, trackers, started, summary, measure, hooks)
+    return finish(run, trainer, stopper, trackers, summary, measure)
 
 
-def build_trainer(cfg, settings, run_dir, model, tokenizer, rows, functions, weights, trackers):
+def build_trainer(run: Run, model, tokenizer, rows: list[dict], functions: list, trackers):
+    """TRL's trainer for the task, with our atomic checkpoints, SIGTERM stop, metrics.jsonl and trackers."""
     import datasets
     import trl
 
     datasets.disable_progress_bars()  # TRL's tokenizing map: one bar per pass, noise beside our own lines
 
+    cfg = run.cfg
     trainer_name, config_name = TRL[cfg.task]
     extra = {"beta": cfg.preference.beta}
     if cfg.task == "grpo":
         g = cfg.grpo
         extra |= dict(num_generations=g.num_generations, max_completion_length=g.max_completion_length,
-                      temperature=g.temperature, reward_weights=weights)  # fmt: skip
+                      temperature=g.temperature, reward_weights=rewards.weights(cfg.reward))  # fmt: skip
     else:
         extra["max_length"] = cfg.data.max_length
-    args = training_arguments(cfg, settings, run_dir, False, getattr(trl, config_name), **extra)
-    stopper, callbacks = run_callbacks(run_dir, trackers)
+    args = training_arguments(cfg, run.settings, run.dir, False, getattr(trl, config_name), **extra)
+    stopper, callbacks = run_callbacks(run.dir, trackers)
     # create_model_card: TRL's README.md in the run folder, whose manifest.json already says how the run was made
     members = {"create_model_card": lambda self, *args, **kwargs: None}
     trainer_class = type(f"Finetune{trainer_name}", (AtomicCheckpoints, getattr(trl, trainer_name)), members)
@@ -110,34 +108,35 @@ def build_trainer(cfg, settings, run_dir, model, tokenizer, rows, functions, wei
     return trainer, stopper
 
 
-def held_out(cfg: RunConfig, trainer, tokenizer, rows: list[dict], functions, weights) -> dict:
+def held_out(cfg: RunConfig, trainer, tokenizer, rows: list[dict], functions: list) -> dict:
     """The task metric on held-out rows (eval.max_samples of them), under summary.json's keys."""
     rows = rows[: cfg.eval.max_samples]
     if cfg.task == "grpo":
         model = trainer.accelerator.unwrap_model(trainer.model)
-        reward, exact = mean_reward(model, tokenizer, rows, functions, weights, cfg, trainer.state)
+        reward, exact = mean_reward(model, tokenizer, rows, functions, cfg, trainer.state)
         return {"eval_accuracy": reward, "eval_exact_match": exact}
     accuracy, margin = preference_accuracy(trainer, tokenizer, rows, cfg.eval.batch_size)
     return {"eval_accuracy": accuracy, "eval_reward_margin": cfg.preference.beta * margin}  # as TRL's rewards/margins
 
 
-def start_run(cfg, settings, run_dir, checkpoint, argv, trainer, tokenizer, rows, measure) -> dict:
+def start_run(run: Run, trainer, tokenizer, rows: list[dict], measure) -> dict:
     """Main process: the tokenizer and manifest of a new run, one line on what trains, and the task metric before
     training, kept in metrics.jsonl as its step-0 row so that a resumed run reports the same start."""
     if not is_main():
         return {}
-    if checkpoint is None:
-        write_start(cfg, settings, run_dir, argv, tokenizer)
+    cfg, settings = run.cfg, run.settings
+    if run.checkpoint is None:
+        write_start(run, tokenizer)
     params = count_parameters(trainer.model)
     start = cfg.model.from_run or cfg.model.name_or_path or "a model built from model.config"
     print(f"[finetune] {cfg.task} (TRL): {len(rows)} train rows from {start}, {params['trainable']:,} of "
           f"{params['total']:,} parameters trainable, {world_size()} process(es); {settings.device}, "
           f"{settings.precision}", flush=True)  # fmt: skip
-    if checkpoint is not None:
-        start = [row for row in read_metrics(run_dir / "metrics.jsonl") if row.get("step") == 0 and "before" in row]
+    if run.checkpoint is not None:
+        start = [row for row in read_metrics(run.dir / "metrics.jsonl") if row.get("step") == 0 and "before" in row]
         return start[0]["before"] if start else {}
     before = measure()
     if before:
         print(f"[finetune] before training: {settings.metric} {before['eval_accuracy']:.3f}", flush=True)
-        safefiles.append_line(run_dir / "metrics.jsonl", json.dumps({"step": 0, "before": before}))
+        safefiles.append_line(run.dir / "metrics.jsonl", json.dumps({"step": 0, "before": before}))
     return before

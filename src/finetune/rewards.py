@@ -105,6 +105,11 @@ def load(reward) -> list:
     return functions
 
 
+def weights(reward) -> list[float]:
+    """Each function's weight in the summed reward: reward.weights, or 1.0 each (what TRL does without them)."""
+    return list(reward.weights) if reward.weights is not None else [1.0] * len(reward.functions)
+
+
 def builtin(name: str, reward):
     score, field = BUILTIN[name], reward.reference_field
 

@@ -108,16 +108,17 @@ def collator(cfg: RunConfig, settings: Settings, tokenizer) -> features.Collator
     )
 
 
-def build_trainer(cfg: RunConfig, settings: Settings, run_dir: Path, model, tokenizer, train_ex, eval_ex, trackers):
-    args = training_arguments(cfg, settings, run_dir, bool(eval_ex))
-    stopper, callbacks = run_callbacks(run_dir, trackers)
+def build_trainer(run: Run, model, data: RunData, trackers):
+    cfg = run.cfg
+    args = training_arguments(cfg, run.settings, run.dir, bool(data.eval_ex))
+    stopper, callbacks = run_callbacks(run.dir, trackers)
     trainer = FinetuneTrainer(
         model=model,
         args=args,
-        processing_class=tokenizer,
-        train_dataset=features.ListDataset(train_ex),
-        eval_dataset=features.ListDataset(eval_ex) if eval_ex else None,
-        data_collator=collator(cfg, settings, tokenizer),
+        processing_class=data.tokenizer,
+        train_dataset=features.ListDataset(data.train_ex),
+        eval_dataset=features.ListDataset(data.eval_ex) if data.eval_ex else None,
+        data_collator=collator(cfg, run.settings, data.tokenizer),
         compute_metrics=classification_accuracy if cfg.task == "classification" else None,
         callbacks=callbacks,
     )
@@ -146,7 +147,10 @@ def quiet_progress(trainer) -> None:
     trainer.add_callback(QuietProgress())
 
 
-def announce(cfg: RunConfig, settings: Settings, model, n_train: int, n_eval: int, rows: int, stats: dict) -> None:
+def announce(run: Run, model, data: RunData) -> None:
+    """Two lines on what trains: the data and parameters, then where and how (what resolve chose)."""
+    cfg, settings, stats = run.cfg, run.settings, data.stats
+    n_train, n_eval, rows = len(data.train_records), len(data.eval_records), len(data.train_ex)
     params = count_parameters(model)
     levers = [k for k in ("gradient_checkpointing", "compile", "liger_kernel", "fsdp") if getattr(cfg.training, k)]
     print(
@@ -178,6 +182,22 @@ class Hooks:
     save_model: bool = True
 
 
+@dataclass(frozen=True)
+class Run:
+    """What run.train settles before any work, read by every step of a run's body (SFT's _train here, and
+    finetune.prefrun.run_body): the config, every "auto" resolved, the locked run folder, the checkpoint to resume
+    (None for a new run), the command line kept in manifest.json, the start time and the caller's hooks."""
+
+    cfg: RunConfig
+    settings: Settings
+    dir: Path
+    checkpoint: Path | None
+    resume: bool
+    argv: list[str]
+    started: float
+    hooks: Hooks
+
+
 def train(
     cfg: RunConfig,
     run_dir: Path,
@@ -188,32 +208,30 @@ def train(
     body=None,
 ) -> tuple[dict, int]:
     """Train; returns (summary, exit_code). Exit code 0, or 128+signal when stopped by SIGTERM/SIGINT. hooks: Hooks,
-    for every task. body: the run's steps inside its locked folder (default: SFT's; finetune.prefrun.run_body for dpo,
-    kto and grpo), called with hooks= as a keyword."""
+    for every task. body: the run's steps inside its locked folder, given the Run (default: SFT's; finetune.prefrun's
+    run_body for dpo, kto and grpo)."""
     started = time.time()
     transformers_logging.disable_progress_bar()  # loading/saving weights bars; the training bar stays
     settings = resolve(cfg, world_size())  # every "auto" decided, every lever and tracker checked before any work
     tracking.check_reachable(cfg.tracking)  # a tracking server that does not answer: stop now, not mid-run
     with open_run_dir(cfg, run_dir, resume, allow_config_change, is_main()) as checkpoint:  # locked while we write
-        return (body or _train)(cfg, settings, run_dir, checkpoint, resume, argv or sys.argv, started, hooks=hooks)
+        run = Run(cfg, settings, run_dir, checkpoint, resume, argv or sys.argv, started, hooks)
+        return (body or _train)(run)
 
 
-def _train(
-    cfg: RunConfig, settings: Settings, run_dir: Path, checkpoint, resume, argv, started, hooks: Hooks = Hooks()
-) -> tuple[dict, int]:
+def _train(run: Run) -> tuple[dict, int]:
     """The fixed steps of a run, as the transformers examples read: data, model, trainer, train, evaluate, finish."""
-    data = build_data(cfg, run_dir, resume)
+    cfg, run_dir = run.cfg, run.dir
+    data = build_data(cfg, run_dir, run.resume)
     set_seed(cfg.seed)  # model init does not depend on how much randomness data prep used
-    model = build_model(cfg, settings, data.tokenizer, data.labels, base_dir=run_dir / BASE if is_main() else None)
+    model = build_model(cfg, run.settings, data.tokenizer, data.labels, base_dir=run_dir / BASE if is_main() else None)
     model.config.use_cache = False  # training; also lets packed rows get their block-diagonal mask
     trackers = tracking.make_trackers(cfg, run_dir, is_main())  # tensorboard, mlflow, wandb: config `tracking`
-    trainer, stopper = build_trainer(
-        cfg, settings, run_dir, model, data.tokenizer, data.train_ex, data.eval_ex, trackers
-    )
-    if hooks.trainer_ready:
-        hooks.trainer_ready(trainer)
-    initial_acc = start_run(cfg, settings, run_dir, checkpoint, argv, data, model)
-    result, tokens = run_training(trainer, stopper, checkpoint)
+    trainer, stopper = build_trainer(run, model, data, trackers)
+    if run.hooks.trainer_ready:
+        run.hooks.trainer_ready(trainer)
+    initial_acc = start_run(run, data, model)
+    result, tokens = run_training(trainer, stopper, run.checkpoint)
     summary = {
         "status": "completed",
         "steps": trainer.state.global_step,
@@ -221,67 +239,68 @@ def _train(
         "tokens_trained": tokens,
         "train_seconds": result.metrics["train_runtime"],
         "tokens_per_second": tokens / result.metrics["train_runtime"] if result.metrics["train_runtime"] else None,
-        "metric": settings.metric,
+        "metric": run.settings.metric,
         "initial_eval_accuracy": initial_acc,
         "eval_loss": None,
         "eval_accuracy": None,
     }
-    return finish(cfg, run_dir, trainer, stopper, trackers, started, summary,
-                  lambda: evaluate_run(cfg, settings, run_dir, trainer, data), hooks)  # fmt: skip
+    return finish(run, trainer, stopper, trackers, summary, lambda: evaluate_run(run, trainer, data))
 
 
-def finish(cfg: RunConfig, run_dir: Path, trainer, stopper, trackers, started, summary: dict, evaluate, hooks: Hooks):
+def finish(run: Run, trainer, stopper, trackers, summary: dict, evaluate) -> tuple[dict, int]:
     """The end of every run (SFT's, and finetune.prefrun's): the final evaluation (evaluate() returns its summary
-    keys) and model (unless hooks.save_model is False), or the status of a run a signal stopped; then summary.json,
-    loss.png and the trackers. Returns (summary, exit code)."""
-    exit_code = 0
+    keys) and model (unless run.hooks.save_model is False), or the status of a run a signal stopped; then
+    summary.json, loss.png and the trackers. Returns (summary, exit code)."""
+    run_dir, exit_code = run.dir, 0
     if stopper.signum is not None:
         summary["status"], exit_code = "interrupted", 128 + stopper.signum
     else:
         summary.update(evaluate())
-        if hooks.save_model:
+        if run.hooks.save_model:
             with storage_errors(run_dir / "model"):
                 trainer.save_model(str(run_dir / "model"))  # final model (or LoRA adapter) + tokenizer
-    summary["wall_seconds"] = time.time() - started
-    report(cfg, run_dir, summary)
+    summary["wall_seconds"] = time.time() - run.started
+    report(run.cfg, run_dir, summary)
     tracking.finish(trackers, summary)  # after report: loss.png and summary.json exist to upload
     finish_processes(trainer)
     return summary, exit_code
 
 
-def start_run(cfg: RunConfig, settings: Settings, run_dir: Path, checkpoint, argv, data: RunData, model):
+def start_run(run: Run, data: RunData, model):
     """Main process: the tokenizer and manifest of a new run, what was chosen, and the task metric before training
     (returned; None when resuming or when the metric needs no generation)."""
     if not is_main():
         return None
-    if checkpoint is None:
-        write_start(cfg, settings, run_dir, argv, data.tokenizer)
-    announce(cfg, settings, model, len(data.train_records), len(data.eval_records), len(data.train_ex), data.stats)
-    if checkpoint is not None or settings.metric != "exact_match" or not data.eval_records:
+    cfg, settings = run.cfg, run.settings
+    if run.checkpoint is None:
+        write_start(run, data.tokenizer)
+    announce(run, model, data)
+    if run.checkpoint is not None or settings.metric != "exact_match" or not data.eval_records:
         return None
     return task_metric(model, data.tokenizer, cfg, settings.metric, data.eval_records, data.labels)[0]
 
 
-def write_start(cfg: RunConfig, settings: Settings, run_dir: Path, argv, tokenizer) -> None:
+def write_start(run: Run, tokenizer) -> None:
     """What a new run writes first: its tokenizer, its copy of the eval data and manifest.json."""
-    with storage_errors(run_dir):
-        tokenizer.save_pretrained(run_dir / "tokenizer")
-        carry_eval_data(cfg, run_dir)
-        manifest = build_manifest(cfg.to_dict(), argv, [cfg.data.train_file, cfg.data.eval_file], world_size())
-        write_json(run_dir / "manifest.json", {**manifest, "resolved": settings.to_dict()})
+    cfg = run.cfg
+    with storage_errors(run.dir):
+        tokenizer.save_pretrained(run.dir / "tokenizer")
+        carry_eval_data(cfg, run.dir)
+        manifest = build_manifest(cfg.to_dict(), run.argv, [cfg.data.train_file, cfg.data.eval_file], world_size())
+        write_json(run.dir / "manifest.json", {**manifest, "resolved": run.settings.to_dict()})
 
 
-def evaluate_run(cfg: RunConfig, settings: Settings, run_dir: Path, trainer, data: RunData) -> dict:
+def evaluate_run(run: Run, trainer, data: RunData) -> dict:
     """Final evaluation: the Trainer's eval loss (and its accuracy for classifiers) over the eval rows; for
     exact_match, the same task metric `finetune eval` computes, with its samples in eval_samples.json."""
-    out = {}
+    cfg, out = run.cfg, {}
     if data.eval_ex:
         evaluation = trainer.evaluate()
         out = {"eval_loss": evaluation["eval_loss"], "eval_accuracy": evaluation.get("eval_accuracy")}
-    if settings.metric == "exact_match" and data.eval_records and is_main():
-        model, tokenizer = trainer.model, data.tokenizer
-        out["eval_accuracy"], samples = task_metric(model, tokenizer, cfg, settings.metric, data.eval_records, None)
-        write_json(run_dir / "eval_samples.json", {"samples": samples[:50]})
+    if run.settings.metric == "exact_match" and data.eval_records and is_main():
+        model, tokenizer, metric = trainer.model, data.tokenizer, run.settings.metric
+        out["eval_accuracy"], samples = task_metric(model, tokenizer, cfg, metric, data.eval_records, None)
+        write_json(run.dir / "eval_samples.json", {"samples": samples[:50]})
     return out
 
 
