@@ -180,13 +180,19 @@ def test_levers_map_onto_training_arguments(tmp_path, fake_gpu_host):
     assert not plain.activation_checkpointing and not plain.torch_compile and plain.optim == "adamw_torch_fused"
 
 
-def test_flex_gets_one_row_width_and_sdpa_keeps_dynamic_padding(fake_gpu_host):
+def test_flex_and_compile_get_one_row_width_and_sdpa_keeps_dynamic_padding(fake_gpu_host):
+    """One row width where a kernel is compiled: flex attention, and training.compile (measured: a compiled 60-step
+    default run on CPU compiled twice, 31 s and then 23 s more at step 31 when a shorter packed row came and the graph
+    went dynamic; with one width, once: 67.8 -> 45.7 CPU-seconds, the same losses)."""
     from finetune.run import collator
 
-    cfg = cfg_with()
+    cfg, compiled = cfg_with(), cfg_with("training.compile=true")
     tok = build_char_tokenizer(["reverse: abc cba"])
     assert collator(cfg, resolve(cfg, cuda=True), tok).pad_to == cfg.data.max_length  # flex compiles once
     assert collator(cfg, resolve(cfg, cuda=False), tok).pad_to is None
+    assert collator(compiled, resolve(compiled, cuda=False), tok).pad_to == cfg.data.max_length
+    unpacked = cfg_with("training.compile=true", "data.packing=false")
+    assert collator(unpacked, resolve(unpacked, cuda=False), tok).pad_to is None  # rows as long as their example
 
 
 def test_fsdp_maps_to_fsdp2_with_its_own_activation_checkpointing():

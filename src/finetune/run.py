@@ -100,7 +100,9 @@ def memory_levers(cfg: RunConfig) -> dict:
 
 
 def collator(cfg: RunConfig, settings: Settings, tokenizer) -> features.Collator:
-    static = cfg.data.packing and settings.attn_implementation == "flex_attention"  # one shape, one compile
+    # One row width where a kernel is compiled (flex attention; training.compile): a packed row shorter than the rest
+    # would make torch.compile compile the whole step again, for dynamic shapes (measured: 23 s of a 60 s CPU run)
+    static = cfg.data.packing and (settings.attn_implementation == "flex_attention" or cfg.training.compile)
     return features.Collator(
         tokenizer.pad_token_id,
         pad_to_multiple_of=8 if settings.device == "cuda" else None,  # tensor-core friendly widths
