@@ -140,9 +140,11 @@ def test_a_second_run_on_a_busy_run_directory_refuses(tmp_path):
     finally:
         first.kill()
         first.communicate()
-    # the lock died with its process (kill -9 included): a resume may take the directory over
+    # the lock died with its process (kill -9 included): a resume may take the directory over (5 steps: the
+    # takeover is the point, not the training; the first run saved no checkpoint, so it starts from step 0)
     third = run_cli(
-        "train", DEFAULT_CONFIG, "--output-dir", out, "--resume", *SHORT, "--allow-config-change", check=False
+        "train", DEFAULT_CONFIG, "--output-dir", out, "--resume", *SHORT, "--set", "training.max_steps=5",
+        "--allow-config-change", check=False,
     )  # fmt: skip
     assert third.returncode == 0, third.stderr[-2000:]
     assert f"lock of pid {first.pid}" in third.stdout and "stale" in third.stdout, third.stdout[-2000:]
