@@ -55,7 +55,9 @@ XDIST_GROUPS = {
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own, which reads the marks
-def pytest_collection_modifyitems(items):
+def pytest_collection_modifyitems(config, items):
+    if not config.pluginmanager.hasplugin("xdist"):  # -p no:xdist: the marker is not registered (as tests/conftest.py)
+        return
     for item in items:
         if item.path.parent.name == "container" and item.path.name.startswith("test_"):
             item.add_marker(pytest.mark.xdist_group(XDIST_GROUPS.get(item.path.name, "docker")))
