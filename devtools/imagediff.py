@@ -7,12 +7,21 @@ config fields that differ and the first layer that differs, with its files: name
 content, link target, and the files only one of the two holds.
 
     python -m devtools.imagediff A.tar B.tar     # exit 0: equal, 1: different, 2: not an image archive
+    python -m devtools.imagediff --normalize IN.tar OUT.tar
+
+--normalize: Podman 4.3 (Buildah 1.28) writes into a Docker-format config the id and hostname of the container each
+build ran in, the id of its parent (intermediate) image and, in the history, the ids of the intermediate images each
+stage started FROM: random per build, whatever `--timestamp` fixes. The OCI format has none of them, but Buildah then
+ignores the Dockerfile's SHELL for its RUNs (bash arrays fail under /bin/sh). So a reproducible build rewrites its
+saved image's config without them (`invoke build --reproducible`, `invoke verify-image`), layers untouched.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import re
 import sys
 import tarfile
 from dataclasses import dataclass
@@ -104,9 +113,45 @@ def compare(path_a: str, path_b: str) -> tuple[bool, list[str]]:
     return False, lines
 
 
+BUILD_ONLY = ("container", "parent")  # the build's container and the intermediate image it committed on
+FROM_ID = re.compile(r"FROM [0-9a-f]{12,64}")  # history comment of a stage that started from an intermediate image
+
+
+def normalized_config(config: dict) -> dict:
+    """The config without what names one build's containers and intermediate images (module docstring)."""
+    out = {k: v for k, v in config.items() if k not in BUILD_ONLY}
+    for key in ("config", "container_config"):
+        if isinstance(out.get(key), dict) and "Hostname" in out[key]:
+            out[key] = {**out[key], "Hostname": ""}
+    history = config.get("history", [])
+    out["history"] = [{k: v for k, v in h.items() if not (k == "comment" and FROM_ID.fullmatch(v))} for h in history]
+    return out
+
+
+def normalize(src: str, dst: str) -> str:
+    """dst: the archive src with its config normalized (a config file named by its new digest); returns the id."""
+    with tarfile.open(src) as outer, tarfile.open(dst, "w") as out:
+        manifest = json.load(outer.extractfile("manifest.json"))
+        old = manifest[0]["Config"]
+        raw = json.dumps(normalized_config(json.loads(outer.extractfile(old).read())), separators=(",", ":")).encode()
+        digest = hashlib.sha256(raw).hexdigest()
+        for m in outer:
+            if m.name not in ("manifest.json", old):
+                out.addfile(m, outer.extractfile(m) if m.isfile() else None)
+        manifest[0]["Config"] = f"{digest}.json"
+        for name, data in ((f"{digest}.json", raw), ("manifest.json", json.dumps(manifest).encode())):
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o644
+            out.addfile(info, io.BytesIO(data))
+    return f"sha256:{digest}"
+
+
 def main(argv: list[str]) -> int:
+    if len(argv) == 3 and argv[0] == "--normalize":
+        print(f"normalized: {normalize(argv[1], argv[2])}  ({argv[2]})", flush=True)
+        return 0
     if len(argv) != 2:
-        print("usage: python -m devtools.imagediff IMAGE1.tar IMAGE2.tar", file=sys.stderr)
+        print("usage: python -m devtools.imagediff [--normalize] IMAGE1.tar IMAGE2.tar", file=sys.stderr)
         return 2
     try:
         equal, lines = compare(*argv)

@@ -56,8 +56,10 @@ def reproducible_client(c) -> None:
     c.docker.client = "podman"
 
 
-def build_image(c, build: containers.Build, prefix: str = ""):
-    """Build it (prefix: environment assignments shown before the command, e.g. TMPDIR=...); returns the tag."""
+def build_image(c, build: containers.Build, prefix: str = "", archive: str | None = None):
+    """Build it (prefix: environment assignments shown before the command, e.g. TMPDIR=...); returns the tag. A
+    reproducible build is then saved, its config normalized (devtools/imagediff.py: what names the build's own
+    containers) and loaded back under its tag; archive: where that normalized image stays (else removed)."""
     revision = probe(c, "git rev-parse HEAD").stdout.strip() or "unknown"
     if revision != "unknown" and probe(c, "git status --porcelain --untracked-files=no").stdout.strip():
         revision += "-dirty"
@@ -92,7 +94,17 @@ def build_image(c, build: containers.Build, prefix: str = ""):
         stop(c, problem)
     # A Docker client before 23.0 uses the engine's BuildKit only when asked; Podman builds with Buildah either way.
     c.run(prefix + (show(cmd) if client.kind == "podman" else f"DOCKER_BUILDKIT=1 {show(cmd)}"))
-    return cmd[cmd.index("--tag") + 1]
+    tag = cmd[cmd.index("--tag") + 1]
+    if build.epoch is not None:
+        own = show([c.docker.client, *build.storage])
+        out = archive or f"{tempfile.gettempdir()}/finetune-reproducible-{tag.replace('/', '_').replace(':', '_')}.tar"
+        c.run(f"{own} save --quiet --format docker-archive --output {shlex.quote(out + '.raw')} {shlex.quote(tag)}")
+        c.run(f"{shlex.quote(sys.executable)} -m devtools.imagediff --normalize {show([out + '.raw', out])}")
+        c.run(f"rm -f {shlex.quote(out + '.raw')}")
+        c.run(f"{own} load --quiet --input {shlex.quote(out)}")
+        if archive is None:
+            c.run(f"rm -f {shlex.quote(out)}")
+    return tag
 
 
 def ensure_image(c, variant, target) -> containers.Image:
@@ -162,9 +174,8 @@ def verify_image(c, variant: str, target: str, workdir: str | None, bases: str |
             c.run(f"{own} load --quiet --input {shlex.quote(bases)}")
         build = containers.Build(variant, target, no_cache=True, epoch=epoch, storage=storage)
         # Buildah keeps cache mounts (the pip and conda download caches) in $TMPDIR/buildah-cache: one per build
-        tag = build_image(c, build, prefix=f"TMPDIR={shlex.quote(f'{work}/{n}/tmp')} ")
         saved.append(f"{work}/{n}/image.tar")
-        c.run(f"{own} save --quiet --format docker-archive --output {shlex.quote(saved[-1])} {shlex.quote(tag)}")
+        build_image(c, build, prefix=f"TMPDIR={shlex.quote(f'{work}/{n}/tmp')} ", archive=saved[-1])
     diff = c.run(f"{shlex.quote(sys.executable)} -m devtools.imagediff {show(saved)}", warn=True)
     if not keep:
         for n in ("1", "2"):  # its own storage's images (the layers' files belong to root), then the folder

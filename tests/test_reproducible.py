@@ -57,9 +57,11 @@ def test_dry_verify_image_plans_two_builds_in_two_empty_storages_then_the_compar
         assert f"SOURCE_DATE_EPOCH={epoch}" in cmd and "--target" in cmd and cmd[cmd.index("--target") + 1] == "runtime"
         own = f"{env['INVOKE_DOCKER_CLIENT']} --root {work}/{n}/storage --runroot {work}/{n}/run"
         assert f"{own} load --quiet --input {bases}" in lines
-        assert f"{own} save --quiet --format docker-archive --output {work}/{n}/image.tar finetune:cpu" in lines
+        saved = f"{own} save --quiet --format docker-archive --output {work}/{n}/image.tar.raw finetune:cpu"
+        normalize = f" -m devtools.imagediff --normalize {work}/{n}/image.tar.raw {work}/{n}/image.tar"
+        assert lines.index(saved) < next(i for i, x in enumerate(lines) if x.endswith(normalize))
     assert builds[0][1:] == [a.replace(f"{work}/2", f"{work}/1") for a in builds[1][1:]]  # the same inputs
-    compare = next(line for line in lines if "-m devtools.imagediff" in line)
+    compare = next(line for line in lines if "-m devtools.imagediff" in line and "--normalize" not in line)
     assert compare.endswith(f"{work}/1/image.tar {work}/2/image.tar")
     assert lines.index(compare) > max(i for i, x in enumerate(lines) if " build " in x)
     assert lines[-1] == f"rm -rf {work}"
@@ -70,9 +72,12 @@ def test_dry_build_reproducible_uses_podman_with_the_commits_time(tmp_path):
     env = fake_podman(tmp_path) | {"SOURCE_DATE_EPOCH": "1700000000"}  # the convention: the environment's wins
     proc = invoke(env, "--dry", "build", "--reproducible")
     assert proc.returncode == 0, proc.stderr
-    cmd = shlex.split(proc.stdout.strip().splitlines()[-1])
+    lines = proc.stdout.strip().splitlines()
+    cmd = shlex.split(next(line for line in lines if " build " in line))
     assert cmd[1] == "build" and cmd[cmd.index("--timestamp") + 1] == "1700000000"
     assert "SOURCE_DATE_EPOCH=1700000000" in cmd and "DOCKER_BUILDKIT=1" not in proc.stdout
+    # then saved, its config rid of the build's container ids (devtools/imagediff.py), and loaded under its tag
+    assert [line.split()[1] for line in lines[-5:]] == ["save", "-m", "-f", "load", "-f"], lines[-5:]
 
 
 def test_reproducible_without_podman_and_bad_input_exit_2_in_one_line(tmp_path):
@@ -122,6 +127,7 @@ def test_imagediff_equal_archives_and_the_first_layer_and_files_that_differ(tmp_
     saved_image(a, {"etc/x": b"1", "opt/y.pyc": b"same"})
     saved_image(b, {"etc/x": b"1", "opt/y.pyc": b"same"})
     saved_image(c, {"etc/x": b"2", "opt/y.pyc": b"same", "var/log/dpkg.log": b"today"}, mtime=5)
+    assert imagediff.normalize(str(a), str(tmp_path / "n.tar")) == imagediff.read_saved(str(tmp_path / "n.tar")).id
     equal, lines = imagediff.compare(str(a), str(b))
     assert equal and lines[0].split()[2] == lines[1].split()[2], lines
     equal, lines = imagediff.compare(str(a), str(c))
@@ -130,3 +136,18 @@ def test_imagediff_equal_archives_and_the_first_layer_and_files_that_differ(tmp_
     assert "etc/x: mtime 0 != 5, content/link" in text and "var/log/dpkg.log: only in the second" in text
     assert "opt/y.pyc: mtime 0 != 5" in text
     assert imagediff.main([str(a), str(tmp_path / "none.tar")]) == 2
+
+
+def test_normalize_drops_what_names_one_builds_containers_and_keeps_the_rest():
+    config = {
+        "container": "54c57c2618c4",
+        "parent": "sha256:fad8790586e7",
+        "config": {"Hostname": "d0139c0ce55a", "User": "1000:1000"},
+        "container_config": {"Hostname": "d0139c0ce55a"},
+        "history": [{"created_by": "ARG X", "comment": "FROM 9e3d94bbe647"}, {"comment": "FROM localhost/debian:x"}],
+    }  # as Podman 4.3.1's Docker-format config of a multi-stage build records them (measured here)
+    assert imagediff.normalized_config(config) == {
+        "config": {"Hostname": "", "User": "1000:1000"},
+        "container_config": {"Hostname": ""},
+        "history": [{"created_by": "ARG X"}, {"comment": "FROM localhost/debian:x"}],
+    }
