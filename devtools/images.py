@@ -6,6 +6,7 @@ making sure an image exists before it is run, and the GPU preflight. Every actio
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import shlex
@@ -142,6 +143,11 @@ def stop(c, problem: str) -> None:
     print(f"(dry run) a real run would stop here: {problem}", flush=True)
 
 
+def verify_runroot(work: Path) -> Path:
+    """Podman refuses a runroot (its locks and mounts) of more than 50 characters: a short folder named after work."""
+    return Path(tempfile.gettempdir()) / f"finetune-verify-{hashlib.sha256(str(work).encode()).hexdigest()[:8]}"
+
+
 def verify_image(c, variant: str, target: str, workdir: str | None, bases: str | None, keep: bool) -> None:
     """Build the image twice from scratch, each in an empty Podman storage of its own (no layer cache, no cache
     mounts: fresh builder state) with the same inputs and SOURCE_DATE_EPOCH, save both, and compare them
@@ -166,8 +172,9 @@ def verify_image(c, variant: str, target: str, workdir: str | None, bases: str |
         work = Path(tempfile.mkdtemp(prefix="finetune-verify-"))
     print(f"verify-image: {variant} {target}, SOURCE_DATE_EPOCH={epoch}, two builds in {work}", flush=True)
     podman, saved = shlex.quote(c.docker.client), []
+    run = verify_runroot(work)
     for n in ("1", "2"):
-        storage = ("--root", f"{work}/{n}/storage", "--runroot", f"{work}/{n}/run")
+        storage = ("--root", f"{work}/{n}/storage", "--runroot", f"{run}/{n}")
         own = f"{podman} {show(list(storage))}"
         c.run(f"mkdir -p {shlex.quote(f'{work}/{n}/tmp')}")
         if bases:
@@ -178,9 +185,9 @@ def verify_image(c, variant: str, target: str, workdir: str | None, bases: str |
         build_image(c, build, prefix=f"TMPDIR={shlex.quote(f'{work}/{n}/tmp')} ", archive=saved[-1])
     diff = c.run(f"{shlex.quote(sys.executable)} -m devtools.imagediff {show(saved)}", warn=True)
     if not keep:
-        for n in ("1", "2"):  # its own storage's images (the layers' files belong to root), then the folder
-            c.run(f"{podman} --root {work}/{n}/storage --runroot {work}/{n}/run rmi --all --force", warn=True)
-        c.run(f"rm -rf {shlex.quote(str(work))}")
+        for n in ("1", "2"):  # its own storage's images (the layers' files belong to root), then the folders
+            c.run(f"{podman} --root {work}/{n}/storage --runroot {run}/{n} rmi --all --force", warn=True)
+        c.run(f"rm -rf {shlex.quote(str(work))} {run}")
     if diff is not None and diff.exited == 1:
         raise Exit("verify-image: the two builds differ (above: the first layer and its files)", code=1)
     if diff is not None and diff.exited:

@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from conftest import explain
+from devtools.images import verify_runroot
 
 from .conftest import FIGURES
 from .helpers_workspace import fresh_copy
@@ -84,7 +85,7 @@ def test_one_byte_changed_in_an_input_gives_another_digest_and_names_the_file(ch
     raw = bytearray(data.read_bytes())
     raw[-2] = ord("x") if raw[-2] != ord("x") else ord("y")
     data.write_bytes(bytes(raw))
-    env_storage = ["--root", same / "1" / "storage", "--runroot", same / "1" / "run"]
+    env_storage = ["--root", same / "1" / "storage", "--runroot", verify_runroot(same) / "1"]
     # the same storage, its layer cache warm: only the layers after the changed input are built again
     epoch = subprocess.run(["git", "log", "-1", "--format=%ct"], cwd=root, capture_output=True, text=True).stdout
     podman = ["podman", *map(str, env_storage)]
@@ -104,5 +105,6 @@ def test_one_byte_changed_in_an_input_gives_another_digest_and_names_the_file(ch
     assert cmp.returncode == 1 and len(found) == 2 and found[0] != found[1], cmp.stdout + cmp.stderr
     assert "first layer that differs" in cmp.stdout and str(data.relative_to(root)) in cmp.stdout, cmp.stdout
     for n in ("1", "2"):
-        subprocess.run(["podman", "--root", same / n / "storage", "--runroot", same / n / "run", "rmi", "-af"])
+        subprocess.run(["podman", "--root", same / n / "storage", "--runroot", verify_runroot(same) / n, "rmi", "-af"])
+    shutil.rmtree(verify_runroot(same), ignore_errors=True)
     shutil.rmtree(top, ignore_errors=True)
