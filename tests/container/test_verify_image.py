@@ -103,6 +103,7 @@ def test_one_byte_changed_in_an_input_gives_another_digest_and_names_the_file(ch
     cmp = subprocess.run([*diff, same / "1" / "image.tar", changed], cwd=root, capture_output=True, text=True)
     found = digests(cmp.stdout)
     assert cmp.returncode == 1 and len(found) == 2 and found[0] != found[1], cmp.stdout + cmp.stderr
+    FIGURES["verify-image: one byte changed in a data file, digest"] = found[1]
     assert "first layer that differs" in cmp.stdout and str(data.relative_to(root)) in cmp.stdout, cmp.stdout
     for n in ("1", "2"):
         subprocess.run(["podman", "--root", same / n / "storage", "--runroot", verify_runroot(same) / n, "rmi", "-af"])
