@@ -17,6 +17,7 @@ from invoke import Collection, Exit, task
 from devtools import containers, deploy, images, launch, services
 from devtools.checks import table
 from devtools.doctor import run_checks
+from devtools.nodes import Nodes
 
 
 @task(
@@ -112,7 +113,7 @@ def train(
     config, sets = config or c.finetune.config, tuple(set_ or ())
     asked = launch.Launch(config, sets, local, docker or gpu, runtime, output_dir, resume, gpu, gpus, nproc, variant)
     launch.check(asked)
-    nodes = containers.Nodes(nnodes, launch.node_rank(node_rank), rdzv_endpoint, network)
+    nodes = Nodes(nnodes, launch.node_rank(node_rank), rdzv_endpoint, network)
     launch.train(c, dataclasses.replace(asked, nodes=nodes))
 
 
@@ -275,13 +276,20 @@ def export(c, run="runs/default", out=None, format="hf", dtype=None, quant=None,
 @task(
     help={
         "model": "a run directory or an exported folder (default runs/default)",
-        "port": "port (default 8000)",
-        "host": "address (default 127.0.0.1: this machine only; any other needs an API key)",
-        "api_key": "require 'Authorization: Bearer KEY' (default: $FINETUNE_API_KEY)",
+        "port": f"port (default {containers.SERVE_PORT})",
+        "host": "address (default 127.0.0.1: this machine only; any other needs an API key, or, in a container, gets "
+        "a new one)",
+        "api_key": "require 'Authorization: Bearer KEY' (default: $FINETUNE_API_KEY; in a container without one, a "
+        "new key printed once); a flag is visible in `ps` and your shell history: prefer the variable",
+        "docker": "in the CPU runtime image, the model folder mounted read-only (no .venv needed)",
+        "gpu": "in the CUDA runtime image with the host's GPUs (transformers on the GPU; implies --docker)",
     }
 )
-def serve(c, model="runs/default", port=8000, host="127.0.0.1", api_key=None):
-    """An OpenAI-compatible API for a run's model: finetune serve in .venv (docs/serve.md)."""
+def serve(c, model="runs/default", port=containers.SERVE_PORT, host="127.0.0.1", api_key=None, docker=False, gpu=False):
+    """An OpenAI-compatible API for a run's model: finetune serve in .venv, or in a container (docs/serve.md)."""
+    if docker or gpu:
+        services.serve_in_container(c, model, port, host, gpu, api_key)
+        return
     cmd = [launch.venv_bin(c, "finetune"), "serve", model, "--host", host, "--port", str(port)]
     env = {"FINETUNE_API_KEY": api_key} if api_key else {}  # in the environment: not in the echoed plan or in ps
     c.run(shlex.join(cmd), pty=False, env=env)

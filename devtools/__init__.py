@@ -2,8 +2,9 @@
 
 Layers, lowest first (a module imports only from its own layer or the ones below; tests/test_import_layers.py
 checks that there is no cycle):
-  pure data and argv   containers.py (docker build and run command lines, Build, Nodes), remote.py (ssh command
-                       lines, the tar extractor deploy.fetch runs), checks.py (a Check and the doctor's table)
+  pure data and argv   nodes.py (finetune or torchrun; Nodes: several machines or containers as one job),
+                       containers.py (docker build and run command lines, Build), remote.py (ssh command lines,
+                       the tar extractor deploy.fetch runs), checks.py (a Check and the doctor's table)
   questions to a host  engines.py (client, engine, rootless, CDI), gpu.py (driver, toolkit), gpu_loss.py, each
                        through a `probe(cmd)` it is given; doctor.py (the doctor's checks)
   actions (c.run)      images.py (probes, build, ensure_image), launch.py (invoke train: .venv or a container),

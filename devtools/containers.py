@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from devtools.engines import NVIDIA_CDI_KIND, USER_FLAGS
+from devtools.nodes import Nodes, launcher
 from finetune.urls import strip_userinfo
 
 REPO = Path(__file__).resolve().parents[1]
@@ -23,6 +24,8 @@ TARGETS = ("runtime", "dev")
 WORKSPACE = "/workspace"  # the image's working directory: configs/, data/, runs/ live (or are mounted) here
 LAB_PORT = 8888  # JupyterLab inside its container (`invoke lab`), and the host port it is published on by default
 TENSORBOARD_PORT = 6006  # TensorBoard inside its container (`invoke tensorboard`), and its default host port
+SERVE_PORT = 8000  # `finetune serve` inside its container (`invoke serve --docker`), and its default host port
+MODEL_MOUNT = "/mnt/model"  # where `invoke serve --docker` mounts the run or exported folder, read-only
 HF_CACHE = "/home/finetune/.cache/huggingface"  # the image's HF_HOME (docker/Dockerfile)
 SECRETS = ["HF_TOKEN", "WANDB_API_KEY"]  # passed to containers by name when set on the host; never printed
 # The host's thread settings, passed by name when set: torch in a container starts one OpenMP thread per core it
@@ -237,6 +240,13 @@ def container_args(cfg, root: str, image: Image, env_names: list[str], gpus: str
     return args + _cache_secrets_devices(cfg, env_names, gpus)
 
 
+def serve_container_args(cfg, model: Path, gpu: bool) -> list[str]:
+    """`finetune serve` in the runtime image: only the model's folder, read-only (a LoRA run holds its base in
+    RUN/base/, an export is whole), the API key by name, and what every container gets."""
+    args = ["--volume", f"{model}:{MODEL_MOUNT}:ro", "--env", "FINETUNE_API_KEY", "--env", "HF_HUB_OFFLINE=1"]
+    return args + _cache_secrets_devices(cfg, passthrough_env(HOST_ENV), "all" if gpu else None)
+
+
 def dev_container_args(cfg, gpu: bool) -> list[str]:
     """A dev container as the devcontainer makes it (`invoke shell`, `test --docker`, `lab`): the repository at
     /workspace with its src/ on PYTHONPATH (your edits, not the image's copy), plus what every container gets."""
@@ -251,74 +261,6 @@ def _cache_secrets_devices(cfg, env_names: list[str], gpus: str | None) -> list[
     args = ["--volume", f"{cfg.image.hf_cache_volume}:{HF_CACHE}", *USER_FLAGS.get(cfg.docker.run_as, [])]
     args += [a for var in env_names for a in ("--env", var)]
     return args + (gpu_flags(gpus, cfg.docker.gpu_devices) if gpus else ["--shm-size", cfg.image.shm_size])
-
-
-def launcher(nproc: int, nodes: Nodes | None = None) -> list[str]:
-    """finetune, or torchrun with one process per GPU (same global batch: the config's); on several nodes torchrun
-    with the c10d rendezvous at node 0 (Nodes.torchrun_args)."""
-    if nodes and nodes.count > 1:
-        return ["torchrun", *nodes.torchrun_args(), f"--nproc-per-node={nproc}", "-m", "finetune"]
-    return ["finetune"] if nproc <= 1 else ["torchrun", "--standalone", f"--nproc-per-node={nproc}", "-m", "finetune"]
-
-
-HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?")  # RFC 1123 labels; also a valid container name
-NETWORK = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # what `docker network create` accepts
-
-
-@dataclass(frozen=True)
-class Nodes:
-    """One node of a training job over several machines (or containers): torchrun's c10d rendezvous at node 0's
-    HOST:PORT. Containers as nodes need a network where they reach each other: `host` (one node per machine, as for
-    NCCL) or a user-defined one (several nodes on one host: its DNS resolves container names). On a user-defined
-    network node 0's container is named HOST, and its hostname is HOST, which is how torchrun in it knows that it
-    hosts the rendezvous and what gloo resolves to its address; node R is HOST-R."""
-
-    count: int = 1
-    rank: int | None = None
-    endpoint: str | None = None
-    network: str | None = None
-
-    def check(self, runtime: str) -> None:
-        """ValueError (one line, the flag and what is allowed) for a combination that cannot start."""
-        if self.count < 1:
-            raise ValueError(f"--nnodes {self.count}: allowed: 1 or more")
-        if self.network is not None and runtime != "docker":
-            raise ValueError("--network: only for a container run (--docker/--gpu)")
-        if self.network is not None and not NETWORK.fullmatch(self.network):
-            raise ValueError(f"--network {self.network!r}: allowed: a Docker network name (letters, digits, _ . -)")
-        if self.count == 1:
-            if self.rank is not None or self.endpoint is not None:
-                raise ValueError("--node-rank/--rdzv-endpoint: only with --nnodes 2 or more")
-            return
-        if self.rank is None or not 0 <= self.rank < self.count:
-            rank = "missing" if self.rank is None else self.rank
-            raise ValueError(f"--node-rank {rank}: with --nnodes {self.count} allowed: 0 to {self.count - 1}")
-        host, _, port = (self.endpoint or "").rpartition(":")
-        if not (HOSTNAME.fullmatch(host) and port.isdigit() and 0 < int(port) < 65536):
-            given = "missing" if self.endpoint is None else repr(self.endpoint)
-            raise ValueError(f"--rdzv-endpoint {given}: allowed: node 0's HOST:PORT, e.g. node0:29400")
-        if runtime == "docker" and self.network is None:
-            raise ValueError(
-                f"--nnodes {self.count} in containers needs --network: host (one node per machine) or a user-defined "
-                "network (`docker network create NAME`: several nodes on one host)"
-            )
-
-    def torchrun_args(self) -> list[str]:
-        # c10d assigns the ranks at the rendezvous (sorted by hostname: HOST before HOST-1), so torchrun is given no
-        # --node-rank: it reads one only for its static rendezvous and warns that it ignores it otherwise.
-        return [f"--nnodes={self.count}", "--rdzv-backend=c10d", f"--rdzv-endpoint={self.endpoint}"]
-
-    def container_name(self) -> str | None:
-        """HOST for node 0, HOST-R for node R on a user-defined network; None otherwise (the usual name)."""
-        if self.count < 2 or self.network in (None, "host"):
-            return None
-        host = self.endpoint.rpartition(":")[0]
-        return host if self.rank == 0 else f"{host}-{self.rank}"
-
-    def docker_args(self) -> list[str]:
-        """--network, and the hostname on a user-defined network (Docker refuses one on the host's network)."""
-        name = self.container_name()
-        return (["--network", self.network] if self.network else []) + (["--hostname", name] if name else [])
 
 
 def passthrough_env(names: list[str]) -> list[str]:

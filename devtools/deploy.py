@@ -32,6 +32,7 @@ from types import SimpleNamespace
 from invoke import Collection, Exit, task
 
 from devtools import containers, images, launch, remote
+from devtools.nodes import launcher
 from finetune.names import check_name
 
 STOP_TIMEOUT = 120  # seconds Docker waits after SIGTERM: time for a final checkpoint
@@ -181,7 +182,7 @@ def start(c, host=None, gpu=False, config=None, name=None, set_=None, nproc=1, r
     secrets = containers.passthrough_env(containers.SECRETS)
     overrides = [a for s in set_ or [] for a in ("--set", s)]
     args = ["train", config, "--output-dir", f"{RUNS}/{name}", "--resume", *overrides]
-    command = shlex.join([image.name, *containers.launcher(nproc), *args])
+    command = shlex.join([image.name, *launcher(nproc), *args])
     read_secrets = "".join(f"IFS= read -r {v}; export {v}; " for v in secrets)  # values from stdin, not argv
     script = f"cd {d}/deploys/{name} && {read_secrets}{_docker_run(c, d, name, image, secrets, gpu)} {command}"
     stdin = io.StringIO("".join(os.environ[v] + "\n" for v in secrets)) if secrets else False

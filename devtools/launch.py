@@ -17,6 +17,7 @@ from invoke import Exit
 
 from devtools import containers, images
 from devtools.containers import show
+from devtools.nodes import Nodes, launcher
 
 RUNTIMES = ("auto", "docker", "local")
 # The flags `invoke train` shares with `invoke deploy`, said once.
@@ -46,7 +47,7 @@ class Launch:
     gpus: str = "all"
     nproc: int = 1
     variant: str | None = None
-    nodes: containers.Nodes = containers.Nodes()
+    nodes: Nodes = Nodes()
 
     def cli_args(self) -> list[str]:
         """The finetune command's arguments, the output folder aside (its path differs inside a container)."""
@@ -104,10 +105,10 @@ def train(c, launch: Launch) -> None:
 
 
 def train_local(c, launch: Launch) -> None:
-    launcher = containers.launcher(launch.nproc, launch.nodes)
-    launcher[0] = venv_bin(c, launcher[0])  # finetune or torchrun: .venv's
+    program = launcher(launch.nproc, launch.nodes)
+    program[0] = venv_bin(c, program[0])  # finetune or torchrun: .venv's
     out = ["--output-dir", launch.output_dir] if launch.output_dir else []
-    c.run(f"FINETUNE_RUNTIME=local {shlex.join(launcher + launch.cli_args() + out)}")
+    c.run(f"FINETUNE_RUNTIME=local {shlex.join(program + launch.cli_args() + out)}")
 
 
 def train_in_container(c, launch: Launch) -> None:

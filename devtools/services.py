@@ -1,4 +1,5 @@
-"""What a user opens beside training: a shell in the dev image, JupyterLab, TensorBoard, an MLflow server.
+"""What a user opens beside training: a shell in the dev image, JupyterLab, TensorBoard, an MLflow server, and a
+run's model behind an OpenAI-compatible API in a container (`invoke serve --docker`).
 
 Each starts through `c.run` (so `invoke --dry` prints its plan); a service published on any address but loopback is
 preceded by a warning that says who can reach it. Command lines of the dev container: devtools/containers.py.
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from devtools import containers, images, launch
 from devtools.containers import show
+from devtools.images import stop
 
 
 def published(host: str, port: int, inside: int, exposed: str) -> list[str]:
@@ -79,3 +81,27 @@ def mlflow(c, port: int, host: str, root: str | None, workers: int) -> None:
     cmd += ["--artifacts-destination", str(store / "artifacts"), "--host", host, "--port", str(port)]
     cmd += ["--workers", str(workers)]
     c.run(shlex.join(cmd), pty=False)
+
+
+def serve_in_container(c, model: str, port: int, host: str, gpu: bool, api_key: str | None) -> None:
+    """`finetune serve` in the runtime image (CUDA's with --gpu): the run or export mounted read-only, the server's
+    port published on host:port, always behind an API key: the one given, else a new one printed once (as the
+    lab's token). Inside its container the server listens on the container's own interface, which is what
+    --publish reaches; who else reaches it is the host address's business, warned about like every service."""
+    images.gpu_check(c, gpu)
+    path = Path(model).resolve()
+    if not ((path / "manifest.json").exists() or (path / "config.json").exists()):
+        stop(c, f"--model {model}: not a run directory (manifest.json) or an exported folder (config.json)")
+    image = images.ensure_image(c, "cuda" if gpu else "cpu", "runtime").name
+    exposed = f"whoever reaches it with the API key uses the model; {tunnel(port)}"
+    run = [c.docker.client, "run", "--rm", "--name", f"finetune-serve-{port}"]
+    run += published(host, port, containers.SERVE_PORT, exposed)
+    run += [*containers.serve_container_args(c, path, gpu), image]
+    run += ["finetune", "serve", containers.MODEL_MOUNT, "--host", "0.0.0.0", "--port", str(containers.SERVE_PORT)]
+    given = api_key or os.environ.get("FINETUNE_API_KEY")
+    key = given or secrets.token_urlsafe(24)
+    # As the lab's token: the key travels by name (docker reads it from its own environment), a new one is shown once.
+    shown = "<your key>" if given else "<a new key, shown when it runs>" if c.config.run.dry else key
+    url = f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}/v1"
+    print(f"OpenAI-compatible API: {url}  (Authorization: Bearer {shown})", flush=True)
+    c.run(show(run), env={"FINETUNE_API_KEY": key}, pty=False)

@@ -239,6 +239,7 @@ XDIST_GROUPS = {
     "test_lora_base.py": "shipped",
     "test_export.py": "shipped",
     "test_serve.py": "shipped",
+    "test_preference.py": "shipped",  # dpo, kto and grpo start from shipped_run
     "test_tracking.py": "tracked",  # tracked_run: an MLflow server and a run logging to it and to W&B offline
     "test_hardening.py": "saved",  # saved_run: a 60-step run with three checkpoints
     "test_hardening_2.py": "tiny",  # tiny_run: a 4-step run with two checkpoints

@@ -54,3 +54,20 @@ def docker_calls(tmp_path: Path) -> list[str]:
     """The calls the fake docker recorded (everything that was not a probe)."""
     log = tmp_path / "docker-calls.log"
     return log.read_text().splitlines() if log.exists() else []
+
+
+def record_variable(env: dict, tmp_path: Path, name: str) -> Path:
+    """Put a FAKE docker wrapper in front of env's fake docker that appends $NAME, as the client received it, to the
+    returned log: how a test sees that a secret reached docker through its environment and not its command line."""
+    import shlex
+
+    log = tmp_path / f"{name.lower()}.log"
+    client = tmp_path / "fakebin" / "recording-docker"
+    client.write_text(
+        f"#!/bin/sh\n# FAKE docker wrapper: records ${name}, then the fake docker\n"
+        f'echo "${name}" >> {shlex.quote(str(log))}\n'
+        f'exec {shlex.quote(env["INVOKE_DOCKER_CLIENT"])} "$@"\n'
+    )
+    client.chmod(0o755)
+    env["INVOKE_DOCKER_CLIENT"] = str(client)
+    return log

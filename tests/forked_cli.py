@@ -11,7 +11,8 @@ atexit handlers run; the modules are not torn down one by one, which takes 3 s a
 What is not the same as a started `finetune`: the imports happened before the fork, in the same environment (none of
 them reads the run's arguments), and the current folder is not on sys.path (nothing of ours imports from the
 checkout's root). conftest.run_cli uses it unless a test asks for a started process (`forked=False`: the tests whose
-point is the command as a user starts it, the default run first).
+point is the command as a user starts it, the default run first). `python -P tests/forked_cli.py MODULE...` also
+imports those modules before any fork (test_preference.py: TRL's trainers, about 2 s more per run).
 
 Protocol, one line each way: the test writes a JSON object {"argv": [...], "stdout": path, "stderr": path} (stderr
 left out: both to stdout's file); the server answers `pid <n>` once the copy is forked and `exit <code>` when it ends
@@ -21,6 +22,7 @@ left out: both to stdout's file); the server answers `pid <n>` once the copy is 
 from __future__ import annotations
 
 import atexit
+import importlib
 import json
 import os
 import select
@@ -32,9 +34,12 @@ import threading
 from pathlib import Path
 
 
-def serve() -> None:
+def serve(preload: list[str]) -> None:
     import finetune.run  # noqa: F401 - the heavy imports, once, before any fork
     from finetune import cli
+
+    for name in preload:
+        importlib.import_module(name)
 
     main_path = str(Path(cli.__file__).with_name("__main__.py"))  # sys.argv[0] under `python -m finetune`
     for line in sys.stdin:
@@ -83,11 +88,15 @@ def exit_code(code) -> int:
 class ForkServer:
     """The test's end: start() forks a run and returns a ForkedRun; close() ends the server."""
 
-    def __init__(self, cwd: Path, env: dict):
+    def __init__(self, cwd: Path, env: dict, preload: tuple[str, ...] = ()):
         script = Path(__file__).resolve()
         # -P: the script's folder (tests/) is not put on sys.path, so the server imports what `python -m finetune` does
         self.proc = subprocess.Popen(
-            [sys.executable, "-P", str(script)], cwd=cwd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE
+            [sys.executable, "-P", str(script), *preload],
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
         )
         self._buffer = b""
 
@@ -157,4 +166,4 @@ class ForkedRun:
 
 
 if __name__ == "__main__":
-    serve()
+    serve(sys.argv[1:])

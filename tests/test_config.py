@@ -296,7 +296,12 @@ def test_wrong_literal_task_names_the_choices(tmp_path):
             ["linear", "cosine", "constant", "constant_with_warmup"],
         ),
         ("epochs: 3", "precision: fp8", "training.precision", ["auto", "fp32", "bf16", "fp16"]),
-        ("max_new_tokens: 8", "metric: bleu", "eval.metric", ["auto", "exact_match", "accuracy", "none"]),
+        (
+            "max_new_tokens: 8",
+            "metric: bleu",
+            "eval.metric",
+            ["auto", "exact_match", "accuracy", "preference_accuracy", "mean_reward", "none"],
+        ),
     ],
 )
 def test_wrong_literal_in_a_section_names_every_choice(tmp_path, old, new, dotted, choices):
@@ -430,7 +435,7 @@ def test_bad_nested_set_blames_the_command_line(tmp_path, override, key):
 
 # the model section's body in VALID
 MODEL_CONFIG = "  config:\n    model_type: llama\n    hidden_size: 32\n    num_hidden_layers: 1\n"
-ONE_MODEL = "set exactly one of model.name_or_path (hub id or directory) and model.config (build from scratch)"
+ONE_MODEL = "set exactly one of model.name_or_path (hub id or directory), model.config (build from scratch) and "
 
 
 @pytest.mark.parametrize(

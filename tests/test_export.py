@@ -5,6 +5,8 @@ package matches the hf export tensor for tensor; a non-empty target is refused a
 from __future__ import annotations
 
 import json
+import platform
+import shutil
 import subprocess
 import sys
 
@@ -89,7 +91,7 @@ def test_gguf_export_reads_back_equal_to_the_hf_export(shipped_run, tmp_path, qu
     import gguf
     from safetensors.numpy import load_file
 
-    from finetune.gguf_export import SPACE, rope_interleaved
+    from finetune.gguf_export import byte_level, rope_interleaved
 
     run_cli("export", shipped_run, "--out", tmp_path / "hf")
     run_cli("export", shipped_run, "--out", tmp_path / "gguf", "--format", "gguf", "--quant", quant)
@@ -128,7 +130,42 @@ def test_gguf_export_reads_back_equal_to_the_hf_export(shipped_run, tmp_path, qu
 
     tokenizer = json.loads((tmp_path / "hf" / "tokenizer.json").read_text())
     vocab = sorted(tokenizer["model"]["vocab"].items(), key=lambda kv: kv[1])
-    assert field("tokenizer.ggml.tokens") == [SPACE if t == " " else t for t, _ in vocab]
+    special = {t["content"] for t in tokenizer["added_tokens"] if t["special"]}
+    assert field("tokenizer.ggml.tokens") == [t if t in special else byte_level(t) for t, _ in vocab]
+    assert field("tokenizer.ggml.model") == "gpt2" and byte_level(" ") == "\u0120"  # GPT-2's "Ġ"
+    assert field("tokenizer.ggml.merges") == ["<pad> <pad>"]  # all ASCII: the one merge that never applies
     assert field("tokenizer.chat_template") == (tmp_path / "hf" / "chat_template.jinja").read_text()
     assert field("general.architecture") == "llama" and field("llama.context_length") == 128
     assert not field("tokenizer.ggml.add_bos_token") and not field("tokenizer.ggml.add_space_prefix")
+
+
+@pytest.fixture(scope="session")
+def llama_cpp(tmp_path_factory):
+    """llama.cpp itself, to run the GGUF export: node-llama-cpp's prebuilt linux-x64 binaries of ggml-org/llama.cpp
+    (no compiler, no GPU), installed from npm at the versions tests/llama_cpp/package-lock.json pins (npm checks
+    their sha512). llama-cpp-python, the Python binding, builds llama.cpp from source: over 15 minutes on 2 cores."""
+    if not (sys.platform == "linux" and platform.machine() == "x86_64"):
+        pytest.skip("llama.cpp's prebuilt binaries here are linux-x64's; the GGUF is checked with gguf's reader above")
+    if not shutil.which("npm"):
+        pytest.skip("the llama.cpp check needs node and npm (Debian: apt-get install nodejs npm)")
+    folder = tmp_path_factory.mktemp("llama-cpp")
+    for name in ("package.json", "package-lock.json", "complete.mjs"):
+        shutil.copy(REPO / "tests" / "llama_cpp" / name, folder / name)
+    install = ["npm", "install", "--omit=optional", "--ignore-scripts", "--no-audit", "--no-fund"]
+    proc = subprocess.run(install, cwd=folder, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, explain(proc, "npm install of node-llama-cpp")
+    return folder
+
+
+@pytest.mark.parametrize("quant", ["f16", "q8_0"])
+def test_gguf_export_runs_in_llama_cpp_and_reverses_as_the_run_does(shipped_run, tmp_path, llama_cpp, quant):
+    """The GGUF loaded by llama.cpp (as Ollama and LM Studio load it): greedy completions of the chat prompt equal the
+    run's answers. Found by it: a SentencePiece-style vocabulary without byte tokens made llama.cpp abort while
+    loading (std::out_of_range: its byte fallback looks up <0x0A> and the like)."""
+    run_cli("export", shipped_run, "--out", tmp_path / "gguf", "--format", "gguf", "--quant", quant)
+    prompts = [f"<|user|>reverse: {word}<|end|><|assistant|>" for word in ("hello", "planet")]  # the chat template's
+    command = ["node", llama_cpp / "complete.mjs", tmp_path / "gguf" / f"default-{quant}.gguf", *prompts]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, explain(proc, "llama.cpp (node-llama-cpp) on the GGUF export")
+    answer = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert answer == {"architecture": "llama", "context": 128, "completions": ["olleh", "tenalp"]}, answer

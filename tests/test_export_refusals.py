@@ -39,10 +39,17 @@ def test_gguf_refuses_a_tokenizer_that_is_not_the_character_one(tmp_path, minilm
         write_gguf(model, tok, tmp_path / "x.gguf", "f16")
 
 
-def test_gguf_refuses_a_vocabulary_with_the_sentencepiece_space_mark(tmp_path):
-    tok = build_char_tokenizer(["a\u2581b"])  # the mark GGUF's space becomes: the two would be one token
-    with pytest.raises(UserError, match="is not one character"):
-        write_gguf(tiny("llama", tok, **LLAMA), tok, tmp_path / "x.gguf", "f16")
+def test_gguf_writes_the_sentencepiece_space_mark_and_the_space_as_two_tokens(tmp_path):
+    """With SentencePiece's vocabulary the space was written as its mark, so a text holding the mark was refused (the
+    two would be one token); in byte-level BPE the space is "Ġ" and the mark its three bytes: both written, apart."""
+    import gguf
+
+    tok = build_char_tokenizer(["a\u2581b c"])
+    write_gguf(tiny("llama", tok, **LLAMA), tok, tmp_path / "x.gguf", "f16")
+    field = gguf.GGUFReader(tmp_path / "x.gguf").fields["tokenizer.ggml.tokens"]
+    tokens = [field.contents(i) for i in range(len(field.data))]
+    mark, space = tokens[tok.convert_tokens_to_ids("\u2581")], tokens[tok.convert_tokens_to_ids(" ")]
+    assert space == "\u0120" and len(mark) == 3 and tokens.count(mark) == tokens.count(space) == 1, (mark, space)
 
 
 def test_export_target_that_is_a_file_or_a_full_folder_is_refused(tmp_path):
@@ -74,3 +81,21 @@ def test_invoke_export_and_serve_plan_the_finetune_commands():
     assert proc.returncode == 0, proc.stderr
     assert ".venv/bin/finetune serve runs/x --host 127.0.0.1 --port 8001" in proc.stdout
     assert "s3cret" not in proc.stdout  # the key goes in the environment, not the echoed plan
+
+
+def test_gguf_vocabulary_is_byte_level_bpe_with_merges_only_for_characters_beyond_ascii():
+    """Each character is a token of its UTF-8 bytes in GPT-2's alphabet; a character of several bytes gets the merges
+    that join them, left to right, so llama.cpp's BPE finds it whole; special tokens keep their text."""
+    import gguf
+
+    from finetune.gguf_export import byte_level, merges, vocabulary
+
+    tokenizer = build_char_tokenizer(["reverse: café €"])
+    pieces, types = vocabulary(tokenizer)
+    by_text = dict(zip([tokenizer.convert_ids_to_tokens(i) for i in range(len(pieces))], zip(pieces, types)))
+    assert by_text[" "] == ("\u0120", gguf.TokenType.NORMAL) and by_text["a"] == ("a", gguf.TokenType.NORMAL)
+    assert by_text["é"][0] == "\u00c3\u00a9" == byte_level("é")  # 0xC3 0xA9, both printable Latin-1 in the alphabet
+    assert by_text["€"][0] == byte_level("€") and len(byte_level("€")) == 3  # 0xE2 0x82 0xAC: 0x82 moves up
+    assert by_text[tokenizer.eos_token][1] == gguf.TokenType.CONTROL and by_text[tokenizer.eos_token][0] == "<|end|>"
+    euro = byte_level("€")
+    assert merges(pieces, types) == ["\u00c3 \u00a9", f"{euro[0]} {euro[1]}", f"{euro[:2]} {euro[2]}"]

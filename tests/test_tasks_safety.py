@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from fakes import docker_calls, fake_host
+from fakes import docker_calls, fake_host, record_variable
 
 from conftest import REPO, invoke, plain
 
@@ -156,14 +156,7 @@ def test_lab_token_is_not_in_the_plan(tmp_path):
 def test_lab_token_reaches_docker_only_through_its_environment(tmp_path, how):
     """A FAKE docker client that also records the JUPYTER_TOKEN it was started with."""
     env = fake_host(tmp_path, None)
-    client = tmp_path / "fakebin" / "recording-docker"
-    client.write_text(
-        "#!/bin/sh\n# FAKE docker wrapper: records $JUPYTER_TOKEN, then the fake docker\n"
-        f'echo "$JUPYTER_TOKEN" >> {shlex.quote(str(tmp_path / "token.log"))}\n'
-        f'exec {shlex.quote(env["INVOKE_DOCKER_CLIENT"])} "$@"\n'
-    )
-    client.chmod(0o755)
-    env["INVOKE_DOCKER_CLIENT"] = str(client)
+    log = record_variable(env, tmp_path, "JUPYTER_TOKEN")
     args = ["lab", "--token", "lab-secret-790"] if how == "flag" else ["lab"]
     if how == "environment":
         env["JUPYTER_TOKEN"] = "lab-secret-790"
@@ -171,7 +164,7 @@ def test_lab_token_reaches_docker_only_through_its_environment(tmp_path, how):
     assert proc.returncode == 0, proc.stderr
     run = next(call for call in docker_calls(tmp_path) if call.startswith("run "))
     assert "lab-secret-790" not in " ".join(docker_calls(tmp_path)) and "--env JUPYTER_TOKEN " in run
-    assert (tmp_path / "token.log").read_text().splitlines()[-1] == "lab-secret-790"
+    assert log.read_text().splitlines()[-1] == "lab-secret-790"
     assert "lab-secret-790" not in proc.stdout + proc.stderr  # the user gave it: never echoed
 
 

@@ -6,11 +6,23 @@ from __future__ import annotations
 import json
 import shutil
 import signal
+import subprocess
 import sys
 
 import pytest
 
-from conftest import DEFAULT_CONFIG, REPO, SHORT, read_json, rel_diff, run_cli, start_cli, wait_for_step
+from conftest import (
+    DEFAULT_CONFIG,
+    REPO,
+    SHORT,
+    cli_env,
+    explain,
+    read_json,
+    rel_diff,
+    run_cli,
+    start_cli,
+    wait_for_step,
+)
 from finetune.trainer import STAGING
 
 pytestmark = pytest.mark.slow
@@ -130,7 +142,24 @@ def test_lora_on_a_tiny_model_from_a_local_directory(tmp_path, reference_run):
     assert json.loads(run_cli("eval", out).stdout)["eval_accuracy"] == pytest.approx(lora["eval_accuracy"])
 
 
-def test_pretrained_minilm_beats_random_init_on_held_out_words(tmp_path, minilm_dir):
+# A fresh interpreter with transformers alone (finetune and PEFT blocked): the exported classifier scores a JSONL file.
+CLASSIFY = """
+import json, sys
+sys.modules["finetune"] = sys.modules["peft"] = None
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+folder, data = sys.argv[1], sys.argv[2]
+tok, model = AutoTokenizer.from_pretrained(folder), AutoModelForSequenceClassification.from_pretrained(folder)
+rows = [json.loads(line) for line in open(data)]
+with torch.no_grad():
+    batch = tok([r["text"] for r in rows], padding=True, truncation=True, max_length=32, return_tensors="pt")
+    predicted = model(**batch).logits.argmax(-1).tolist()
+right = sum(model.config.id2label[p] == r["label"] for p, r in zip(predicted, rows))
+print(json.dumps([type(model).__name__, model.config.id2label, right / len(rows)]))
+"""
+
+
+def test_pretrained_minilm_beats_random_init_on_held_out_words_and_exports(tmp_path, minilm_dir):
     common = ["--set", "eval.metric=accuracy", "--set", "training.epochs=3"]
     cfg = REPO / "configs" / "classification.yaml"
     run_cli("train", cfg, "--output-dir", tmp_path / "pretrained", *common, "--set", f"model.name_or_path={minilm_dir}")
@@ -157,6 +186,14 @@ def test_pretrained_minilm_beats_random_init_on_held_out_words(tmp_path, minilm_
     assert pre["eval_accuracy"] >= rnd["eval_accuracy"] + 0.2, (pre["eval_accuracy"], rnd["eval_accuracy"])
     rescored = json.loads(run_cli("eval", tmp_path / "pretrained").stdout)  # the saved model, scored again
     assert rescored["metric"] == "accuracy" and rescored["eval_accuracy"] == pytest.approx(pre["eval_accuracy"])
+    # exported (issue 27), the classifier and its label names load with transformers alone and score the same
+    run_cli("export", tmp_path / "pretrained", "--out", tmp_path / "export")
+    proc = subprocess.run([sys.executable, "-c", CLASSIFY, tmp_path / "export", REPO / "data/sentiment/eval.jsonl"],
+                          cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, explain(proc, "the fresh transformers-only process")
+    name, id2label, accuracy = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert name == "BertForSequenceClassification" and id2label == {"0": "negative", "1": "positive"}, id2label
+    assert accuracy == pytest.approx(pre["eval_accuracy"]), (accuracy, pre["eval_accuracy"])
 
 
 def test_classification_without_an_eval_file_trains_and_says_there_is_no_eval(tmp_path, minilm_dir):

@@ -124,13 +124,30 @@ def cmd_train(args) -> int:
     from finetune.config import load_config
 
     cfg = load_config(args.config, args.overrides)  # before importing torch: config errors answer at once
+    body = preference_body(cfg)  # dpo, kto, grpo: every data row checked, before torch and trl are imported
     from finetune.run import train
 
     if note := no_gpu_note():
         print(note, flush=True)
     run_dir = Path(args.output_dir) if args.output_dir else default_run_dir(cfg.name, args.resume)
-    _, code = train(cfg, run_dir, resume=args.resume, argv=sys.argv, allow_config_change=args.allow_config_change)
+    _, code = train(
+        cfg, run_dir, resume=args.resume, argv=sys.argv, allow_config_change=args.allow_config_change, body=body
+    )
     return code
+
+
+def preference_body(cfg):
+    """The run body of a dpo, kto or grpo config (finetune.prefrun.run_body) after its cheap checks; None for SFT."""
+    from finetune.config import PREFERENCE_TASKS
+
+    if cfg.task not in PREFERENCE_TASKS:
+        return None
+    from finetune.prefdata import check
+
+    check(cfg)
+    from finetune.prefrun import run_body
+
+    return run_body
 
 
 def no_gpu_note() -> str | None:
@@ -162,12 +179,16 @@ def default_run_dir(name: str, resume: bool, root: Path = Path("runs")) -> Path:
 
 
 def cmd_eval(args) -> int:
+    from finetune.config import PREFERENCE_TASKS
     from finetune.evaluate import task_metric
     from finetune.resolve import resolve_metric
     from finetune.rundata import load_eval_data
 
     run_dir = Path(args.run_dir)
     manifest, cfg = load_run(run_dir)
+    if cfg.task in PREFERENCE_TASKS:  # their metric needs the reference model or the rewards: not re-scored here yet
+        raise UserError(f"{run_dir}: finetune eval does not re-score {cfg.task} runs yet; their summary.json has the "
+                        "metric before and after training (initial_eval_accuracy, eval_accuracy)")  # fmt: skip
     model, tokenizer = load_model(run_dir, cfg.task)
     evals, labels = load_eval_data(cfg, run_dir, manifest, model.config.id2label)
     if not evals:
@@ -227,7 +248,7 @@ def cmd_reproduce(args) -> int:
     if manifest.get("git", {}).get("dirty"):
         print("[finetune] note: the original run was made from a dirty tree; code may differ", flush=True)
     out = Path(args.output_dir or f"{str(run_dir).rstrip('/')}-reproduce")
-    after, code = train(cfg, out, argv=sys.argv)
+    after, code = train(cfg, out, argv=sys.argv, body=preference_body(cfg))
     if code:
         return code
     rows = [(k, before.get(k), after.get(k), before.get(k) == after.get(k)) for k in COMPARED]

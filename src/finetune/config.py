@@ -17,6 +17,7 @@ from finetune.datafiles import MAX_RECORD_BYTES
 from finetune.errors import ConfigError
 from finetune.formats import check_columns
 from finetune.names import name_problem
+from finetune.rewards import reward_problem
 from finetune.typedyaml import apply_overrides, build, parse_yaml, where
 
 
@@ -24,6 +25,13 @@ from finetune.typedyaml import apply_overrides, build, parse_yaml, where
 class ModelConfig:
     name_or_path: str | None = None  # a hub id or a local directory, loaded with from_pretrained
     config: dict | None = None  # or build from scratch: {model_type: llama, hidden_size: 128, ...}
+    # or start from an earlier run of this workspace (its model/ and tokenizer): runs/default (dpo, kto, grpo)
+    from_run: str | None = None
+
+    def source(self) -> str | None:
+        """Where from_pretrained loads the model (and, unless tokenizer.name_or_path says, its tokenizer)."""
+        return self.name_or_path or (f"{self.from_run.rstrip('/')}/model" if self.from_run else None)
+
     # auto: flash_attention_2 (if installed) or flex_attention for packed rows on a GPU, sdpa otherwise (resolve.py)
     attn_implementation: Literal["auto", "sdpa", "eager", "flex_attention", "flash_attention_2"] = "auto"
     # weights' dtype. auto: bfloat16 for a frozen LoRA base under bf16 precision (no fp32 master copy needed),
@@ -95,16 +103,46 @@ class TrainingConfig:
 
 @dataclass
 class EvalConfig:
-    metric: Literal["auto", "exact_match", "accuracy", "none"] = "auto"  # auto: exact_match (causal_lm), accuracy
+    # auto: exact_match (causal_lm), accuracy (classification), preference_accuracy (dpo, kto), mean_reward (grpo)
+    metric: Literal["auto", "exact_match", "accuracy", "preference_accuracy", "mean_reward", "none"] = "auto"
     max_new_tokens: int = 32
     batch_size: int = 64
     max_samples: int | None = None
 
 
 @dataclass
+class PreferenceConfig:
+    """dpo and kto (TRL's DPOTrainer, KTOTrainer): how far the policy may move from the reference model."""
+
+    beta: float = 0.1  # the KL penalty's weight: smaller lets the policy drift further from the reference
+
+
+@dataclass
+class GrpoConfig:
+    """grpo (TRL's GRPOTrainer): the completions sampled per prompt and scored by reward.functions."""
+
+    num_generations: int = 8  # completions per prompt; the advantage is a reward relative to its group's mean
+    max_completion_length: int = 32
+    temperature: float = 1.0
+
+
+@dataclass
+class RewardConfig:
+    """grpo's rewards: built-in names (finetune.rewards.BUILTIN) or user code as module:function, TRL's signature."""
+
+    functions: list[str] = field(default_factory=list)
+    weights: list[float] | None = None  # one per function (default: 1 each); the reward is their weighted sum
+    reference_field: str = "reference"  # the column exact_match, char_match and length_penalty compare against
+    pattern: str | None = None  # format: the regular expression a completion must match in full
+
+
+PREFERENCE_TASKS = ("dpo", "kto", "grpo")  # run on TRL's trainers (finetune.prefrun)
+
+
+@dataclass
 class RunConfig:
     name: str = "run"
-    task: Literal["causal_lm", "classification"] = "causal_lm"
+    task: Literal["causal_lm", "classification", "dpo", "kto", "grpo"] = "causal_lm"
     seed: int = 42
     model: ModelConfig = field(default_factory=ModelConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
@@ -112,6 +150,9 @@ class RunConfig:
     lora: LoraConfig = field(default_factory=LoraConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    preference: PreferenceConfig = field(default_factory=PreferenceConfig)
+    grpo: GrpoConfig = field(default_factory=GrpoConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
     # experiment trackers (finetune.tracking): each gets the config, metrics, summary, artifacts and provenance tags
     tracking: list[Literal["tensorboard", "mlflow", "wandb"]] = field(default_factory=lambda: ["tensorboard"])
 
@@ -162,13 +203,21 @@ def _check_values(cfg: RunConfig) -> None:
         fail("data.columns", problem)
     if cfg.data.format != "auto" and (cfg.task == "classification") != (cfg.data.format == "text_label"):
         fail("data.format", f"{cfg.data.format} does not apply to task {cfg.task}")
-    if bool(cfg.model.name_or_path) == bool(cfg.model.config):
+    if cfg.task in PREFERENCE_TASKS:
+        _check_preference(cfg, fail)
+    if sum(map(bool, (cfg.model.name_or_path, cfg.model.config, cfg.model.from_run))) != 1:
         fail(
-            "model", "set exactly one of model.name_or_path (hub id or directory) and model.config (build from scratch)"
+            "model",
+            "set exactly one of model.name_or_path (hub id or directory), model.config (build from scratch) and "
+            "model.from_run (an earlier run of this workspace)",
         )
+    if cfg.model.from_run and cfg.task not in PREFERENCE_TASKS:
+        fail("model.from_run", f"applies to tasks {', '.join(PREFERENCE_TASKS)}; allowed here: model.name_or_path")
     if cfg.model.config and "model_type" not in cfg.model.config:
         fail("model.config", "needs a model_type (for example llama)")
-    if not cfg.tokenizer.build_from_data and not (cfg.tokenizer.name_or_path or cfg.model.name_or_path):
+    if not cfg.tokenizer.build_from_data and not (
+        cfg.tokenizer.name_or_path or cfg.model.name_or_path or cfg.model.from_run
+    ):
         fail(
             "tokenizer",
             "set tokenizer.name_or_path or tokenizer.build_from_data: true when the model is built from a config",
@@ -220,8 +269,46 @@ def _check_values(cfg: RunConfig) -> None:
     if len(set(cfg.tracking)) != len(cfg.tracking):
         fail("tracking", f"got {cfg.tracking}; name each tracker once")
     metric = cfg.eval.metric
-    if (cfg.task, metric) in {("causal_lm", "accuracy"), ("classification", "exact_match")}:
-        fail("eval.metric", f"{metric} does not apply to task {cfg.task}")
+    if metric not in ("auto", "none", *TASK_METRICS[cfg.task]):
+        allowed = ", ".join(("auto", "none", *TASK_METRICS[cfg.task]))
+        fail("eval.metric", f"got {metric}; allowed for task {cfg.task}: {allowed}")
+
+
+# The eval.metric values each task can compute; the first is what auto means (finetune.resolve.resolve_metric)
+TASK_METRICS = {
+    "causal_lm": ("exact_match",),
+    "classification": ("accuracy",),
+    "dpo": ("preference_accuracy",),
+    "kto": ("preference_accuracy",),
+    "grpo": ("mean_reward", "exact_match"),
+}
+
+
+def _check_preference(cfg: RunConfig, fail) -> None:
+    """The rules of dpo, kto and grpo: their data layouts are their own, and grpo needs its rewards."""
+    if cfg.data.format != "auto" or cfg.data.columns or cfg.data.packing:
+        key = "data.format" if cfg.data.format != "auto" else "data.columns" if cfg.data.columns else "data.packing"
+        fail(key, f"does not apply to task {cfg.task} (its rows are read by layout: docs/preference.md)")
+    if cfg.tokenizer.build_from_data:
+        fail("tokenizer.build_from_data", f"task {cfg.task} keeps the tokenizer of the model it starts from")
+    if not math.isfinite(cfg.preference.beta) or cfg.preference.beta <= 0:
+        fail("preference.beta", f"got {cfg.preference.beta}; allowed: a number > 0")
+    if cfg.task != "grpo":
+        if cfg.reward.functions:
+            fail("reward.functions", f"got {cfg.reward.functions}; allowed: none for task {cfg.task} (grpo only)")
+        return
+    if problem := reward_problem(cfg.reward):
+        fail(*problem)
+    g = cfg.grpo
+    if g.num_generations < 2:
+        fail("grpo.num_generations", f"got {g.num_generations}; allowed: an integer >= 2 (advantages compare them)")
+    if g.max_completion_length < 1:
+        fail("grpo.max_completion_length", f"got {g.max_completion_length}; allowed: an integer >= 1")
+    if not (math.isfinite(g.temperature) and g.temperature > 0):
+        fail("grpo.temperature", f"got {g.temperature}; allowed: a number > 0")
+    if cfg.training.batch_size % g.num_generations:
+        fail("training.batch_size", f"got {cfg.training.batch_size}; allowed: a multiple of grpo.num_generations "
+             f"({g.num_generations}): each batch holds whole groups of completions")  # fmt: skip
 
 
 def from_dict(data: dict, source: str = "<config>", lines: dict | None = None) -> RunConfig:

@@ -25,6 +25,11 @@ class DataError(UserError):
         super().__init__(f"{where}: {message}")
 
 
+class RewardError(UserError):
+    """A grpo reward function raised or returned something other than one number per completion (finetune.rewards):
+    the run stops in one line naming the function; the checkpoints already written stay."""
+
+
 class StorageError(UserError):
     """Writing the run directory failed (disk full, read-only, permission denied): distinct exit code, one line."""
 

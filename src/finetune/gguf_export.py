@@ -4,9 +4,13 @@ own writer, gguf-py). The tensors are named and laid out the way llama.cpp's con
 one line instead of written half-right.
 
 What fits: a Llama-architecture model (the default's model.config) with the run's character tokenizer. The tokenizer
-is written as llama.cpp's SentencePiece-style vocabulary ("llama" model): every character a piece of its own, the
-space as SentencePiece's "▁", no merges needed; the special and role tokens as control tokens. A pretrained BPE
-tokenizer (a hub model) is out of scope: the HF export and llama.cpp's convert_hf_to_gguf.py handle it.
+is written as a byte-level BPE vocabulary (llama.cpp's "gpt2" model, as Llama 3 and Qwen ship): every character a
+token whose text is its UTF-8 bytes in GPT-2's byte-to-unicode alphabet (the space is "Ġ"), merges only to join the
+bytes of a character outside ASCII; the special and role tokens as control tokens. Not SentencePiece's "llama" model:
+llama.cpp's SentencePiece tokenizer falls back to the 256 byte tokens <0x00>..<0xFF> for anything outside the
+vocabulary, and aborts the process while loading a vocabulary that lacks them (it looks up the newline's; found by
+running the export in llama.cpp, tests/test_export.py); byte-level BPE skips a byte it has no token for instead. A
+pretrained BPE tokenizer (a hub model) is out of scope: the HF export and llama.cpp's convert_hf_to_gguf.py handle it.
 """
 
 from __future__ import annotations
@@ -18,7 +22,6 @@ import numpy as np
 
 from finetune.errors import UserError
 
-SPACE = "\u2581"  # SentencePiece's word-boundary mark: llama.cpp turns spaces into it before it looks pieces up
 TYPES = {"f16": ("F16", "MOSTLY_F16"), "q8_0": ("Q8_0", "MOSTLY_Q8_0")}
 
 
@@ -28,8 +31,22 @@ def refuse(why: str) -> UserError:
     )
 
 
+def byte_alphabet() -> dict[int, str]:
+    """GPT-2's byte-to-unicode table: each byte a printable character (printable ASCII and Latin-1 stand for
+    themselves, the rest move up from U+0100), the alphabet byte-level BPE vocabularies are written in."""
+    kept = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    moved = [b for b in range(256) if b not in kept]
+    return {**{b: chr(b) for b in kept}, **{b: chr(256 + i) for i, b in enumerate(moved)}}
+
+
+def byte_level(text: str) -> str:
+    """text as a byte-level BPE vocabulary holds it: its UTF-8 bytes in GPT-2's alphabet (" " is "Ġ")."""
+    alphabet = byte_alphabet()
+    return "".join(alphabet[b] for b in text.encode())
+
+
 def vocabulary(tokenizer) -> tuple[list[str], list[int]]:
-    """(pieces, token types) in id order for the character tokenizer, or a one-line refusal."""
+    """(token texts, token types) in id order for the character tokenizer, or a one-line refusal."""
     import gguf
 
     spec = json.loads(tokenizer.backend_tokenizer.to_str())
@@ -41,16 +58,37 @@ def vocabulary(tokenizer) -> tuple[list[str], list[int]]:
     for text, i in vocab.items():
         if text in special:
             pieces[i], types[i] = text, gguf.TokenType.CONTROL
-        elif len(text) != 1 or text == SPACE:
+        elif len(text) != 1:
             raise refuse(f"token {text!r} is not one character; the GGUF vocabulary maps characters")
         else:
-            pieces[i], types[i] = SPACE if text == " " else text, gguf.TokenType.NORMAL
+            pieces[i], types[i] = byte_level(text), gguf.TokenType.NORMAL
     if "" in pieces:
         raise refuse("the tokenizer's ids have gaps")
     unk = tokenizer.unk_token
     if unk in vocab:
         types[vocab[unk]] = gguf.TokenType.UNKNOWN
     return pieces, [int(t) for t in types]
+
+
+def merges(pieces: list[str], types: list[int]) -> list[str]:
+    """The BPE merges that join the bytes of each character outside ASCII back into its token ("a b" joins a and b),
+    left to right; an ASCII character is one byte and needs none. llama.cpp refuses a file without merges and gguf
+    writes no empty list, so an all-ASCII vocabulary gets one merge that never applies: two control tokens, which
+    llama.cpp splits off before BPE sees the text."""
+    import gguf
+
+    out: list[str] = []
+    for piece, kind in zip(pieces, types):
+        if kind != gguf.TokenType.NORMAL:
+            continue
+        for end in range(2, len(piece) + 1):
+            merge = f"{piece[: end - 1]} {piece[end - 1]}"
+            if merge not in out:
+                out.append(merge)
+    control = [p for p, kind in zip(pieces, types) if kind == gguf.TokenType.CONTROL]
+    if not out and control:
+        out.append(f"{control[0]} {control[0]}")
+    return out
 
 
 def rope_interleaved(weight: np.ndarray, heads: int) -> np.ndarray:
@@ -118,18 +156,18 @@ def write_gguf(model, tokenizer, path: Path, quant: str) -> str:
     writer.add_rope_freq_base(rope_theta(config))
     writer.add_layer_norm_rms_eps(config.rms_norm_eps)
     writer.add_vocab_size(len(pieces))
-    writer.add_tokenizer_model("llama")
+    writer.add_tokenizer_model("gpt2")  # byte-level BPE (module docstring: why not SentencePiece's "llama")
     writer.add_tokenizer_pre("default")
     writer.add_token_list(pieces)
-    writer.add_token_scores([0.0] * len(pieces))
     writer.add_token_types(types)
+    writer.add_token_merges(merges(pieces, types))
     writer.add_bos_token_id(tokenizer.bos_token_id)
     writer.add_eos_token_id(tokenizer.eos_token_id)
     writer.add_unk_token_id(tokenizer.unk_token_id)
     writer.add_pad_token_id(tokenizer.pad_token_id)
     writer.add_add_bos_token(False)  # as the run trained and `finetune generate` prompts: no <s> before the prompt
     writer.add_add_eos_token(False)
-    writer.add_add_space_prefix(False)  # a character vocabulary: no SentencePiece word-start space before the text
+    writer.add_add_space_prefix(False)  # no word-start space before the text: the run never had one
     if tokenizer.chat_template:
         writer.add_chat_template(tokenizer.chat_template)
     for name, array in gguf_tensors(model):

@@ -19,15 +19,19 @@ from finetune.safefiles import write_errors
 
 
 def _auto_class(task: str):
-    return AutoModelForCausalLM if task == "causal_lm" else AutoModelForSequenceClassification
+    return AutoModelForSequenceClassification if task == "classification" else AutoModelForCausalLM  # dpo...: LMs
 
 
 BASE = "base"  # a LoRA run's folder for the base it started from, when no hub id or directory names it
 
 
-def build_model(cfg: RunConfig, settings: Settings, tokenizer, labels: list[str] | None = None, base_dir=None):
+def build_model(
+    cfg: RunConfig, settings: Settings, tokenizer, labels: list[str] | None = None, base_dir=None, lora: bool = True
+):
     """The run's model; with LoRA on a model built from model.config, its fresh base weights are saved once to
-    base_dir (the adapter names no base: without them, the run's model could never be loaded again)."""
+    base_dir (the adapter names no base: without them, the run's model could never be loaded again). With lora=False
+    the LoRA adapter is left to the caller (TRL's trainers take its config, so that their reference model is the base
+    with the adapter disabled: lora_config)."""
     auto = _auto_class(cfg.task)
     load = {"attn_implementation": settings.attn_implementation, "dtype": getattr(torch, settings.dtype)}
     extra = {}
@@ -62,11 +66,12 @@ def build_model(cfg: RunConfig, settings: Settings, tokenizer, labels: list[str]
     else:
         try:
             model = auto.from_pretrained(
-                cfg.model.name_or_path, **load, **extra, **(_quantized(cfg, settings) if cfg.lora.quantization else {})
+                cfg.model.source(), **load, **extra, **(_quantized(cfg, settings) if cfg.lora.quantization else {})
             )
         except OSError as e:
             raise LoadError(
-                f"model.name_or_path: cannot load {cfg.model.name_or_path!r}: {str(e).splitlines()[0]}"
+                f"model.{'from_run' if cfg.model.from_run else 'name_or_path'}: cannot load {cfg.model.source()!r}: "
+                f"{str(e).splitlines()[0]}"
             ) from None
         if len(tokenizer) > model.get_input_embeddings().num_embeddings:
             model.resize_token_embeddings(len(tokenizer))
@@ -81,7 +86,7 @@ def build_model(cfg: RunConfig, settings: Settings, tokenizer, labels: list[str]
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=cfg.training.gradient_checkpointing and not cfg.training.fsdp
         )
-    if cfg.lora.enabled:
+    if cfg.lora.enabled and lora:
         model = apply_lora(cfg, model)
     return model
 
@@ -119,19 +124,23 @@ def process_device(settings: Settings) -> str:
     return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if settings.device == "cuda" else "cpu"
 
 
-def apply_lora(cfg: RunConfig, model):
-    from peft import LoraConfig, TaskType, get_peft_model
+def lora_config(cfg: RunConfig):
+    from peft import LoraConfig, TaskType
 
-    task_type = TaskType.CAUSAL_LM if cfg.task == "causal_lm" else TaskType.SEQ_CLS
-    lora = LoraConfig(
-        task_type=task_type,
+    return LoraConfig(
+        task_type=TaskType.SEQ_CLS if cfg.task == "classification" else TaskType.CAUSAL_LM,
         r=cfg.lora.r,
         lora_alpha=cfg.lora.alpha,
         lora_dropout=cfg.lora.dropout,
         target_modules=cfg.lora.target_modules,
     )
+
+
+def apply_lora(cfg: RunConfig, model):
+    from peft import get_peft_model
+
     try:
-        return get_peft_model(model, lora)
+        return get_peft_model(model, lora_config(cfg))
     except ValueError as e:
         raise ConfigError(f"lora.target_modules: {str(e).splitlines()[0]}") from None
 
@@ -157,7 +166,7 @@ def load_trained(model_dir: Path, task: str):
     from peft import AutoPeftModelForCausalLM, AutoPeftModelForSequenceClassification, PeftModel
 
     if json.loads(adapter.read_text()).get("base_model_name_or_path"):  # a hub id or directory: PEFT loads it
-        auto = AutoPeftModelForCausalLM if task == "causal_lm" else AutoPeftModelForSequenceClassification
+        auto = AutoPeftModelForSequenceClassification if task == "classification" else AutoPeftModelForCausalLM
         return auto.from_pretrained(model_dir)
     base_dir = model_dir.parent / BASE  # a base built from model.config: the run kept it
     if not (base_dir / "config.json").exists():

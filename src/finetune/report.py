@@ -69,5 +69,9 @@ def human_summary(summary: dict, run_dir: Path) -> str:
         before = summary.get("initial_eval_accuracy")
         prefix = f"{before:.3f} before -> " if before is not None else ""
         lines.append(f"eval accuracy {prefix}{summary['eval_accuracy']:.3f}  ({summary.get('metric')})")
+    if summary.get("eval_exact_match") is not None:  # grpo: beside its mean reward
+        before = summary.get("initial_eval_exact_match")
+        prefix = f"{before:.3f} before -> " if before is not None else ""
+        lines.append(f"exact match   {prefix}{summary['eval_exact_match']:.3f}")
     lines += [f"throughput    {fmt('tokens_per_second', ',.0f')} tokens/s", f"run dir       {run_dir}"]
     return "\n".join(lines)

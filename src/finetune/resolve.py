@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import torch
 
 from finetune import datafiles, tracking
-from finetune.config import RunConfig, config_error
+from finetune.config import PREFERENCE_TASKS, TASK_METRICS, RunConfig, config_error
+from finetune.prefdata import check_from_run
 
 # Our optimizer names -> the Trainer's `optim` names
 OPTIMIZERS = {"adamw": "adamw_torch", "adamw_fused": "adamw_torch_fused", "adamw_8bit": "adamw_bnb_8bit"}
@@ -64,6 +65,9 @@ def resolve(cfg: RunConfig, world_size: int = 1, cuda: bool | None = None) -> Se
     _check_levers(cfg, cuda)
     tracking.check(cfg.tracking, lambda message: config_error(cfg, "tracking", message))
     _check_data_readers(cfg)
+    if cfg.task in PREFERENCE_TASKS:
+        _need_package(cfg, "task", "trl", "trl")
+        check_from_run(cfg)
     return Settings(
         device="cuda" if cuda else "cpu",
         precision=precision,
@@ -197,7 +201,8 @@ def _per_device_batch(cfg: RunConfig, world_size: int) -> int:
 
 
 def resolve_metric(cfg: RunConfig) -> str:
-    """eval.metric with auto decided: exact_match for causal_lm, accuracy for classification."""
+    """eval.metric with auto decided: exact_match for causal_lm, accuracy for classification, preference_accuracy
+    for dpo and kto, mean_reward for grpo (config.TASK_METRICS)."""
     if cfg.eval.metric != "auto":
         return cfg.eval.metric
-    return "exact_match" if cfg.task == "causal_lm" else "accuracy"
+    return TASK_METRICS[cfg.task][0]

@@ -6,7 +6,6 @@ Run directory layout (runs/<name>/ or --output-dir):
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 import time
@@ -14,14 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from transformers import TrainingArguments, set_seed
-from transformers.trainer import TRAINER_STATE_NAME
-from transformers.trainer_callback import ProgressCallback, TrainerState
-from transformers.trainer_utils import TrainOutput
+from transformers.trainer_callback import ProgressCallback
 from transformers.utils import logging as transformers_logging
 
-from finetune import checkpoints, features, tracking
+from finetune import features, tracking
 from finetune.checkpoints import storage_errors
 from finetune.config import RunConfig, config_error
 from finetune.evaluate import classification_accuracy, task_metric
@@ -29,8 +25,9 @@ from finetune.manifest import build_manifest
 from finetune.modeling import BASE, build_model, count_parameters
 from finetune.report import human_summary, plot_loss, read_metrics, write_json
 from finetune.resolve import OPTIMIZERS, Settings, resolve
+from finetune.resuming import run_training
 from finetune.rundata import RunData, build_data, carry_eval_data
-from finetune.rundir import RunDirError, open_run_dir
+from finetune.rundir import open_run_dir
 from finetune.trainer import FinetuneTrainer, GracefulStop, MetricsLog, QuietProgress
 
 
@@ -42,10 +39,11 @@ def is_main() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def training_arguments(cfg: RunConfig, settings: Settings, run_dir: Path, has_eval: bool) -> TrainingArguments:
+def training_arguments(cfg: RunConfig, settings: Settings, run_dir: Path, has_eval: bool, args_class=None, **extra):
+    """The Trainer's arguments (a TrainingArguments, or args_class: TRL's DPOConfig and the like, given extra)."""
     t = cfg.training
     eval_strategy = "no" if not has_eval else ("steps" if t.eval_steps else "epoch")
-    return TrainingArguments(
+    arguments = dict(
         output_dir=str(run_dir),
         seed=cfg.seed,
         data_seed=cfg.seed,
@@ -79,6 +77,7 @@ def training_arguments(cfg: RunConfig, settings: Settings, run_dir: Path, has_ev
         use_liger_kernel=t.liger_kernel,
         **memory_levers(cfg),
     )
+    return (args_class or TrainingArguments)(**{**arguments, **extra})
 
 
 def memory_levers(cfg: RunConfig) -> dict:
@@ -111,7 +110,7 @@ def collator(cfg: RunConfig, settings: Settings, tokenizer) -> features.Collator
 
 def build_trainer(cfg: RunConfig, settings: Settings, run_dir: Path, model, tokenizer, train_ex, eval_ex, trackers):
     args = training_arguments(cfg, settings, run_dir, bool(eval_ex))
-    stopper = GracefulStop()
+    stopper, callbacks = run_callbacks(run_dir, trackers)
     trainer = FinetuneTrainer(
         model=model,
         args=args,
@@ -120,12 +119,9 @@ def build_trainer(cfg: RunConfig, settings: Settings, run_dir: Path, model, toke
         eval_dataset=features.ListDataset(eval_ex) if eval_ex else None,
         data_collator=collator(cfg, settings, tokenizer),
         compute_metrics=classification_accuracy if cfg.task == "classification" else None,
-        callbacks=[stopper, MetricsLog(run_dir / "metrics.jsonl"), *tracking.callbacks(trackers)],
+        callbacks=callbacks,
     )
-    trainer.remove_callback(ProgressCallback)
-    for cb in [cb for cb in trainer.callback_handler.callbacks if type(cb).__name__ == "NotebookProgressCallback"]:
-        trainer.remove_callback(cb)  # Jupyter's HTML table (by name: importing it needs IPython): QuietProgress reports
-    trainer.add_callback(QuietProgress())
+    quiet_progress(trainer)
     if cfg.training.fsdp and not trainer.is_fsdp_enabled:
         stopper.restore()
         raise config_error(
@@ -134,6 +130,20 @@ def build_trainer(cfg: RunConfig, settings: Settings, run_dir: Path, model, toke
             "accelerate did not enable FSDP: launch with torchrun (torchrun --nproc-per-node N -m finetune train ...)",
         )
     return trainer, stopper
+
+
+def run_callbacks(run_dir: Path, trackers) -> tuple[GracefulStop, list]:
+    """The stop on SIGTERM/SIGINT, and the callbacks every run's trainer gets: metrics.jsonl and the trackers."""
+    stopper = GracefulStop()
+    return stopper, [stopper, MetricsLog(run_dir / "metrics.jsonl"), *tracking.callbacks(trackers)]
+
+
+def quiet_progress(trainer) -> None:
+    """The progress bar without a printed dict per log step (QuietProgress)."""
+    trainer.remove_callback(ProgressCallback)
+    for cb in [cb for cb in trainer.callback_handler.callbacks if type(cb).__name__ == "NotebookProgressCallback"]:
+        trainer.remove_callback(cb)  # Jupyter's HTML table (by name: importing it needs IPython): QuietProgress reports
+    trainer.add_callback(QuietProgress())
 
 
 def announce(cfg: RunConfig, settings: Settings, model, n_train: int, n_eval: int, rows: int, stats: dict) -> None:
@@ -159,8 +169,9 @@ def announce(cfg: RunConfig, settings: Settings, model, n_train: int, n_eval: in
 class Hooks:
     """What a caller adds to a run without changing what it trains (the benchmarks time and profile runs with it).
 
-    trainer_ready: called with the FinetuneTrainer once it is built, before the first step: add TrainerCallbacks with
-        trainer.add_callback; trainer.tokens_trained is its own count of the real tokens trained.
+    trainer_ready: called with the FinetuneTrainer (dpo, kto, grpo: TRL's trainer) once it is built, before the first
+        step: add TrainerCallbacks with trainer.add_callback; trainer.tokens_trained is its own count of the real
+        tokens trained (SFT's trainer only).
     save_model: False leaves out the final model save, which comes after training (GBs for large shapes)."""
 
     trainer_ready: Callable[[FinetuneTrainer], None] | None = None
@@ -174,14 +185,17 @@ def train(
     argv: list[str] | None = None,
     allow_config_change=False,
     hooks: Hooks = Hooks(),  # frozen: one shared default is safe
+    body=None,
 ) -> tuple[dict, int]:
-    """Train; returns (summary, exit_code). Exit code 0, or 128+signal when stopped by SIGTERM/SIGINT."""
+    """Train; returns (summary, exit_code). Exit code 0, or 128+signal when stopped by SIGTERM/SIGINT. hooks: Hooks,
+    for every task. body: the run's steps inside its locked folder (default: SFT's; finetune.prefrun.run_body for dpo,
+    kto and grpo), called with hooks= as a keyword."""
     started = time.time()
     transformers_logging.disable_progress_bar()  # loading/saving weights bars; the training bar stays
     settings = resolve(cfg, world_size())  # every "auto" decided, every lever and tracker checked before any work
     tracking.check_reachable(cfg.tracking)  # a tracking server that does not answer: stop now, not mid-run
     with open_run_dir(cfg, run_dir, resume, allow_config_change, is_main()) as checkpoint:  # locked while we write
-        return _train(cfg, settings, run_dir, checkpoint, resume, argv or sys.argv, started, hooks=hooks)
+        return (body or _train)(cfg, settings, run_dir, checkpoint, resume, argv or sys.argv, started, hooks=hooks)
 
 
 def _train(
@@ -212,11 +226,19 @@ def _train(
         "eval_loss": None,
         "eval_accuracy": None,
     }
+    return finish(cfg, run_dir, trainer, stopper, trackers, started, summary,
+                  lambda: evaluate_run(cfg, settings, run_dir, trainer, data), hooks)  # fmt: skip
+
+
+def finish(cfg: RunConfig, run_dir: Path, trainer, stopper, trackers, started, summary: dict, evaluate, hooks: Hooks):
+    """The end of every run (SFT's, and finetune.prefrun's): the final evaluation (evaluate() returns its summary
+    keys) and model (unless hooks.save_model is False), or the status of a run a signal stopped; then summary.json,
+    loss.png and the trackers. Returns (summary, exit code)."""
     exit_code = 0
     if stopper.signum is not None:
         summary["status"], exit_code = "interrupted", 128 + stopper.signum
     else:
-        summary.update(evaluate_run(cfg, settings, run_dir, trainer, data))
+        summary.update(evaluate())
         if hooks.save_model:
             with storage_errors(run_dir / "model"):
                 trainer.save_model(str(run_dir / "model"))  # final model (or LoRA adapter) + tokenizer
@@ -233,64 +255,20 @@ def start_run(cfg: RunConfig, settings: Settings, run_dir: Path, checkpoint, arg
     if not is_main():
         return None
     if checkpoint is None:
-        with storage_errors(run_dir):
-            data.tokenizer.save_pretrained(run_dir / "tokenizer")
-            carry_eval_data(cfg, run_dir)
-            manifest = build_manifest(cfg.to_dict(), argv, [cfg.data.train_file, cfg.data.eval_file], world_size())
-            write_json(run_dir / "manifest.json", {**manifest, "resolved": settings.to_dict()})
+        write_start(cfg, settings, run_dir, argv, data.tokenizer)
     announce(cfg, settings, model, len(data.train_records), len(data.eval_records), len(data.train_ex), data.stats)
     if checkpoint is not None or settings.metric != "exact_match" or not data.eval_records:
         return None
     return task_metric(model, data.tokenizer, cfg, settings.metric, data.eval_records, data.labels)[0]
 
 
-def run_training(trainer, stopper, checkpoint) -> tuple:
-    """trainer.train, with the signal handlers restored after; returns (result, real tokens trained by all ranks)."""
-    try:
-        if checkpoint and resume_target(trainer, checkpoint) == checkpoints.saved_step(Path(checkpoint)):
-            result = finished_at(trainer, checkpoint)
-        else:
-            result = trainer.train(resume_from_checkpoint=checkpoint)
-    finally:
-        stopper.restore()
-    tokens = trainer.accelerator.reduce(  # all ranks; on the training device (NCCL has no CPU backend)
-        torch.tensor(trainer.tokens_trained, device=trainer.args.device), reduction="sum"
-    )
-    return result, int(tokens)
-
-
-def end_step(trainer) -> int:
-    """The step the run ends at, as the Trainer computes it: training.max_steps, else epochs x optimizer steps an
-    epoch (its dataloader's batches over grad_accum, rounded up)."""
-    if trainer.args.max_steps > 0:
-        return trainer.args.max_steps
-    per_epoch = math.ceil(len(trainer.get_train_dataloader()) / trainer.args.gradient_accumulation_steps)
-    return math.ceil(trainer.args.num_train_epochs * max(per_epoch, 1))
-
-
-def resume_target(trainer, checkpoint: str) -> int:
-    """The end step of a resumed run, said when the config moved it past the checkpoint's; refused (one line) when it
-    lies before the checkpoint: steps trained cannot be taken back."""
-    step, end = checkpoints.saved_step(Path(checkpoint)), end_step(trainer)
-    if end < step:
-        raise RunDirError(
-            f"{checkpoint} is at step {step}, past the end this config sets (step {end}): training.max_steps or "
-            "training.epochs can only grow on --resume; train a new --output-dir for a shorter run"
-        )
-    if end > step and checkpoints.saved_max_steps(Path(checkpoint)) < end:
-        print(f"[finetune] training on from step {step} to step {end} (the learning-rate schedule recomputed for "
-              "the new end, continuing at the checkpoint's step)", flush=True)  # fmt: skip
-    return end
-
-
-def finished_at(trainer, checkpoint: str) -> TrainOutput:
-    """Resuming from a checkpoint saved at the run's last step (a crash during the final evaluation): the Trainer
-    would train one step too many (it fast-forwards into the epoch and steps before it checks max_steps), so the
-    checkpoint's weights and state are loaded and no step is trained. train_loss: the last logged one."""
-    trainer.state = TrainerState.load_from_json(str(Path(checkpoint) / TRAINER_STATE_NAME))
-    trainer._load_from_checkpoint(checkpoint)
-    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
-    return TrainOutput(trainer.state.global_step, losses[-1] if losses else None, {"train_runtime": 0.0})
+def write_start(cfg: RunConfig, settings: Settings, run_dir: Path, argv, tokenizer) -> None:
+    """What a new run writes first: its tokenizer, its copy of the eval data and manifest.json."""
+    with storage_errors(run_dir):
+        tokenizer.save_pretrained(run_dir / "tokenizer")
+        carry_eval_data(cfg, run_dir)
+        manifest = build_manifest(cfg.to_dict(), argv, [cfg.data.train_file, cfg.data.eval_file], world_size())
+        write_json(run_dir / "manifest.json", {**manifest, "resolved": settings.to_dict()})
 
 
 def evaluate_run(cfg: RunConfig, settings: Settings, run_dir: Path, trainer, data: RunData) -> dict:

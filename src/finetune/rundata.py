@@ -81,7 +81,7 @@ def make_tokenizer(cfg: RunConfig, run_dir: Path, resume: bool, records):
         return load_tokenizer(str(saved))
     if cfg.tokenizer.build_from_data:
         return build_char_tokenizer(record_texts(records))
-    return load_tokenizer(cfg.tokenizer.name_or_path or cfg.model.name_or_path)
+    return load_tokenizer(cfg.tokenizer.name_or_path or cfg.model.source())
 
 
 def make_datasets(cfg: RunConfig, tokenizer, train, evals, labels):

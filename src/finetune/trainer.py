@@ -24,28 +24,16 @@ from finetune.errors import gpu_lost
 STAGING = ".checkpoint-staging"  # not matched by get_last_checkpoint's "checkpoint-<n>" pattern
 
 
-class FinetuneTrainer(Trainer):
-    """A Trainer whose checkpoints appear whole or not at all, and that counts real tokens."""
+class AtomicCheckpoints:
+    """Mixed in before a Trainer class (ours below; TRL's in finetune.prefrun): checkpoints that appear whole or not
+    at all, and a lost GPU said in one line."""
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.tokens_trained = 0
-        self._staging = False
-
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        num_tokens = inputs.pop("num_tokens", None)
-        if num_tokens is not None and model.training:
-            self.tokens_trained += int(num_tokens)
-        return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+    tokens_trained = 0  # real (non-pad) tokens trained on; counted where the batches say (FinetuneTrainer)
+    _staging = False
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         with gpu_guard(f"at step {self.state.global_step + 1}"):  # where a lost GPU surfaces: a step's forward/backward
             return super().training_step(model, inputs, num_items_in_batch)
-
-    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
-        inputs.pop("num_tokens", None)
-        with gpu_guard(f"in the evaluation after step {self.state.global_step}"):
-            return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
 
     def _get_output_dir(self, trial):
         run_dir = super()._get_output_dir(trial)
@@ -73,6 +61,21 @@ class FinetuneTrainer(Trainer):
                 # older checkpoints go only now, after the new one is whole and in place
                 checkpoints.rotate(run_dir, self.args.save_total_limit)
         self.accelerator.wait_for_everyone()
+
+
+class FinetuneTrainer(AtomicCheckpoints, Trainer):
+    """A Trainer whose checkpoints appear whole or not at all, and that counts real tokens."""
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        num_tokens = inputs.pop("num_tokens", None)
+        if num_tokens is not None and model.training:
+            self.tokens_trained += int(num_tokens)
+        return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        inputs.pop("num_tokens", None)
+        with gpu_guard(f"in the evaluation after step {self.state.global_step}"):
+            return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
 
 
 @contextlib.contextmanager

@@ -1,6 +1,7 @@
 """The CPU runtime and dev images built from the shipped docker/Dockerfile, on a real engine (see conftest.py for
 the harness and its stand-ins): non-root user, `invoke train --docker` with host-owned outputs, the manifest's
-image facts, code-only rebuilds, and images without caches or compilers they do not need."""
+image facts, `invoke serve --docker` on that run, code-only rebuilds, and images without caches or compilers they do
+not need."""
 
 from __future__ import annotations
 
@@ -9,14 +10,16 @@ import re
 import subprocess
 import time
 import tomllib
+from pathlib import Path
 
 import pytest
 import yaml
 
 from conftest import read_bytecode_check, run_imports_bytecode_check
 
-from .conftest import FIGURES, REPO
+from .conftest import FIGURES, REPO, free_port
 from .helpers_builds import within_budget
+from .helpers_engine import http_status
 from .helpers_workspace import printed_run_dir
 
 INVOKE_YAML = yaml.safe_load((REPO / "invoke.yaml").read_text())
@@ -47,12 +50,20 @@ def test_labels_name_revision_variant_and_lock_digest(workspace, runtime_image):
     assert re.fullmatch(r"sha256:[0-9a-f]{64}", labels["org.finetune.lock-digest"])
 
 
-def test_invoke_train_docker_runs_the_default_fine_tune_with_host_owned_outputs(workspace, runtime_image):
+@pytest.fixture(scope="module")
+def docker_default_run(workspace, runtime_image) -> tuple[subprocess.CompletedProcess, Path]:
+    """`invoke train --docker`: the embedded default run in the CPU runtime image (its output, its run folder)."""
     t0 = time.monotonic()
     proc = workspace.invoke("train", "--docker")
     FIGURES["default run in the cpu container, wall s"] = round(time.monotonic() - t0, 1)
+    return proc, printed_run_dir(proc.stdout, workspace.root)
+
+
+def test_invoke_train_docker_runs_the_default_fine_tune_with_host_owned_outputs(
+    workspace, runtime_image, docker_default_run
+):
+    proc, run = docker_default_run
     assert "runtime: docker (--docker/--gpu)" in proc.stdout
-    run = printed_run_dir(proc.stdout, workspace.root)
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["eval_accuracy"] >= 0.9, summary
     # Everything the container wrote on the bind mount belongs to the host user, not root or another uid.
@@ -66,6 +77,36 @@ def test_invoke_train_docker_runs_the_default_fine_tune_with_host_owned_outputs(
     assert manifest["container"]["image"] == "finetune:cpu"
     assert manifest["container"]["image_id"] == info["Id"]
     assert manifest["container"]["labels"] == info["Config"]["Labels"]
+
+
+def test_invoke_serve_docker_answers_the_openai_client_on_the_host_with_the_key_it_printed(
+    workspace, docker_default_run
+):
+    """`invoke serve --docker` on the run above: the key printed once, 401 without it, the right reversal with it."""
+    from openai import OpenAI
+
+    _, run = docker_default_run
+    port = free_port()
+    server = workspace.as_user(workspace.invoke_cmd("serve", "--docker", "--model", run, "--port", port), popen=True)
+    try:
+        t0, said = time.monotonic(), ""
+        while not (key := re.search(r"Authorization: Bearer (\S+)\)", said)):
+            line = server.stdout.readline()
+            assert line, f"invoke serve exited {server.wait()}: {said[-3000:]}"
+            said += line
+        models = f"http://127.0.0.1:{port}/v1/models"
+        while http_status(models) != 401:  # it answers, and refuses a request without the key
+            assert server.poll() is None, f"invoke serve exited {server.returncode}: {server.stdout.read()[-3000:]}"
+            assert time.monotonic() - t0 < 180, f"nothing answered on 127.0.0.1:{port} in 180 s"
+            time.sleep(1)
+        FIGURES["serve in the cpu container: answered after s"] = round(time.monotonic() - t0, 1)
+        client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key.group(1), max_retries=0)
+        user = [{"role": "user", "content": "reverse: hello"}]
+        chat = client.chat.completions.create(model="default", messages=user)
+        assert chat.choices[0].message.content == "olleh", chat
+    finally:
+        workspace.engine("stop", f"finetune-serve-{port}", check=False)
+        server.wait(timeout=60)
 
 
 def test_code_only_change_rebuilds_without_reinstalling_the_environment(workspace, runtime_image):
