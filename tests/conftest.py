@@ -55,6 +55,11 @@ def cli_env() -> dict:
     return env
 
 
+# The CLI's environment as this test process starts, before any test sets a variable: the fork server's (run_cli).
+# Taken at import, not at the first run: the first run may come from a test that monkeypatched a variable.
+PRISTINE_ENV = {k: v for k, v in cli_env().items() if k != "PYTEST_CURRENT_TEST"}  # pytest's, set anew per test
+
+
 def explain(proc: subprocess.CompletedProcess, what: str | None = None) -> str:
     """A failed command for an assertion message: what ran and its exit status, then the ends of stdout and stderr."""
     if what is None:
@@ -62,18 +67,17 @@ def explain(proc: subprocess.CompletedProcess, what: str | None = None) -> str:
     return f"{what} exited {proc.returncode}\n--- stdout\n{proc.stdout[-3000:]}\n--- stderr\n{proc.stderr[-5000:]}"
 
 
-_FORK_SERVER: dict = {}  # this worker's fork server (tests/forked_cli.py) and its environment, started once
+_FORK_SERVER: dict = {}  # this worker's fork server (tests/forked_cli.py), started by the first forked run
 
 
 def forked_cli_server(env: dict) -> ForkServer | None:
-    """The worker's fork server, started by the first forked run; None where fork() is not there (Windows) or when a
-    test changed the environment since (the server's copies would run in the old one: a started process instead)."""
-    if not hasattr(os, "fork"):
+    """The worker's fork server; None where fork() is not there (Windows) or when the environment is not the one this
+    worker started with (a test that set a variable: the server's imports saw the old one, so a started process)."""
+    if not hasattr(os, "fork") or {k: v for k, v in env.items() if k != "PYTEST_CURRENT_TEST"} != PRISTINE_ENV:
         return None
-    env = {k: v for k, v in env.items() if k != "PYTEST_CURRENT_TEST"}  # pytest's, set anew for each test
     if not _FORK_SERVER:
-        _FORK_SERVER.update(env=env, server=ForkServer(REPO, env))
-    return _FORK_SERVER["server"] if _FORK_SERVER["env"] == env else None
+        _FORK_SERVER["server"] = ForkServer(REPO, env)
+    return _FORK_SERVER["server"]
 
 
 def run_cli(
