@@ -122,6 +122,31 @@ def read_bytecode_check(stdout: str) -> tuple[int, int, list[str]]:
     return total, missing, lines[:22]
 
 
+# A fresh interpreter that imports transformers only: finetune and PEFT are blocked (an import of either fails).
+FRESH = """
+import json, sys
+sys.modules["finetune"] = sys.modules["peft"] = None
+from transformers import AutoModelForCausalLM, AutoTokenizer
+folder, prompt = sys.argv[1], sys.argv[2]
+tok = AutoTokenizer.from_pretrained(folder)
+model = AutoModelForCausalLM.from_pretrained(folder)
+ids = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt",
+                              return_dict=True)
+out = model.generate(**ids)
+completion = tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+print(json.dumps([f"{type(tok).__name__} {type(model).__name__}", completion]))
+"""
+
+
+def fresh_generate(folder, prompt: str) -> tuple[str, str]:
+    """(class names line, completion) from FRESH run on an exported folder."""
+    proc = subprocess.run([sys.executable, "-c", FRESH, str(folder), prompt], cwd=REPO, env=cli_env(),
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, explain(proc, "the fresh transformers-only process")
+    classes, completion = json.loads(proc.stdout.strip().splitlines()[-1])
+    return classes, completion
+
+
 def invoke_program() -> str:
     """The `invoke` of the Python running the tests (its venv's bin/, as in .venv or the devcontainer's image),
     else the first on PATH."""

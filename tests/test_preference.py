@@ -20,7 +20,7 @@ import signal
 import pytest
 from transformers import AutoTokenizer
 
-from conftest import REPO, cli_env, read_json, rel_diff, wait_until
+from conftest import REPO, cli_env, fresh_generate, read_json, rel_diff, wait_until
 from finetune.report import read_metrics
 from forked_cli import ForkServer
 
@@ -81,6 +81,19 @@ def dpo_run(tmp_path_factory, forks, shipped_run):
     out = tmp_path_factory.mktemp("dpo") / "run"
     finetune(forks, out.parent / "train.log", *train_args("dpo.yaml", out, shipped_run, *SHORT_DPO))
     return out
+
+
+def test_a_dpo_run_generates_and_exports_like_a_supervised_one(dpo_run, shipped_run, tmp_path, forks):
+    """What a user does after DPO (issue 27's commands on issue 26's runs): `finetune generate` answers, and the
+    exported folder, loaded by transformers alone in a fresh process, completes the prompt the same way, its model
+    card naming the run it started from. Found by trying it: generate, export's generation config and serve took only
+    task causal_lm and refused these runs, and the card failed on a model with neither name_or_path nor config."""
+    said = finetune(forks, tmp_path / "generate.log", "generate", dpo_run, "reverse: hello").strip().splitlines()[-1]
+    finetune(forks, tmp_path / "export.log", "export", dpo_run, "--out", tmp_path / "hf")
+    classes, completion = fresh_generate(tmp_path / "hf", "reverse: hello")
+    assert classes.endswith("LlamaForCausalLM") and completion == said, (classes, completion, said)
+    assert read_json(tmp_path / "hf" / "generation_config.json")["do_sample"] is False
+    assert f"| base model | the final model of the run {shipped_run} |" in (tmp_path / "hf" / "README.md").read_text()
 
 
 def test_dpo_learns_to_prefer_the_right_reversal_and_writes_the_run_folder(dpo_run, shipped_run):

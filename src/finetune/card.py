@@ -9,7 +9,11 @@ import json
 
 def _base(config: dict) -> str:
     model = config["model"]
-    return model["name_or_path"] or f"built from model.config ({model['config'].get('model_type')}), random init"
+    if model.get("from_run"):  # a preference run (dpo, kto, grpo) that started from an earlier run's final model
+        return f"the final model of the run {model['from_run']}"
+    if model.get("name_or_path"):
+        return model["name_or_path"]
+    return f"built from model.config ({(model.get('config') or {}).get('model_type')}), random init"
 
 
 def _figure(value) -> str:

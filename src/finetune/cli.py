@@ -15,7 +15,7 @@ import traceback
 from pathlib import Path
 
 from finetune.errors import UserError, gpu_lost
-from finetune.runmodel import GENERATE_MAX_NEW_TOKENS, load_model, load_run
+from finetune.runmodel import GENERATE_MAX_NEW_TOKENS, load_model, load_run, require_generative
 from finetune.urls import strip_userinfo
 
 EPILOG = """examples:
@@ -205,8 +205,7 @@ def cmd_generate(args) -> int:
 
     run_dir = Path(args.run_dir)
     _, cfg = load_run(run_dir)
-    if cfg.task != "causal_lm":
-        raise UserError(f"{run_dir}: generate needs a causal_lm run, this one is {cfg.task}")
+    require_generative(run_dir, cfg.task, "generate")
     model, tokenizer = load_model(run_dir, cfg.task)
     if tokenizer.chat_template:
         prompt = tokenizer.apply_chat_template(

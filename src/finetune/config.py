@@ -137,6 +137,7 @@ class RewardConfig:
 
 
 PREFERENCE_TASKS = ("dpo", "kto", "grpo")  # run on TRL's trainers (finetune.prefrun)
+GENERATIVE_TASKS = ("causal_lm", *PREFERENCE_TASKS)  # their model is a causal LM: generate, export, serve it
 
 
 @dataclass

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from finetune import checkpoints, safefiles
 from finetune.card import model_card
+from finetune.config import GENERATIVE_TASKS
 from finetune.errors import UserError
 from finetune.runmodel import GENERATE_MAX_NEW_TOKENS, load_model, load_run
 
@@ -41,7 +42,7 @@ def export_run(run_dir: Path, out: Path | None, fmt: str, dtype: str | None, qua
 
     manifest, cfg = load_run(run_dir)
     transformers_logging.disable_progress_bar()  # loading and writing bars for a few files: the result line says it
-    if fmt == "gguf" and cfg.task != "causal_lm":
+    if fmt == "gguf" and cfg.task not in GENERATIVE_TASKS:
         raise UserError(f"{run_dir}: GGUF holds causal language models for llama.cpp; this run is {cfg.task}")
     out = Path(out) if out else default_out(run_dir, fmt)
     check_target(out, force)
@@ -78,7 +79,7 @@ def write_hf(model, tokenizer, task: str, folder: Path, dtype: str | None) -> st
     if dtype:
         model = model.to(getattr(torch, DTYPES[dtype]))
     model.config.use_cache = True  # training turned the KV cache off; generation wants it
-    if task == "causal_lm":
+    if task in GENERATIVE_TASKS:
         model.generation_config = GenerationConfig(
             bos_token_id=tokenizer.bos_token_id,
             eos_token_id=tokenizer.eos_token_id,

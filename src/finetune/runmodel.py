@@ -13,6 +13,15 @@ from finetune.errors import UserError
 GENERATE_MAX_NEW_TOKENS = 64
 
 
+def require_generative(run_dir: Path, task: str, command: str) -> None:
+    """One line when `command` (generate, serve) is given a run whose model does not generate text."""
+    from finetune.config import GENERATIVE_TASKS
+
+    if task not in GENERATIVE_TASKS:
+        allowed = ", ".join(GENERATIVE_TASKS)
+        raise UserError(f"{run_dir}: {command} needs a causal language model ({allowed}); this run is {task}")
+
+
 def load_run(run_dir: Path):
     """(manifest, config) of a run directory; one line when it is not one."""
     from finetune.config import from_dict, upgrade_manifest_config

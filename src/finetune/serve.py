@@ -32,12 +32,11 @@ def is_loopback(host: str) -> bool:
 
 def load(path: Path):
     """(model, tokenizer, name) of a run directory (LoRA merged) or an exported folder."""
-    from finetune.runmodel import load_export, load_model, load_run
+    from finetune.runmodel import load_export, load_model, load_run, require_generative
 
     if (path / "manifest.json").exists():
         _, cfg = load_run(path)
-        if cfg.task != "causal_lm":
-            raise UserError(f"{path}: serve needs a causal_lm run, this one is {cfg.task}")
+        require_generative(path, cfg.task, "serve")
         model, tokenizer = load_model(path, cfg.task, merged=True)
         return model, tokenizer, cfg.name
     model, tokenizer = load_export(path)
