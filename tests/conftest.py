@@ -9,13 +9,16 @@ Tests are sorted by cost with markers (see pyproject.toml): unmarked tests take 
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import re
+import shlex
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -56,8 +59,22 @@ def cli_env() -> dict:
 
 
 # The CLI's environment as this test process starts, before any test sets a variable: the fork server's (run_cli).
-# Taken at import, not at the first run: the first run may come from a test that monkeypatched a variable.
-PRISTINE_ENV = {k: v for k, v in cli_env().items() if k != "PYTEST_CURRENT_TEST"}  # pytest's, set anew per test
+# Taken at import, not at the first run: the first run may come from a test that monkeypatched a variable. Not
+# compared: what pytest and the libraries themselves set in os.environ when the test process imports them (peft sets
+# inductor's default cache folder, mlflow a telemetry id); the server's own imports set the same.
+IMPORTS_SET = {
+    "PYTEST_CURRENT_TEST": None,
+    "_MLFLOW_TELEMETRY_SESSION_ID": None,
+    "TORCHINDUCTOR_CACHE_DIR": f"{tempfile.gettempdir()}/torchinductor_{getpass.getuser()}",
+}
+
+
+def comparable_env(env: dict) -> dict:
+    """env without what IMPORTS_SET says imports set (a key given with a value: only when it holds that value)."""
+    return {k: v for k, v in env.items() if not (k in IMPORTS_SET and IMPORTS_SET[k] in (None, v))}
+
+
+PRISTINE_ENV = comparable_env(cli_env())
 
 
 def explain(proc: subprocess.CompletedProcess, what: str | None = None) -> str:
@@ -73,7 +90,7 @@ _FORK_SERVER: dict = {}  # this worker's fork server (tests/forked_cli.py), star
 def forked_cli_server(env: dict) -> ForkServer | None:
     """The worker's fork server; None where fork() is not there (Windows) or when the environment is not the one this
     worker started with (a test that set a variable: the server's imports saw the old one, so a started process)."""
-    if not hasattr(os, "fork") or {k: v for k, v in env.items() if k != "PYTEST_CURRENT_TEST"} != PRISTINE_ENV:
+    if not hasattr(os, "fork") or comparable_env(env) != PRISTINE_ENV:
         return None
     if not _FORK_SERVER:
         _FORK_SERVER["server"] = ForkServer(REPO, env)
@@ -157,6 +174,11 @@ def invoke_program() -> str:
 def plain(text: str) -> str:
     """invoke's echoed commands without their terminal colour codes."""
     return re.sub(r"\x1b\[[0-9;]*m", "", text)
+
+
+def run_line(out: str) -> list[str]:
+    """The `docker run` of a dry plan, as argv."""
+    return shlex.split(plain(next(line for line in out.splitlines() if " run --rm " in line)))
 
 
 def invoke(env: dict | None, *args, timeout: int = 120) -> subprocess.CompletedProcess:

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 import re
-import shlex
 from pathlib import Path
 
 import pytest
 from fakes import docker_calls, fake_host, record_variable
 
-from conftest import invoke, plain
+from conftest import invoke, run_line
 
 READY_GPU = '{"nvidia":{"path":"nvidia-container-runtime"},"runc":{}}'  # what the FAKE docker reports for --gpu
 
@@ -22,10 +21,6 @@ def a_run(tmp_path: Path) -> Path:
     run.mkdir(parents=True)
     (run / "manifest.json").write_text(json.dumps({"config": {"task": "causal_lm"}}))
     return run
-
-
-def run_line(out: str) -> list[str]:
-    return shlex.split(plain(next(line for line in out.splitlines() if " run --rm " in line)))
 
 
 def test_the_plan_mounts_only_the_model_read_only_and_publishes_on_loopback(tmp_path):

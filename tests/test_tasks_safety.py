@@ -21,15 +21,10 @@ import pytest
 import yaml
 from fakes import docker_calls, fake_host, record_variable
 
-from conftest import REPO, invoke, plain
+from conftest import REPO, invoke, plain, run_line
 
 TOKEN = "ghp_FAKEtoken1234567890abcdef"
 REMOTE = f"https://x-access-token:{TOKEN}@github.com/org/finetune.git"
-
-
-def run_line(out: str) -> list[str]:
-    """The `docker run` of a dry plan, as argv."""
-    return shlex.split(plain(next(line for line in out.splitlines() if " run --rm " in line)))
 
 
 def volumes(argv: list[str]) -> list[str]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import struct
 import subprocess
 import sys
@@ -19,17 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DEFAULT_CONFIG, REPO, cli_env, explain, invoke_program, read_json
+from conftest import DEFAULT_CONFIG, REPO, cli_env, explain, free_port, invoke_program, read_json
 from finetune.config import load_config
 from finetune.errors import ConfigError
 from finetune.report import read_metrics
 from finetune.tracking import flatten, provenance
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for_health(url: str, server: subprocess.Popen, timeout: float = 180) -> None:

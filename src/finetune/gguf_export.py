@@ -15,6 +15,7 @@ pretrained BPE tokenizer (a hub model) is out of scope: the HF export and llama.
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -31,6 +32,7 @@ def refuse(why: str) -> UserError:
     )
 
 
+@functools.cache  # byte_level asks for it once per token
 def byte_alphabet() -> dict[int, str]:
     """GPT-2's byte-to-unicode table: each byte a printable character (printable ASCII and Latin-1 stand for
     themselves, the rest move up from U+0100), the alphabet byte-level BPE vocabularies are written in."""

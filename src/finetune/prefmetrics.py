@@ -33,7 +33,7 @@ def sequence_logps(model, tokenizer, prompts: list[str], completions: list[str],
         ids = torch.full((len(pairs), width), tokenizer.pad_token_id, dtype=torch.long)
         attention, scored = torch.zeros_like(ids), torch.zeros_like(ids, dtype=torch.bool)
         for i, (p, c) in enumerate(pairs):  # right-padded: positions stay those of an unpadded sequence
-            ids[i, : len(p) + len(c)] = torch.tensor(p + c)
+            ids[i, : len(p) + len(c)] = torch.tensor(p + c, device=ids.device)
             attention[i, : len(p) + len(c)] = 1
             scored[i, len(p) : len(p) + len(c)] = True
         ids, attention, scored = ids.to(model.device), attention.to(model.device), scored.to(model.device)
