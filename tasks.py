@@ -29,12 +29,45 @@ from devtools.nodes import Nodes
         "no_cache": "build every layer again (the download caches stay)",
         "platform": "target platform(s), comma separated, e.g. linux/amd64,linux/arm64 (several need buildx)",
         "ca_bundle": "CA bundle for a TLS-intercepting proxy: a build secret, never stored in a layer",
+        "reproducible": "the same image digest on every rebuild of this commit: Podman with --timestamp and "
+        "SOURCE_DATE_EPOCH (the commit's time); Docker 20.10's BuildKit cannot (README)",
     }
 )
-def build(c, variant="cpu", target="runtime", tag=None, push=False, no_cache=False, platform="", ca_bundle=None):
+def build(
+    c,
+    variant="cpu",
+    target="runtime",
+    tag=None,
+    push=False,
+    no_cache=False,
+    platform="",
+    ca_bundle=None,
+    reproducible=False,
+):
     """Build a training image from docker/Dockerfile (pinned bases and locks from invoke.yaml)."""
     platforms = tuple(p for p in (platform or "").split(",") if p)
-    images.build_image(c, containers.Build(variant, target, tag, platforms, push, no_cache, ca_bundle))
+    epoch = None
+    if reproducible:
+        epoch = images.source_date_epoch(c)
+        images.reproducible_client(c)
+    images.build_image(c, containers.Build(variant, target, tag, platforms, push, no_cache, ca_bundle, epoch))
+
+
+@task(
+    name="verify-image",
+    help={
+        "variant": "cpu | cuda (default cpu)",
+        "target": "runtime | dev (default runtime)",
+        "workdir": "an empty folder for the two builds' storages and saved images (default: a new temporary one)",
+        "bases": "an image archive (docker save / podman save) with the base images, loaded into each fresh storage "
+        "instead of pulling them (where no registry is reachable)",
+        "keep": "keep the storages and the two saved images (default: removed at the end)",
+    },
+)
+def verify_image(c, variant="cpu", target="runtime", workdir=None, bases=None, keep=False):
+    """Build the image twice from scratch (two empty Podman storages) and compare: exit 0 when the digests are
+    equal, 1 naming the first layer and files that differ."""
+    images.verify_image(c, variant, target, workdir, bases, keep)
 
 
 @task(
@@ -262,7 +295,9 @@ def serve(c, model="runs/default", port=containers.SERVE_PORT, host="127.0.0.1",
     c.run(shlex.join(cmd), pty=False, env=env)
 
 
-ns = Collection(build, train, shell, test, lab, tensorboard, doctor, clean, lock, env, bench, export, serve)
+ns = Collection(
+    build, verify_image, train, shell, test, lab, tensorboard, doctor, clean, lock, env, bench, export, serve
+)
 ns.add_collection(deploy.ns)
 
 

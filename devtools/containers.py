@@ -72,6 +72,12 @@ def build_user(uid: int, gid: int) -> tuple[int, int]:
     return (uid, gid) if uid != 0 else (1000, 1000)
 
 
+# Which engine builds an image bit for bit again, and why (README "Images anyone can rebuild"): Podman's
+# `build --timestamp` sets every file's time in every layer and the image's created time; Docker 20.10's BuildKit
+# (here) has no rewrite-timestamp (BuildKit 0.13+), so its layers keep the build's file times.
+REPRODUCIBLE = "needs Podman (podman build --timestamp); Docker 20.10's BuildKit cannot rewrite file times"
+
+
 @dataclass(frozen=True)
 class Build:
     """The image a build asks for, as `invoke build` takes it (and ensure_image for a missing image): it travels from
@@ -84,6 +90,9 @@ class Build:
     push: bool = False
     no_cache: bool = False
     ca_bundle: str | None = None  # a file; None: invoke.yaml's image.ca_bundle
+    # A reproducible build (Podman only, REPRODUCIBLE): SOURCE_DATE_EPOCH, the commit's time, for `--timestamp`
+    epoch: int | None = None
+    storage: tuple[str, ...] = ()  # Podman's global flags for a storage of its own (--root DIR --runroot DIR)
 
 
 def build_command(
@@ -97,7 +106,9 @@ def build_command(
     if target not in TARGETS:
         raise ValueError(f"--target {target!r}: allowed: {', '.join(TARGETS)}")
     buildx = build.push or len(platforms) > 1
-    cmd = [cfg.docker.client, *(["buildx", "build"] if buildx else ["build"])]
+    if build.epoch is not None and (not podman or buildx):
+        raise ValueError(f"--reproducible: {REPRODUCIBLE}; not with several platforms or --push")
+    cmd = [cfg.docker.client, *build.storage, *(["buildx", "build"] if buildx else ["build"])]
     cmd += ["--file", cfg.image.dockerfile, "--target", target, "--tag", image_name(cfg, variant, target, build.tag)]
     if podman:
         cmd += ["--format", "docker"]
@@ -126,6 +137,8 @@ def build_command(
     cmd += [a for key, value in labels.items() for a in ("--label", f"{key}={value}")]
     if build.ca_bundle:  # a build secret: mounted for the RUNs that download, never stored in a layer
         cmd += ["--secret", f"id=ca-bundle,src={build.ca_bundle}"]
+    if build.epoch is not None:  # every file time and the created time, and SOURCE_DATE_EPOCH for the RUNs
+        cmd += ["--timestamp", str(build.epoch), "--build-arg", f"SOURCE_DATE_EPOCH={build.epoch}"]
     if build.no_cache:
         cmd.append("--no-cache")
     if buildx:

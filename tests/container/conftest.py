@@ -51,6 +51,7 @@ XDIST_GROUPS = {
     "test_podman_rootless.py": "rootless",
     "test_docker_rootless.py": "rootless",
     "test_newcomer.py": "newcomer",
+    "test_verify_image.py": "verify",  # Podman storages of its own, under its own folder
 }
 
 
