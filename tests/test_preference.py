@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 
 import pytest
@@ -72,6 +73,11 @@ def finetune(forks, log, *argv, code: int = 0) -> str:
     return output
 
 
+def printed_json(output: str) -> dict:
+    """The JSON object a command printed last (indented, after any warnings)."""
+    return json.loads(output[output.rindex("\n{\n") + 1 :] if not output.startswith("{\n") else output)
+
+
 def train_args(config: str, out, base, *extra) -> list:
     return ["train", REPO / "configs" / config, "--output-dir", out, "--set", f"model.from_run={base}", *extra]
 
@@ -111,6 +117,24 @@ def test_dpo_learns_to_prefer_the_right_reversal_and_writes_the_run_folder(dpo_r
     ours, theirs = (AutoTokenizer.from_pretrained(p) for p in (dpo_run / "tokenizer", shipped_run / "model"))
     assert ours.get_vocab() == theirs.get_vocab() and ours.chat_template == theirs.chat_template  # the starting run's
     assert sorted(p.name for p in dpo_run.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
+
+
+def test_finetune_eval_scores_a_dpo_run_again_as_its_summary_does(dpo_run, shipped_run, tmp_path, forks):
+    """`finetune eval` on the saved policy against its reference, the starting run's model built again: the held-out
+    preference accuracy and margin of summary.json (issue 26: it refused these runs). A copy whose starting run is
+    gone: one line that names it."""
+    summary = read_json(dpo_run / "summary.json")
+    again = printed_json(finetune(forks, tmp_path / "eval.log", "eval", dpo_run))
+    assert again["metric"] == "preference_accuracy" and again["n"] == 50, again
+    assert again["eval_accuracy"] == summary["eval_accuracy"], (again, summary)
+    assert again["eval_reward_margin"] == pytest.approx(summary["eval_reward_margin"], rel=1e-4), (again, summary)
+    moved = tmp_path / "moved"
+    shutil.copytree(dpo_run, moved, ignore=shutil.ignore_patterns("checkpoint-*"))
+    manifest = read_json(moved / "manifest.json")
+    manifest["config"]["model"]["from_run"] = str(tmp_path / "gone")
+    (moved / "manifest.json").write_text(json.dumps(manifest))
+    last = finetune(forks, tmp_path / "gone.log", "eval", moved, code=2).strip().splitlines()[-1]
+    assert last.startswith("finetune: error: ") and f"the run {tmp_path / 'gone'} (model.from_run)" in last, last
 
 
 def test_dpo_resumed_after_sigterm_ends_as_the_uninterrupted_run(tmp_path, forks, dpo_run, shipped_run):
@@ -202,3 +226,21 @@ def test_grpo_calls_a_user_reward_as_trl_does_and_stops_in_one_line_when_it_rais
     logged = [m for m in metrics if m.get("step") in (1, 2) and "reward" in m]
     assert len(logged) == 2, metrics
     assert all("rewards/char_match/mean" in m and "rewards/recording_reward:score/mean" in m for m in logged), logged
+
+
+def test_a_grpo_run_completes_and_finetune_eval_scores_it_again(tmp_path, forks, shipped_run):
+    """One GRPO step with the shipped config's rewards; `finetune eval` calls them again on greedy completions of the
+    held-out prompts: summary.json's mean reward and exact-match share (issue 26: it refused these runs)."""
+    out = tmp_path / "grpo"
+    finetune(
+        forks, tmp_path / "grpo.log",
+        *train_args("grpo.yaml", out, shipped_run, "--set", "training.max_steps=1", "--set", "grpo.num_generations=2",
+                    "--set", "grpo.max_completion_length=8", "--set", "training.batch_size=4",
+                    "--set", "eval.max_samples=3", "--set", "eval.max_new_tokens=8"),
+    )  # fmt: skip
+    summary = read_json(out / "summary.json")
+    assert summary["status"] == "completed" and summary["metric"] == "mean_reward", summary
+    again = printed_json(finetune(forks, tmp_path / "eval.log", "eval", out))
+    assert again["metric"] == "mean_reward" and again["n"] == 3, again
+    assert again["eval_accuracy"] == pytest.approx(summary["eval_accuracy"]), (again, summary)
+    assert again["eval_exact_match"] == summary["eval_exact_match"], (again, summary)

@@ -186,14 +186,17 @@ def cmd_eval(args) -> int:
 
     run_dir = Path(args.run_dir)
     manifest, cfg = load_run(run_dir)
-    if cfg.task in PREFERENCE_TASKS:  # their metric needs the reference model or the rewards: not re-scored here yet
-        raise UserError(f"{run_dir}: finetune eval does not re-score {cfg.task} runs yet; their summary.json has the "
-                        "metric before and after training (initial_eval_accuracy, eval_accuracy)")  # fmt: skip
+    metric = (manifest.get("resolved") or {}).get("metric") or resolve_metric(cfg)  # as the run decided it
+    if cfg.task in PREFERENCE_TASKS:  # the reference model or the reward functions: finetune.prefeval
+        from finetune.prefeval import rescore
+        from finetune.rundata import eval_source
+
+        print(json.dumps(rescore(cfg, run_dir, eval_source(cfg, run_dir, manifest), metric), indent=2))
+        return 0
     model, tokenizer = load_model(run_dir, cfg.task)
     evals, labels = load_eval_data(cfg, run_dir, manifest, model.config.id2label)
     if not evals:
         raise UserError(f"{run_dir}: the run has no data.eval_file to evaluate on")
-    metric = (manifest.get("resolved") or {}).get("metric") or resolve_metric(cfg)  # as the run decided it
     acc, samples = task_metric(model, tokenizer, cfg, metric, evals, labels)
     n = 0 if metric == "none" else len(evals[: cfg.eval.max_samples])
     print(json.dumps({"eval_accuracy": acc, "metric": metric, "n": n}, indent=2))

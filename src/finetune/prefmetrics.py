@@ -52,28 +52,29 @@ def reference_of(trainer):
         return contextlib.nullcontext(trainer.ref_model)
     model = trainer.accelerator.unwrap_model(trainer.model)
     if hasattr(model, "disable_adapter"):
-        return _disabled(model)
+        return adapter_disabled(model)
     return contextlib.nullcontext(model)  # no reference kept: the policy is its own (accuracy stays 0)
 
 
 @contextlib.contextmanager
-def _disabled(model):
+def adapter_disabled(model):
+    """A PEFT model with its adapter switched off for the block: the base it trained on, no second copy."""
     with model.disable_adapter():
         yield model
 
 
-def preference_accuracy(trainer, tokenizer, pairs: list[dict], batch_size: int) -> tuple[float, float]:
-    """(accuracy, mean reward margin) of the policy's implicit reward on held-out pairs (the dpo layout)."""
+def preference_accuracy(policy, reference, tokenizer, pairs: list[dict], batch_size: int) -> tuple[float, float]:
+    """(accuracy, mean reward margin) of the policy's implicit reward on held-out pairs (the dpo layout). reference: a
+    context manager that gives the reference model (reference_of a trainer; finetune.prefeval's for a saved run)."""
     prompts = [prompt_text(tokenizer, p["prompt"]) for p in pairs]
     chosen = [completion_text(tokenizer, p["chosen"]) for p in pairs]
     rejected = [completion_text(tokenizer, p["rejected"]) for p in pairs]
-    policy = trainer.accelerator.unwrap_model(trainer.model)
     margin = sequence_logps(policy, tokenizer, prompts, chosen, batch_size) - sequence_logps(
         policy, tokenizer, prompts, rejected, batch_size
     )
-    with reference_of(trainer) as reference:
-        margin -= sequence_logps(reference, tokenizer, prompts, chosen, batch_size) - sequence_logps(
-            reference, tokenizer, prompts, rejected, batch_size
+    with reference as ref:
+        margin -= sequence_logps(ref, tokenizer, prompts, chosen, batch_size) - sequence_logps(
+            ref, tokenizer, prompts, rejected, batch_size
         )
     return float((margin > 0).float().mean()), float(margin.mean())
 

@@ -18,7 +18,7 @@ from transformers import set_seed
 from finetune import prefdata, rewards, safefiles, tracking
 from finetune.config import RunConfig
 from finetune.modeling import BASE, build_model, count_parameters, lora_config
-from finetune.prefmetrics import mean_reward, preference_accuracy
+from finetune.prefmetrics import mean_reward, preference_accuracy, reference_of
 from finetune.report import read_metrics
 from finetune.resuming import run_training
 from finetune.run import (
@@ -115,7 +115,8 @@ def held_out(cfg: RunConfig, trainer, tokenizer, rows: list[dict], functions: li
         model = trainer.accelerator.unwrap_model(trainer.model)
         reward, exact = mean_reward(model, tokenizer, rows, functions, cfg, trainer.state)
         return {"eval_accuracy": reward, "eval_exact_match": exact}
-    accuracy, margin = preference_accuracy(trainer, tokenizer, rows, cfg.eval.batch_size)
+    policy = trainer.accelerator.unwrap_model(trainer.model)
+    accuracy, margin = preference_accuracy(policy, reference_of(trainer), tokenizer, rows, cfg.eval.batch_size)
     return {"eval_accuracy": accuracy, "eval_reward_margin": cfg.preference.beta * margin}  # as TRL's rewards/margins
 
 

@@ -44,22 +44,28 @@ def carry_eval_data(cfg: RunConfig, run_dir: Path) -> None:
         shutil.copyfile(source, run_dir / CARRIED / source.name)  # a new run folder: nothing planted to follow
 
 
-def load_eval_data(cfg: RunConfig, run_dir: Path, manifest: dict, id2label: dict | None):
-    """A finished run's eval records and labels for `finetune eval`: from its carried copy when it has one (refused
-    when it no longer matches the digest the manifest recorded), else from data.eval_file as the config names it."""
+def eval_source(cfg: RunConfig, run_dir: Path, manifest: dict) -> str | None:
+    """Where a finished run's eval data is read again (`finetune eval`): its carried copy when it has one (refused
+    when it no longer matches the digest the manifest recorded), else data.eval_file as the config names it."""
     from finetune.manifest import sha256_file  # imports torch: only the commands that load a model come here
 
-    d = cfg.data
-    source = d.eval_file
+    source = cfg.data.eval_file
     carried = run_dir / CARRIED / Path(source).name if source else None
     if carried is not None and carried.is_file():
-        recorded = (manifest.get("data") or {}).get(d.eval_file)
+        recorded = (manifest.get("data") or {}).get(source)
         if recorded and sha256_file(carried) != recorded:
             raise DataError(
-                carried, None, f"does not match the sha256 manifest.json records for {d.eval_file}: restore it "
+                carried, None, f"does not match the sha256 manifest.json records for {source}: restore it "
                 "from the original run folder",
             )  # fmt: skip
-        source = str(carried)
+        return str(carried)
+    return source
+
+
+def load_eval_data(cfg: RunConfig, run_dir: Path, manifest: dict, id2label: dict | None):
+    """A finished run's eval records and labels for `finetune eval`, from eval_source."""
+    d = cfg.data
+    source = eval_source(cfg, run_dir, manifest)
     evals = datafiles.read_config_data(dataclasses.replace(d, eval_file=source), cfg.task, "eval") if source else []
     labels = None
     if cfg.task == "classification":  # the model's own labels, in its order: no need for the training file
