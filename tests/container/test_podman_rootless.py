@@ -12,6 +12,8 @@ slirp4netns (the network of rootless containers and RUN steps) opens as the user
 ship it (this VM's is 600, root's only: "failed to read from slirp4netns sync pipe") and put back afterwards. The
 stand-in base images are loaded into the user's storage (`docker save | podman load`). Skipped, in one line, where
 the tests do not run as root (they switch users), there is no test user, or rootless Podman does not answer for it.
+A build from scratch (about 2.5 minutes here), so in the podman_build tier with invoke verify-image's builds: deselected
+from `make test`, a step of its own in .ci/run.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from conftest import explain
 from .conftest import FIGURES
 from .helpers_workspace import as_user, fresh_copy, printed_run_dir, tun_open_to_users
 
-pytestmark = [pytest.mark.container, pytest.mark.slow]
+pytestmark = [pytest.mark.container, pytest.mark.slow, pytest.mark.podman_build]
 USER_SETTINGS = ("HOME", "USER", "XDG_RUNTIME_DIR", "CONTAINERS_STORAGE_CONF", "TMPDIR")  # what Podman reads
 
 

@@ -25,7 +25,7 @@ from devtools.images import verify_runroot
 from .conftest import FIGURES
 from .helpers_workspace import fresh_copy
 
-pytestmark = [pytest.mark.container, pytest.mark.slow, pytest.mark.reproducible]  # its own CI step
+pytestmark = [pytest.mark.container, pytest.mark.slow, pytest.mark.podman_build]  # its own CI step
 
 
 def digests(out: str) -> list[str]:
