@@ -122,7 +122,7 @@ def test_dpo_learns_to_prefer_the_right_reversal_and_writes_the_run_folder(dpo_r
 def test_finetune_eval_scores_a_dpo_run_again_as_its_summary_does(dpo_run, shipped_run, tmp_path, forks):
     """`finetune eval` on the saved policy against its reference, the starting run's model built again: the held-out
     preference accuracy and margin of summary.json (issue 26: it refused these runs). A copy whose starting run is
-    gone: one line that names it."""
+    gone: one line that names it (the check training does)."""
     summary = read_json(dpo_run / "summary.json")
     again = printed_json(finetune(forks, tmp_path / "eval.log", "eval", dpo_run))
     assert again["metric"] == "preference_accuracy" and again["n"] == 50, again
@@ -134,7 +134,7 @@ def test_finetune_eval_scores_a_dpo_run_again_as_its_summary_does(dpo_run, shipp
     manifest["config"]["model"]["from_run"] = str(tmp_path / "gone")
     (moved / "manifest.json").write_text(json.dumps(manifest))
     last = finetune(forks, tmp_path / "gone.log", "eval", moved, code=2).strip().splitlines()[-1]
-    assert last.startswith("finetune: error: ") and f"the run {tmp_path / 'gone'} (model.from_run)" in last, last
+    assert last.startswith("finetune: error: ") and f"model.from_run: {tmp_path / 'gone'} is not a finished run" in last
 
 
 def test_dpo_resumed_after_sigterm_ends_as_the_uninterrupted_run(tmp_path, forks, dpo_run, shipped_run):

@@ -3,9 +3,10 @@ summary.json has (eval_accuracy with eval_reward_margin, or with eval_exact_matc
 
 dpo, kto: preference accuracy compares the policy with the reference it trained against. With LoRA that is the saved
 adapter's base (the adapter switched off); otherwise the model the run started from, built again the way the run
-built it (model.from_run's final model, model.name_or_path, or model.config under the run's seed), so a starting run
-that is gone is one line. grpo: the run's own reward functions (user code is imported as at training, from the same
-PYTHONPATH) on greedy completions, called with trainer_state None (there is no trainer).
+built it (model.from_run's final model, model.name_or_path, or model.config under the run's seed); a starting run
+that is gone is one line, resolve's check_from_run, as for training. grpo: the run's own reward functions (user code
+is imported as at training, from the same PYTHONPATH) on greedy completions, called with trainer_state None (there is
+no trainer).
 """
 
 from __future__ import annotations
@@ -35,26 +36,21 @@ def rescore(cfg, run_dir: Path, eval_file: str | None, metric: str) -> dict:
         reward, exact = mean_reward(policy, tokenizer, rows, rewards.load(cfg.reward), cfg, None)
         return {"eval_accuracy": reward, "eval_exact_match": exact, "metric": metric, "n": len(rows)}
     accuracy, margin = preference_accuracy(
-        policy, reference(cfg, run_dir, policy, tokenizer), tokenizer, rows, cfg.eval.batch_size
+        policy, reference(cfg, policy, tokenizer), tokenizer, rows, cfg.eval.batch_size
     )
     beta_margin = cfg.preference.beta * margin  # as TRL's rewards/margins, and summary.json's
     return {"eval_accuracy": accuracy, "eval_reward_margin": beta_margin, "metric": metric, "n": len(rows)}
 
 
-def reference(cfg, run_dir: Path, policy, tokenizer):
+def reference(cfg, policy, tokenizer):
     """The reference model as a context manager: the LoRA policy with its adapter off, or the starting model again."""
     from finetune.modeling import build_model
     from finetune.resolve import resolve
 
     if hasattr(policy, "disable_adapter"):
         return adapter_disabled(policy)
-    start = cfg.model.from_run
-    if start and not (Path(start) / "model").is_dir():
-        raise UserError(
-            f"{run_dir}: its reference model is the final model of the run {start} (model.from_run), which is not "
-            "there any more; preference accuracy compares the policy with it"
-        )
     set_seed(cfg.seed)  # model.config: the run's fresh weights come from its seed, as in finetune.prefrun
-    settings = resolve(dataclasses.replace(cfg, tracking=[]))  # this machine's device; no tracker is contacted
+    # this machine's device; no tracker is contacted; a model.from_run that is gone is one line (check_from_run)
+    settings = resolve(dataclasses.replace(cfg, tracking=[]))
     model = build_model(cfg, settings, tokenizer, lora=False).to(policy.device).eval()
     return contextlib.nullcontext(model)
