@@ -38,8 +38,8 @@ class Invocation:
         """One run in its own subprocess (scale_runs.run_case); the result carries the spec's model, pipeline, label,
         method and config."""
         r = self.spawn({**spec, "module": "benchmarks.scale_runs"}, self.logs / log_name, self.args.worker_timeout)
-        r.update(model=spec["model"], pipeline=spec["pipeline"], label=spec["label"], method=method)
-        r["config"] = spec["config"]
+        r.update(model=spec["model"], pipeline=spec["pipeline"], label=spec["label"], method=method,
+                 config=spec["config"])  # fmt: skip
         return r
 
 
