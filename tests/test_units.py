@@ -119,3 +119,22 @@ def test_classification_reads_csv_and_names_the_csv_line(tmp_path):
     bad.write_text("text,label\nfine,positive\nno label here,\n")
     with pytest.raises(DataError, match=rf"{bad}:3: missing field 'label'"):
         read_records(bad, "classification")
+
+
+def test_loss_plot_takes_negative_losses_and_plots_grpo_rewards_beside_them(tmp_path):
+    """GRPO's loss is often below zero: a log axis warned ("no positive values") and drew nothing useful. The plot
+    takes any sign, and a run that logs a reward gets it in a panel of its own."""
+    import warnings
+
+    from finetune.report import plot_loss
+
+    rows = [{"step": s, "loss": -0.02 + 0.01 * (s % 3), "reward": 0.2 + s / 100} for s in range(5, 65, 5)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        png = plot_loss(rows, tmp_path / "loss.png", "grpo: grpo")
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        only_loss = plot_loss([{k: r[k] for k in ("step", "loss")} for r in rows], tmp_path / "plain.png", "t")
+    height = lambda path: int.from_bytes(path.read_bytes()[20:24], "big")  # noqa: E731 (PNG's IHDR height)
+    assert height(png) > height(only_loss)  # the reward panel is drawn below the loss, not dropped

@@ -30,20 +30,27 @@ def plot_loss(metrics: list[dict], out: Path, title: str) -> Path | None:
 
     train = [(m["step"], m["loss"]) for m in metrics if "loss" in m]
     evals = [(m["step"], m["eval_loss"]) for m in metrics if "eval_loss" in m]
+    rewards = [(m["step"], m["reward"]) for m in metrics if "reward" in m]  # grpo: what its loss does not show
     if not train and not evals:
         return None
-    fig = Figure(figsize=(7, 4), dpi=110)
-    ax = fig.subplots()
+    fig = Figure(figsize=(7, 6.5 if rewards else 4), dpi=110)
+    ax, *below = fig.subplots(2 if rewards else 1, 1, sharex=True, squeeze=False)[:, 0]
     if train:
         ax.plot(*zip(*train), label="train loss", color="tab:blue")
     if evals:
         ax.plot(*zip(*evals), "o-", label="eval loss", color="tab:orange")
-    ax.set_xlabel("step")
     ax.set_ylabel("loss")
-    ax.set_yscale("log")
+    if all(v > 0 for _, v in train + evals):  # a log axis shows a falling loss best; grpo's can be below zero
+        ax.set_yscale("log")
     ax.set_title(title)
-    ax.grid(alpha=0.3)
     ax.legend()
+    if rewards:
+        below[0].plot(*zip(*rewards), label="mean reward of the sampled completions", color="tab:green")
+        below[0].set_ylabel("reward")
+        below[0].legend()
+    for axis in (ax, *below):
+        axis.grid(alpha=0.3)
+    (below or [ax])[-1].set_xlabel("step")
     fig.tight_layout()
     png = io.BytesIO()
     fig.savefig(png, format="png")
