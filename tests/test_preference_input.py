@@ -70,6 +70,13 @@ def write_config(tmp_path: Path, task: str, rows: list, extra: str = "") -> Path
             "an integer >= 2",
         ),  # fmt: skip
         ("dpo", "preference:\n  beta: 0\n", 11, "preference.beta", "got 0.0; allowed: a number > 0"),
+        (
+            "grpo",
+            "reward:\n  functions: [exact_match]\npreference:\n  beta: -0.1\n",
+            13,
+            "preference.beta",
+            "got -0.1; allowed: a number >= 0 for task grpo (0: no reference model)",
+        ),  # fmt: skip
         ("dpo", "eval:\n  metric: exact_match\n", 11, "eval.metric", "allowed for task dpo: auto, none, preference"),
         ("kto", "tokenizer:\n  build_from_data: true\n", 11, "tokenizer.build_from_data", "keeps the tokenizer"),
     ],
@@ -89,6 +96,13 @@ def test_from_run_is_for_the_preference_tasks_and_excludes_the_other_model_keys(
     path = write_config(tmp_path, "dpo", [PAIR])
     with pytest.raises(ConfigError, match="set exactly one of"):
         load_config(path, ["model.name_or_path=gpt2"])
+
+
+def test_grpo_may_leave_the_reference_model_out_with_beta_zero(tmp_path):
+    """TRL's GRPO default: beta 0 keeps no reference model (no KL term, no second copy); DPO and KTO need beta > 0."""
+    grpo = "reward:\n  functions: [exact_match]\npreference:\n  beta: 0\ngrpo:\n  num_generations: 4\n"
+    path = write_config(tmp_path, "grpo", [PAIR], grpo)
+    assert load_config(path).preference.beta == 0
 
 
 def test_the_embedded_configs_load():

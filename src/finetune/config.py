@@ -112,9 +112,9 @@ class EvalConfig:
 
 @dataclass
 class PreferenceConfig:
-    """dpo and kto (TRL's DPOTrainer, KTOTrainer): how far the policy may move from the reference model."""
+    """dpo, kto and grpo (TRL's trainers): how far the policy may move from the reference model."""
 
-    beta: float = 0.1  # the KL penalty's weight: smaller lets the policy drift further from the reference
+    beta: float = 0.1  # the KL penalty's weight: smaller lets the policy drift further (grpo: 0 keeps no reference)
 
 
 @dataclass
@@ -292,8 +292,11 @@ def _check_preference(cfg: RunConfig, fail) -> None:
         fail(key, f"does not apply to task {cfg.task} (its rows are read by layout: docs/preference.md)")
     if cfg.tokenizer.build_from_data:
         fail("tokenizer.build_from_data", f"task {cfg.task} keeps the tokenizer of the model it starts from")
-    if not math.isfinite(cfg.preference.beta) or cfg.preference.beta <= 0:
-        fail("preference.beta", f"got {cfg.preference.beta}; allowed: a number > 0")
+    beta = cfg.preference.beta
+    if cfg.task == "grpo" and not (math.isfinite(beta) and beta >= 0):  # TRL's grpo default is 0: no reference model
+        fail("preference.beta", f"got {beta}; allowed: a number >= 0 for task grpo (0: no reference model)")
+    if cfg.task != "grpo" and not (math.isfinite(beta) and beta > 0):
+        fail("preference.beta", f"got {beta}; allowed: a number > 0")
     if cfg.task != "grpo":
         if cfg.reward.functions:
             fail("reward.functions", f"got {cfg.reward.functions}; allowed: none for task {cfg.task} (grpo only)")
