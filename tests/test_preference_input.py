@@ -147,6 +147,18 @@ def test_a_missing_starting_run_names_the_command_that_makes_it(tmp_path):
     assert "make it first with `finetune train CONFIG --output-dir runs/default-nowhere`" in proc.stderr
 
 
+def test_a_missing_partly_trained_default_run_names_its_exact_command(tmp_path, monkeypatch):
+    """configs/grpo.yaml starts from runs/default-200, the default trained 200 steps: the line gives that command."""
+    from finetune.prefdata import check_from_run
+
+    cfg = load_config(write_config(tmp_path, "dpo", [PAIR]), ["model.from_run=runs/default-200"])
+    monkeypatch.chdir(tmp_path)  # no runs/ here
+    with pytest.raises(ConfigError) as e:
+        check_from_run(cfg)
+    assert str(e.value).endswith("make it first with `finetune train configs/default.yaml --set "
+                                 "training.max_steps=200 --output-dir runs/default-200`")  # fmt: skip
+
+
 # --- rewards: TRL's signature, checked on every call ------------------------------------------------------------------
 
 

@@ -16,6 +16,7 @@ ids), so a bad row is one line naming its file and line (or row and column), as 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from finetune.config import config_error
@@ -48,7 +49,12 @@ def check_from_run(cfg) -> None:
     which command makes it."""
     run = cfg.model.from_run
     if run and not (Path(run) / "model" / "config.json").is_file():
-        made_by = "`make train`" if Path(run) == Path("runs/default") else f"`finetune train CONFIG --output-dir {run}`"
+        made_by = f"`finetune train CONFIG --output-dir {run}`"
+        if Path(run) == Path("runs/default"):
+            made_by = "`make train`"
+        elif partly := re.fullmatch(r"runs/default-(\d+)", Path(run).as_posix()):  # the default, its first N steps
+            made_by = (f"`finetune train configs/default.yaml --set training.max_steps={partly[1]} "
+                       f"--output-dir {run}`")  # fmt: skip
         raise config_error(cfg, "model.from_run", f"{run} is not a finished run (no {run}/model/config.json): make "
                            f"it first with {made_by}")  # fmt: skip
 
