@@ -1,7 +1,8 @@
 """dpo, kto and grpo runs that train (slow), each as short as its point allows, all started from the embedded default
 run the suite trains once (conftest's shipped_run, what `make train` leaves: this file is in its xdist group):
 DPO's held-out preference accuracy rises above its start and its run folder is whole; a DPO run stopped by SIGTERM
-and resumed ends as the uninterrupted one; the same seed gives the same summary (`finetune reproduce`); KTO trains
+and resumed ends as the uninterrupted one; the same seed gives the same summary (`finetune reproduce`); DPO under
+torchrun with 2 processes ends as the one-process run; KTO trains
 from single labelled completions and logs its KL, and honours finetune.run.Hooks; GRPO calls a user reward with TRL's
 signature, logs its rewards, and stops in one line naming the function, its checkpoints kept, when that reward raises.
 
@@ -17,11 +18,12 @@ import json
 import os
 import shutil
 import signal
+import sys
 
 import pytest
 from transformers import AutoTokenizer
 
-from conftest import REPO, cli_env, fresh_generate, read_json, rel_diff, wait_until
+from conftest import REPO, cli_env, fresh_generate, read_json, rel_diff, run_cli, wait_until
 from finetune.report import read_metrics
 from forked_cli import ForkServer
 
@@ -163,6 +165,20 @@ def test_dpo_same_seed_same_summary(tmp_path, forks, dpo_run):
     a, b = read_json(dpo_run / "summary.json"), read_json(tmp_path / "again" / "summary.json")
     for key in ("steps", "train_loss", "eval_accuracy", "eval_reward_margin"):
         assert a[key] == b[key], key
+
+
+def test_dpo_under_torchrun_with_two_processes_matches_one(tmp_path, dpo_run, shipped_run):
+    """The same global batch of pairs over 2 processes (8 each): the same optimizer steps and held-out figures as the
+    one-process run, measured by the main process only; the manifest says 2."""
+    out = tmp_path / "ddp"
+    args = ["--nproc-per-node", "2", "-m", "finetune", *train_args("dpo.yaml", out, shipped_run, *SHORT_DPO)]
+    run_cli(*args, launcher=[sys.executable, "-m"], module="torch.distributed.run", timeout=600)
+    ddp, single = read_json(out / "summary.json"), read_json(dpo_run / "summary.json")
+    assert read_json(out / "manifest.json")["world_size"] == 2
+    assert ddp["steps"] == single["steps"] == DPO_STEPS
+    assert ddp["initial_eval_accuracy"] == single["initial_eval_accuracy"]
+    assert abs(ddp["eval_accuracy"] - single["eval_accuracy"]) <= 0.04, (ddp["eval_accuracy"], single["eval_accuracy"])
+    assert rel_diff(ddp["eval_reward_margin"], single["eval_reward_margin"]) < 0.05
 
 
 def test_kto_trains_from_single_labelled_completions_and_honours_the_run_hooks(tmp_path, shipped_run, monkeypatch):
