@@ -2,9 +2,9 @@
 run the suite trains once (conftest's shipped_run, what `make train` leaves: this file is in its xdist group):
 DPO's held-out preference accuracy rises above its start and its run folder is whole; a DPO run stopped by SIGTERM
 and resumed ends as the uninterrupted one; the same seed gives the same summary (`finetune reproduce`); DPO under
-torchrun with 2 processes ends as the one-process run; KTO trains
-from single labelled completions and logs its KL, and honours finetune.run.Hooks; GRPO calls a user reward with TRL's
-signature, logs its rewards, and stops in one line naming the function, its checkpoints kept, when that reward raises.
+torchrun with 2 processes ends as the one-process run; KTO trains from single labelled completions and logs its KL,
+and honours finetune.run.Hooks; GRPO calls a user reward with TRL's signature, logs its rewards, and stops in one line
+naming the function, its checkpoints kept, when that reward raises.
 
 Every run but KTO's (in this process, through finetune.run.train with Hooks, as the benchmarks run) is
 `finetune.cli.main(argv)` in a process of its own, forked from one server that imported the CLI and TRL's trainers
