@@ -216,7 +216,7 @@ def clean(c, volume=False, build_cache=False):
 
 @task(
     help={
-        "variant": "lock only this variant (cpu, cuda, dev); repeatable",
+        "variant": "lock only this variant (cpu, cuda, dev, vllm); repeatable",
         "check": "only check freshness",
         "upgrade": "every package to the newest version its range allows (default: keep the pinned ones)",
     },

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from spec import LAYERS
+from spec import KINDS, LAYERS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -170,7 +170,11 @@ FACTS = [
         f"{CPU_ENV} python=",
         source_text(CPU_ENV, r"^\s*- python=(\S+)"),
         [
-            in_text("environments/cuda/environment.yml", "python= pin", r"^\s*- python=(\S+)"),
+            *(
+                in_text(f"environments/{variant}/environment.yml", "python= pin", r"^\s*- python=(\S+)")
+                for variant in sorted(KINDS)
+                if variant != "cpu" and variant not in LAYERS  # a layer takes its base's python
+            ),
             *(
                 in_text(lock, "`# conda: python=` header line", r"^# conda: python=(\S+)$")
                 for lock in LOCKS_WITH_PYTHON
