@@ -100,6 +100,8 @@ def serve_in_container(c, model: str, port: int, host: str, gpu: bool, api_key: 
     variant, target = ("vllm", containers.SERVERS["vllm"]) if vllm else ("cuda" if gpu else "cpu", "runtime")
     image = images.ensure_image(c, variant, target).name
     exposed = f"whoever reaches it with the API key uses the model; {tunnel(port)}"
+    if vllm:  # vLLM's security guide: its key guards its API routes (/v1 ...), not every route of the server
+        exposed = f"vLLM checks the API key on its API routes (/v1), not on every route; {tunnel(port)}"
     key_name = "VLLM_API_KEY" if vllm else "FINETUNE_API_KEY"  # where each server reads its key
     run_ = [c.docker.client, "run", "--rm", "--name", f"finetune-serve-{port}"]
     run_ += published(host, port, containers.SERVE_PORT, exposed)

@@ -313,6 +313,12 @@ def test_every_copy_of_a_fact_agrees_with_its_one_source(fact):
             "570.86.10, but invoke.yaml cuda.min_driver is 580.65.06",
         ),
         ("docker/Dockerfile", "ARG CUDA_BASE_IMAGE=nvidia/cuda:13.0.3", "ARG CUDA_BASE_IMAGE=nvidia/cuda:13.0.2", ""),
+        (
+            "docs/serve.md",
+            "(vLLM 0.33.0 alone",
+            "(vLLM 0.34.0 alone",
+            "0.34.0, but environments/vllm/environment.yml vllm== is 0.33.0",
+        ),
         ("pyproject.toml", '    "tqdm>=4.66",\n', "", "pyproject.toml [project].dependencies: lacks tqdm>=4.66"),
         ("environments/cuda/environment.yml", "peft>=0.21,<1", "peft>=0.22,<1", "lacks peft>=0.21,<1"),
         ("deploy/cloud-init.yaml", "(CUDA 13.0 images need >= 580.65.06)", "", "no CUDA X.Y in the host check found"),
