@@ -22,8 +22,9 @@ from devtools.nodes import Nodes
 
 @task(
     help={
-        "variant": "cpu | cuda (default cpu)",
-        "target": "runtime (training image) | dev (tools, JupyterLab: devcontainer, invoke lab); default runtime",
+        "variant": "cpu | cuda (default cpu) | vllm (vLLM's server image, finetune:vllm: invoke serve --vllm)",
+        "target": "runtime (training image) | dev (tools, JupyterLab: devcontainer, invoke lab); default runtime "
+        "(vllm: its own target, serve-vllm)",
         "tag": "image tag (default: <variant> or <variant>-dev, under image.registry/image.name from invoke.yaml)",
         "push": "push to image.registry (builds with docker buildx)",
         "no_cache": "build every layer again (the download caches stay)",
@@ -36,7 +37,7 @@ from devtools.nodes import Nodes
 def build(
     c,
     variant="cpu",
-    target="runtime",
+    target=None,
     tag=None,
     push=False,
     no_cache=False,
@@ -50,6 +51,7 @@ def build(
     if reproducible:
         epoch = images.source_date_epoch(c)
         images.reproducible_client(c)
+    target = target or containers.default_target(variant)
     images.build_image(c, containers.Build(variant, target, tag, platforms, push, no_cache, ca_bundle, epoch))
 
 
@@ -216,7 +218,7 @@ def clean(c, volume=False, build_cache=False):
 
 @task(
     help={
-        "variant": "lock only this variant (cpu, cuda, dev); repeatable",
+        "variant": "lock only this variant (cpu, cuda, dev, vllm); repeatable",
         "check": "only check freshness",
         "upgrade": "every package to the newest version its range allows (default: keep the pinned ones)",
     },
@@ -283,12 +285,24 @@ def export(c, run="runs/default", out=None, format="hf", dtype=None, quant=None,
         "new key printed once); a flag is visible in `ps` and your shell history: prefer the variable",
         "docker": "in the CPU runtime image, the model folder mounted read-only (no .venv needed)",
         "gpu": "in the CUDA runtime image with the host's GPUs (transformers on the GPU; implies --docker)",
+        "vllm": "vLLM's OpenAI server in its own image (finetune:vllm) with the host's GPUs (implies --gpu); a run is "
+        "exported first to RUN-hf (finetune export --force: an earlier export there is replaced)",
     }
 )
-def serve(c, model="runs/default", port=containers.SERVE_PORT, host="127.0.0.1", api_key=None, docker=False, gpu=False):
-    """An OpenAI-compatible API for a run's model: finetune serve in .venv, or in a container (docs/serve.md)."""
-    if docker or gpu:
-        services.serve_in_container(c, model, port, host, gpu, api_key)
+def serve(
+    c,
+    model="runs/default",
+    port=containers.SERVE_PORT,
+    host="127.0.0.1",
+    api_key=None,
+    docker=False,
+    gpu=False,
+    vllm=False,
+):
+    """An OpenAI-compatible API for a run's model: finetune serve in .venv, or in a container, or vLLM's server on
+    the GPUs (docs/serve.md)."""
+    if docker or gpu or vllm:
+        services.serve_in_container(c, model, port, host, gpu, api_key, vllm)
         return
     cmd = [launch.venv_bin(c, "finetune"), "serve", model, "--host", host, "--port", str(port)]
     env = {"FINETUNE_API_KEY": api_key} if api_key else {}  # in the environment: not in the echoed plan or in ps

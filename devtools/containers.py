@@ -21,6 +21,12 @@ from finetune.urls import strip_userinfo
 
 REPO = Path(__file__).resolve().parents[1]
 TARGETS = ("runtime", "dev")
+# Images of a server of their own: variant -> its docker/Dockerfile target. Each installs its own lock
+# (environments/<variant>, a server kind in environments/spec.py) on the CUDA base, and is tagged with the variant
+# alone (finetune:vllm). WARM_IMPORTS: what its env stage imports to write bytecode for (the Dockerfile's default is
+# what a training run imports, which a server environment does not hold).
+SERVERS = {"vllm": "serve-vllm"}
+SERVER_WARM_IMPORTS = {"vllm": "import torch, transformers, vllm"}
 WORKSPACE = "/workspace"  # the image's working directory: configs/, data/, runs/ live (or are mounted) here
 LAB_PORT = 8888  # JupyterLab inside its container (`invoke lab`), and the host port it is published on by default
 TENSORBOARD_PORT = 6006  # TensorBoard inside its container (`invoke tensorboard`), and its default host port
@@ -42,12 +48,25 @@ GPU_RUN_FLAGS = ["--ipc=host", "--ulimit", "memlock=-1", "--ulimit", "stack=6710
 def image_name(cfg, variant: str, target: str = "runtime", tag: str | None = None) -> str:
     """finetune:cpu, finetune:cuda-dev, or <registry>/finetune:<tag> when a registry is configured."""
     repo = cfg.image.name if not cfg.image.registry else f"{cfg.image.registry.rstrip('/')}/{cfg.image.name}"
-    return f"{repo}:{tag or (variant if target == 'runtime' else f'{variant}-{target}')}"
+    plain = target in ("runtime", SERVERS.get(variant))
+    return f"{repo}:{tag or (variant if plain else f'{variant}-{target}')}"
 
 
 def check_variant(cfg, variant: str) -> None:
-    if variant not in cfg.image.variants:
-        raise ValueError(f"--variant {variant!r}: allowed: {', '.join(cfg.image.variants)}")
+    if variant not in cfg.image.variants and variant not in SERVERS:
+        raise ValueError(f"--variant {variant!r}: allowed: {', '.join([*cfg.image.variants, *SERVERS])}")
+
+
+def default_target(variant: str) -> str:
+    """runtime, or a server variant's one target (vllm: serve-vllm)."""
+    return SERVERS.get(variant, "runtime")
+
+
+def check_target(variant: str, target: str) -> None:
+    """A training variant builds runtime or dev; a server variant its own target only."""
+    if target != SERVERS.get(variant, target) or (variant not in SERVERS and target not in TARGETS):
+        servers = ", ".join(f"{v}: {t}" for v, t in SERVERS.items())
+        raise ValueError(f"--target {target!r}: allowed: {', '.join(TARGETS)} (a server variant its own: {servers})")
 
 
 def locks_for(variant: str, target: str) -> list[Path]:
@@ -103,8 +122,7 @@ def build_command(
     RUNs need)."""
     variant, target, platforms = build.variant, build.target, build.platforms
     check_variant(cfg, variant)
-    if target not in TARGETS:
-        raise ValueError(f"--target {target!r}: allowed: {', '.join(TARGETS)}")
+    check_target(variant, target)
     buildx = build.push or len(platforms) > 1
     if build.epoch is not None and (not podman or buildx):
         raise ValueError(f"--reproducible: {REPRODUCIBLE}; not with several platforms or --push")
@@ -128,6 +146,8 @@ def build_command(
         "LOCK_DIGEST": lock_digest(locks_for(variant, target)),
         "SOURCE_URL": strip_userinfo(source_url),  # a remote's user:token@ would be in ps, the label and manifests
     }
+    if variant in SERVER_WARM_IMPORTS:
+        args["WARM_IMPORTS"] = SERVER_WARM_IMPORTS[variant]
     for key, value in args.items():
         cmd += ["--build-arg", f"{key}={value}"]
     # The facts that change per build, as --label from every client: applied when the image is committed, never from
@@ -240,10 +260,11 @@ def container_args(cfg, root: str, image: Image, env_names: list[str], gpus: str
     return args + _cache_secrets_devices(cfg, env_names, gpus)
 
 
-def serve_container_args(cfg, model: Path, gpu: bool) -> list[str]:
-    """`finetune serve` in the runtime image: only the model's folder, read-only (a LoRA run holds its base in
-    RUN/base/, an export is whole), the API key by name, and what every container gets."""
-    args = ["--volume", f"{model}:{MODEL_MOUNT}:ro", "--env", "FINETUNE_API_KEY", "--env", "HF_HUB_OFFLINE=1"]
+def serve_container_args(cfg, model: Path, gpu: bool, key_name: str = "FINETUNE_API_KEY") -> list[str]:
+    """A server's container (`finetune serve` in the runtime image, vLLM's in its own): only the model's folder,
+    read-only (a LoRA run holds its base in RUN/base/, an export is whole), the API key by name (key_name: the
+    variable that server reads), and what every container gets."""
+    args = ["--volume", f"{model}:{MODEL_MOUNT}:ro", "--env", key_name, "--env", "HF_HUB_OFFLINE=1"]
     return args + _cache_secrets_devices(cfg, passthrough_env(HOST_ENV), "all" if gpu else None)
 
 

@@ -158,6 +158,8 @@ def verify_image(c, variant: str, target: str, workdir: str | None, bases: str |
         containers.check_variant(c, variant)
     except ValueError as err:
         raise Exit(str(err), code=2) from None
+    if variant in containers.SERVERS:  # measured once by hand (docs/serve.md), too big to build twice here
+        raise Exit(f"--variant {variant}: allowed: {', '.join(c.image.variants)} (the training images)", code=2)
     if bases and not Path(bases).is_file():
         raise Exit(f"--bases {bases}: no such file (an image archive from docker save or podman save)", code=2)
     if workdir and Path(workdir).exists() and any(Path(workdir).iterdir()):

@@ -83,25 +83,47 @@ def mlflow(c, port: int, host: str, root: str | None, workers: int) -> None:
     c.run(shlex.join(cmd), pty=False)
 
 
-def serve_in_container(c, model: str, port: int, host: str, gpu: bool, api_key: str | None) -> None:
-    """`finetune serve` in the runtime image (CUDA's with --gpu): the run or export mounted read-only, the server's
-    port published on host:port, always behind an API key: the one given, else a new one printed once (as the
-    lab's token). Inside its container the server listens on the container's own interface, which is what
-    --publish reaches; who else reaches it is the host address's business, warned about like every service."""
-    images.gpu_check(c, gpu)
+def serve_in_container(c, model: str, port: int, host: str, gpu: bool, api_key: str | None, vllm: bool = False):
+    """`finetune serve` in the runtime image (CUDA's with --gpu), or with vllm vLLM's OpenAI server in its own image
+    (finetune:vllm, on the GPUs): the run or export mounted read-only, the server's port published on host:port,
+    always behind an API key: the one given, else a new one printed once (as the lab's token). Inside its container
+    the server listens on the container's own interface, which is what --publish reaches; who else reaches it is the
+    host address's business, warned about like every service."""
+    images.gpu_check(c, gpu or vllm)
     path = Path(model).resolve()
-    if not ((path / "manifest.json").exists() or (path / "config.json").exists()):
+    run = (path / "manifest.json").exists()
+    if not (run or (path / "config.json").exists()):
         stop(c, f"--model {model}: not a run directory (manifest.json) or an exported folder (config.json)")
-    image = images.ensure_image(c, "cuda" if gpu else "cpu", "runtime").name
+    name = path.name  # vLLM's served model name: the run's (runs/<name>) or the export's folder name
+    if vllm and run:  # vLLM loads a transformers folder, not a run
+        path = export_for_vllm(c, path)
+    variant, target = ("vllm", containers.SERVERS["vllm"]) if vllm else ("cuda" if gpu else "cpu", "runtime")
+    image = images.ensure_image(c, variant, target).name
     exposed = f"whoever reaches it with the API key uses the model; {tunnel(port)}"
-    run = [c.docker.client, "run", "--rm", "--name", f"finetune-serve-{port}"]
-    run += published(host, port, containers.SERVE_PORT, exposed)
-    run += [*containers.serve_container_args(c, path, gpu), image]
-    run += ["finetune", "serve", containers.MODEL_MOUNT, "--host", "0.0.0.0", "--port", str(containers.SERVE_PORT)]
+    if vllm:  # vLLM's security guide: its key guards its API routes (/v1 ...), not every route of the server
+        exposed = f"vLLM checks the API key on its API routes (/v1), not on every route; {tunnel(port)}"
+    key_name = "VLLM_API_KEY" if vllm else "FINETUNE_API_KEY"  # where each server reads its key
+    run_ = [c.docker.client, "run", "--rm", "--name", f"finetune-serve-{port}"]
+    run_ += published(host, port, containers.SERVE_PORT, exposed)
+    run_ += [*containers.serve_container_args(c, path, gpu or vllm, key_name), image]
+    listen = [containers.MODEL_MOUNT, "--host", "0.0.0.0", "--port", str(containers.SERVE_PORT)]
+    run_ += ["vllm", "serve", *listen, "--served-model-name", name] if vllm else ["finetune", "serve", *listen]
     given = api_key or os.environ.get("FINETUNE_API_KEY")
     key = given or secrets.token_urlsafe(24)
     # As the lab's token: the key travels by name (docker reads it from its own environment), a new one is shown once.
     shown = "<your key>" if given else "<a new key, shown when it runs>" if c.config.run.dry else key
     url = f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}/v1"
     print(f"OpenAI-compatible API: {url}  (Authorization: Bearer {shown})", flush=True)
-    c.run(show(run), env={"FINETUNE_API_KEY": key}, pty=False)
+    c.run(show(run_), env={key_name: key}, pty=False)
+
+
+def export_for_vllm(c, run: Path) -> Path:
+    """The run's transformers folder, written first by .venv's `finetune export` as `invoke export` runs it, where
+    that command writes it by default (RUN-hf, beside the run); an earlier export there is replaced (--force), so the
+    served folder is always the run as it is now."""
+    from finetune.export import default_out  # only here: the other tasks need none of finetune's export
+
+    out = default_out(run, "hf")
+    cmd = [launch.venv_bin(c, "finetune"), "export", str(run), "--format", "hf", "--out", str(out), "--force"]
+    c.run(shlex.join(cmd), pty=False)
+    return out

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from spec import LAYERS
+from spec import KINDS, LAYERS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -147,6 +147,7 @@ def includes_requirements(found: list, value: list) -> str | None:
 # --- the facts ----------------------------------------------------------------------------------------------------
 
 CPU_ENV = "environments/cpu/environment.yml"
+VLLM_ENV = "environments/vllm/environment.yml"
 IMAGE_PIN = r"[\w./-]+:[\w.-]+@sha256:[0-9a-f]{64}"
 # every lock but a layer's (a layer takes its base's python) carries the pin in its `# conda:` header
 LOCKS_WITH_PYTHON = [str(p.relative_to(REPO)) for p in sorted(REPO.glob("environments/*/pip.*.lock"))]
@@ -170,7 +171,11 @@ FACTS = [
         f"{CPU_ENV} python=",
         source_text(CPU_ENV, r"^\s*- python=(\S+)"),
         [
-            in_text("environments/cuda/environment.yml", "python= pin", r"^\s*- python=(\S+)"),
+            *(
+                in_text(f"environments/{variant}/environment.yml", "python= pin", r"^\s*- python=(\S+)")
+                for variant in sorted(KINDS)
+                if variant != "cpu" and variant not in LAYERS  # a layer takes its base's python
+            ),
             *(
                 in_text(lock, "`# conda: python=` header line", r"^# conda: python=(\S+)$")
                 for lock in LOCKS_WITH_PYTHON
@@ -197,6 +202,17 @@ FACTS = [
             in_text("docs/environments.md", "torch version", r"(?:`torch==|\()(\d+\.\d+\.\d+)(?:\+cpu`|: CUDA)"),
         ],
         readers=["pyproject.toml (checked by runtime dependencies)", "tests/test_environments.py (the locks' torch)"],
+    ),
+    Fact(
+        "vLLM",
+        f"{VLLM_ENV} vllm==",
+        source_text(VLLM_ENV, r"^\s*- vllm==([^\s#]+)"),
+        [
+            *(in_text(doc, "vLLM X.Y.Z", r"vLLM (\d+\.\d+\.\d+)") for doc in ("docs/serve.md", "docs/containers.md")),
+            in_text("docs/environments.md", "`vllm==X.Y.Z`", r"`vllm==(\d+\.\d+\.\d+)`"),
+        ],
+        readers=["environments/lock.py (the vllm lock's input)", "docker/Dockerfile serve-vllm (through the lock)"],
+        shape=r"\d+\.\d+\.\d+",
     ),
     Fact(
         "torch CPU wheel index",

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import lockfile
 import standin as torch_cpu
-from spec import HERE, input_digest, load_env, lock_path
+from spec import HERE, input_digest, load_env, lock_path, plus_cpu_torch
 
 # conda platform name -> the wheel platform uv resolves for (torch 2.13 wheels are manylinux_2_28; macOS 11+)
 UV_PLATFORMS = {
@@ -46,7 +46,7 @@ def compile_lock(variant: str, platform: str, tool: str, upgrade: bool = False) 
             sys.exit(f"lock: {variant} is a layer of {env['layer_of']}: lock {env['layer_of']} first")
         requirements = base["pip"] + requirements
     standin = None
-    if (env["layer_of"] or variant) == "cpu" and platform in PLUS_CPU_TORCH:  # the cpu lock and its layers
+    if plus_cpu_torch(variant) and platform in PLUS_CPU_TORCH:  # the cpu lock and its layers
         standin = torch_cpu.torch_standin(requirements, platform, env["python"])
     if standin:  # resolve everything else, torch's own dependencies included, then add torch with its pinned hash
         requirements = [r for r in requirements if not r.startswith("torch==")] + standin["deps"]
@@ -76,7 +76,7 @@ def compile_lock(variant: str, platform: str, tool: str, upgrade: bool = False) 
             "-o",
             str(out_lock),
         ]
-        if platform == "linux-64" and variant != "cuda":  # the CPU build of torch: +cpu wheels, not PyPI's CUDA one
+        if platform == "linux-64" and plus_cpu_torch(variant):  # torch's CPU build: +cpu wheels, not PyPI's CUDA one
             for link in find_links or [lockfile.TORCH_CPU_FIND_LINKS]:
                 cmd += ["--find-links", link]
         if standin:  # other packages depend on torch: keep uv from resolving PyPI's (CUDA) build for them

@@ -38,15 +38,21 @@ def test_the_plan_mounts_only_the_model_read_only_and_publishes_on_loopback(tmp_
     assert "WARNING" not in proc.stdout
 
 
+def published_on_every_address_after_a_warning(proc, port: int) -> list[str]:
+    """The plan's `docker run` argv, once it is seen to publish on 0.0.0.0:port after a warning naming the tunnel."""
+    assert proc.returncode == 0, proc.stderr
+    warning = next(line for line in proc.stdout.splitlines() if line.startswith("WARNING"))
+    assert f"0.0.0.0:{port}" in warning and f"ssh -L {port}:127.0.0.1:{port}" in warning, warning
+    argv = run_line(proc.stdout)
+    assert argv[argv.index("--publish") + 1] == f"0.0.0.0:{port}:8000"
+    return argv
+
+
 def test_another_address_is_warned_about_and_gpu_takes_the_cuda_image_with_the_gpus(tmp_path):
     run = a_run(tmp_path)
     env = fake_host(tmp_path, "580.95.05", READY_GPU)
     proc = invoke(env, "--dry", "serve", "--gpu", "--model", run, "--host", "0.0.0.0", "--port", "9001")
-    assert proc.returncode == 0, proc.stderr
-    warning = next(line for line in proc.stdout.splitlines() if line.startswith("WARNING"))
-    assert "0.0.0.0:9001" in warning and "ssh -L 9001:127.0.0.1:9001" in warning, warning
-    argv = run_line(proc.stdout)
-    assert argv[argv.index("--publish") + 1] == "0.0.0.0:9001:8000"
+    argv = published_on_every_address_after_a_warning(proc, 9001)
     assert "--gpus" in argv and "finetune:cuda" in argv and "finetune:cpu" not in argv, argv
 
 
@@ -79,3 +85,74 @@ def test_a_folder_that_is_neither_a_run_nor_an_export_is_one_line_exit_2(tmp_pat
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert f"--model {tmp_path / 'nothing'}: not a run directory (manifest.json) or an exported folder" in proc.stderr
     assert docker_calls(tmp_path) == [], "nothing built or run"
+
+
+# --- `invoke serve --vllm`: vLLM's OpenAI server in its own image (environments/vllm, docker/Dockerfile serve-vllm) ---
+
+
+def an_export(tmp_path: Path) -> Path:
+    """A folder `invoke serve` takes for an export (config.json): served as it is, no export step."""
+    out = tmp_path / "exports" / "my-export"
+    out.mkdir(parents=True)
+    (out / "config.json").write_text("{}")
+    return out
+
+
+def test_vllm_exports_the_run_then_serves_the_export_read_only_with_the_gpus_on_loopback(tmp_path):
+    run = a_run(tmp_path)
+    env = fake_host(tmp_path, "580.95.05", READY_GPU)
+    proc = invoke(env, "--dry", "serve", "--vllm", "--model", run, "--api-key", "k-7e1")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    export = next(i for i, line in enumerate(lines) if " export " in line)
+    assert re.search(r"\.venv/bin/finetune export .*my run.* --format hf --out .*my run-hf.* --force$", lines[export])
+    argv = run_line(proc.stdout)
+    assert export < lines.index(next(line for line in lines if " run --rm " in line)), "exported before it is served"
+    assert argv[argv.index("--publish") + 1] == "127.0.0.1:8000:8000"
+    mounts = [argv[i + 1] for i, a in enumerate(argv) if a == "--volume"]
+    assert f"{run.parent / 'my run-hf'}:/mnt/model:ro" in mounts and f"{run}:/mnt/model:ro" not in mounts
+    assert argv[argv.index("--gpus") + 1] == "all" and "--ipc=host" in argv
+    assert argv[argv.index("VLLM_API_KEY") - 1] == "--env"  # by name: docker reads it from its environment
+    tail = argv[argv.index("finetune:vllm") :]
+    assert tail == [
+        "finetune:vllm",
+        "vllm",
+        "serve",
+        "/mnt/model",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        "8000",
+        "--served-model-name",
+        "my run",
+    ], tail
+    assert "--api-key" not in argv and "k-7e1" not in proc.stdout + proc.stderr  # never in argv, never echoed
+    assert "WARNING" not in proc.stdout
+
+
+def test_vllm_serves_an_export_as_it_is_and_warns_about_another_address(tmp_path):
+    out = an_export(tmp_path)
+    env = fake_host(tmp_path, "580.95.05", READY_GPU)
+    proc = invoke(env, "--dry", "serve", "--vllm", "--model", out, "--host", "0.0.0.0", "--port", "9002")
+    argv = published_on_every_address_after_a_warning(proc, 9002)
+    assert not [line for line in proc.stdout.splitlines() if " export " in line]
+    assert f"{out}:/mnt/model:ro" in argv and argv[-2:] == ["--served-model-name", "my-export"], argv
+
+
+def test_vllm_gets_the_key_through_dockers_environment_a_new_one_shown_once(tmp_path):
+    env = fake_host(tmp_path, "580.95.05", READY_GPU)
+    log = record_variable(env, tmp_path, "VLLM_API_KEY")
+    for name in ("FINETUNE_API_KEY", "VLLM_API_KEY"):
+        env.pop(name, None)
+    proc = invoke(env, "serve", "--vllm", "--model", an_export(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    run = next(call for call in docker_calls(tmp_path) if call.startswith("run "))
+    got = log.read_text().splitlines()[-1]
+    [shown] = re.findall(r"Authorization: Bearer (\S+)\)", proc.stdout)
+    assert shown == got and len(got) >= 32 and got not in run and "--env VLLM_API_KEY " in run, (shown, got, run)
+
+
+def test_vllm_without_a_gpu_runtime_stops_before_exporting_or_building(tmp_path):
+    proc = invoke(fake_host(tmp_path, None), "serve", "--vllm", "--model", a_run(tmp_path))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert docker_calls(tmp_path) == [] and not (tmp_path / "runs" / "my run-hf").exists()
