@@ -364,7 +364,7 @@ def test_a_short_run_on_each_layout_learns(tmp_path, layout):
     assert losses[-1] < 0.9 * losses[0], losses  # it learns: 30 steps took 15-21% off here
 
 
-# --- an environment without `datasets` (the cpu image leaves it out: its 1 GB budget) ---------------------------
+# --- an environment without `datasets` (one of your own: `make venv` and every image have it) -----------------------
 
 
 @pytest.mark.parametrize("which", ["train_file", "eval_file"])
@@ -382,7 +382,8 @@ def test_a_source_that_needs_datasets_stops_before_any_work_where_it_is_missing(
     with pytest.raises(
         ConfigError,
         match=rf"data\.{which}: {re.escape(value)} is read with the datasets package, "
-        r"which is not installed here \(the cpu image leaves it out.*\): .*pip install datasets",
+        r"which is not installed here \(`make venv` and the images have it\): pip install datasets, or convert it to "
+        "JSONL$",
     ):
         resolve_module.resolve(cfg, cuda=False)
 

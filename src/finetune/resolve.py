@@ -131,17 +131,17 @@ def _optimizer(cfg: RunConfig) -> str:
 
 
 def _check_data_readers(cfg: RunConfig) -> None:
-    """Parquet, save_to_disk folders and hub ids are read with `datasets` (with pyarrow and pandas: 216 MB), which the
-    cpu image leaves out to stay within its 1 GB budget: say so before any work, not as an ImportError mid-run."""
+    """Parquet, save_to_disk folders and hub ids are read with `datasets` (with pyarrow and pandas), which `make venv`
+    and every image have (the cpu image since issue 26); an environment of one's own may not: say so before any work,
+    not as an ImportError mid-run."""
     for key in ("train_file", "eval_file"):
         source = getattr(cfg.data, key)
         if source and datafiles.reader_of(source) in ("datasets", "hub") and not has_package("datasets"):
             raise config_error(
                 cfg,
                 f"data.{key}",
-                f"{source} is read with the datasets package, which is not installed here (the cpu image leaves it "
-                "out, for its size; the cuda image, the dev image and `make venv` have it): run with `invoke train "
-                "--local` or `--variant cuda`, convert it to JSONL, or pip install datasets",
+                f"{source} is read with the datasets package, which is not installed here (`make venv` and the "
+                "images have it): pip install datasets, or convert it to JSONL",
             )
 
 

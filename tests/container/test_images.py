@@ -1,7 +1,7 @@
 """The CPU runtime and dev images built from the shipped docker/Dockerfile, on a real engine (see conftest.py for
 the harness and its stand-ins): non-root user, `invoke train --docker` with host-owned outputs, the manifest's
-image facts, `invoke serve --docker` on that run, code-only rebuilds, and images without caches or compilers they do
-not need."""
+image facts, `invoke serve --docker` on that run, the shipped DPO config and the sources read through `datasets`
+(issue 26), code-only rebuilds, and images without caches or compilers they do not need."""
 
 from __future__ import annotations
 
@@ -137,20 +137,69 @@ for d in /root/.cache/pip "$HOME/.cache/pip" /opt/conda /opt/env/pkgs /tmp/env /
 done
 find / -xdev \( -name '*.whl' -o -name '*.tar.bz2' -o -name '*.conda' \) -print 2>/dev/null | sed 's/^/FOUND file /'
 find /opt/env -type d -name tests -print | sed 's/^/FOUND test suite /'
+find /opt/env \( -name 'libarrow_flight.so*' -o -name '_flight.cpython-*.so' -o -path '*/pyarrow/include' \) -print \
+  | sed 's/^/FOUND pyarrow leftover /'
 true
 """
     out = workspace.engine("run", "--rm", "--user", "0", runtime_image["image"], "bash", "-c", script).stdout
     assert "FOUND" not in out, out
 
 
-def test_a_source_that_needs_datasets_stops_at_once_in_the_cpu_runtime_image(workspace, runtime_image):
-    """The cpu image leaves `datasets` out (its 1 GB budget): a hub id stops before any work, in one line, exit 2."""
-    run = ["run", "--rm", runtime_image["image"], "finetune", "train", "configs/default.yaml"]
+def test_an_uncached_hub_id_offline_stops_at_once_naming_the_cache_in_the_cpu_runtime_image(workspace, runtime_image):
+    """The cpu image has `datasets` (issue 26: trl needs it), so a hub id is read there as in `.venv`: one that is not
+    in the cache, offline, stops in one line (exit 2) naming the image's cache and how to fetch it once."""
+    offline = ["run", "--rm", "--env", "HF_HUB_OFFLINE=1", runtime_image["image"]]
+    run = [*offline, "finetune", "train", "configs/default.yaml"]
     proc = workspace.engine(*run, "--set", "data.train_file=someone/some-dataset", check=False)
-    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
-    assert "data.train_file: someone/some-dataset is read with the datasets package, which is not installed here" in (
-        proc.stderr
-    )
+    line = proc.stderr.strip()
+    assert proc.returncode == 2 and len(line.splitlines()) == 1, proc.stderr
+    assert line.startswith("finetune: error: someone/some-dataset: not a local file or folder, and hub dataset "), line
+    assert "not in the local cache /home/finetune/.cache/huggingface/datasets (offline: HF_HUB_OFFLINE=1)" in line, line
+    assert "datasets.load_dataset('someone/some-dataset', split='train')" in line, line
+
+
+def test_invoke_train_docker_runs_the_shipped_dpo_config_from_a_short_sft_run(workspace, runtime_image):
+    """Issue 26: the cpu image carries trl (with datasets, pyarrow, pandas) and runs configs/dpo.yaml, through
+    `invoke train --docker` as a user runs it. The run it starts from (model.from_run) is made first by a one-step SFT
+    run; DPO trains one step and scores 10 held-out pairs: what is checked is the image (the run completes, its
+    summary and model are written, on the host), not what DPO learns (tests/test_preference.py)."""
+    short = ["--set", "training.max_steps=1", "--set", "eval.max_samples=10"]
+    t0 = time.monotonic()
+    workspace.invoke("train", "--docker", "--output-dir", "runs/dpo-start", *short)
+    dpo = ["--config", "configs/dpo.yaml", "--set", "model.from_run=runs/dpo-start"]
+    proc = workspace.invoke("train", "--docker", *dpo, "--output-dir", "runs/dpo-in-image", *short)
+    FIGURES["invoke train --docker: sft 1 step + dpo 1 step, wall s"] = round(time.monotonic() - t0, 1)
+    run = printed_run_dir(proc.stdout, workspace.root)
+    assert run == workspace.root / "runs" / "dpo-in-image", proc.stdout[-2000:]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["steps"] == 1, summary
+    assert summary["metric"] == "preference_accuracy" and 0 <= summary["eval_accuracy"] <= 1, summary
+    assert {"config.json", "model.safetensors"} <= {p.name for p in (run / "model").iterdir()}
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["runtime"] == "docker" and manifest["config"]["task"] == "dpo", manifest["config"]
+    assert manifest["config"]["model"]["from_run"] == "runs/dpo-start"
+
+
+# made in the container: the held-out reversal rows as a parquet file and a save_to_disk folder, then each source
+# read by the reader a run uses; one line of records per source
+READ_THROUGH_DATASETS = """
+import json, datasets, pyarrow as pa, pyarrow.parquet as pq
+from finetune.datafiles import read_records
+rows = [json.loads(line) for line in open("data/reversal/eval.jsonl")]
+pq.write_table(pa.Table.from_pylist(rows), "/tmp/eval.parquet")
+datasets.disable_progress_bars()
+datasets.Dataset.from_list(rows).save_to_disk("/tmp/eval-arrow")
+for source in ("data/reversal/eval.jsonl", "/tmp/eval.parquet", "/tmp/eval-arrow"):
+    print(json.dumps([r.messages for r in read_records(source, "causal_lm")]))
+"""
+
+
+def test_parquet_and_arrow_folders_are_read_in_the_cpu_runtime_image(workspace, runtime_image):
+    """datasets and pyarrow are in the cpu image (issue 26) without Arrow Flight, which its build removes
+    (docker/Dockerfile): a parquet file and a save_to_disk folder give the records of the JSONL they were made from."""
+    out = workspace.engine("run", "--rm", runtime_image["image"], "python", "-c", READ_THROUGH_DATASETS).stdout
+    jsonl, parquet, arrow = (json.loads(line) for line in out.splitlines())
+    assert len(jsonl) == 200 and parquet == jsonl and arrow == jsonl, out[:2000]
 
 
 def test_a_runs_imports_have_bytecode(workspace, runtime_image):
@@ -210,9 +259,13 @@ def test_cpu_dev_image_is_within_its_size_budget(dev_image):
     within_budget(dev_image, "cpu-dev")
 
 
-CPU_RUNTIME_AIM_MB = 1000  # issue 15 and the project's standard: the CPU runtime image at most 1.0 GB
+# The CPU runtime image's aim, a decision rather than a measurement: issue 15 set it at 1.0 GB; issue 26 (the image
+# runs task dpo/kto/grpo, so it carries trl with datasets, pyarrow and pandas) let it rise to the size measured with
+# them plus 5%: 1143 MB on 2026-12-05, so 1200 MB.
+CPU_RUNTIME_AIM_MB = 1200
 
 
-def test_cpu_runtime_image_meets_the_one_gigabyte_aim(runtime_image):
-    """Also when invoke.yaml's budget is raised: 1.0 GB is the standard, not a measurement."""
+def test_cpu_runtime_image_meets_its_size_aim(runtime_image):
+    """Also when invoke.yaml's budget is raised: the aim moves only by an issue's decision (1000 MB by issue 15, 1200
+    MB by issue 26), never by editing a budget to a new measurement."""
     assert round(runtime_image["size"] / 1e6) <= CPU_RUNTIME_AIM_MB
