@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -56,17 +57,19 @@ training arguments is compared; the ones that differ are listed. Both log the sa
 the work is the same (same seed, data order and model): compared too.
 
 Measured per run: wall s, the whole command from start to exit (imports, data, model, our held-out measurement
-before and after training, saving, ...); train s, the training loop's own train_runtime (ours: summary.json's
-train_seconds; TRL's: the train_runtime its log prints, 4 significant digits); steps/s = steps / train s; the load
-average (os.getloadavg) at the start and end of each run. OMP_NUM_THREADS (and MKL_NUM_THREADS) is --threads in
-both, CUDA_VISIBLE_DEVICES is empty (CPU), HF_HUB_OFFLINE=1 and HF_DATASETS_OFFLINE=1.
+before and after training, saving, ...); cpu s, the CPU seconds it used (user + system: what it computed, much less
+moved by the other work on the machine than wall s); train s, the training loop's own train_runtime (ours:
+summary.json's train_seconds; TRL's: the train_runtime its log prints, 4 significant digits); steps/s = steps /
+train s; the load average (os.getloadavg) at the start and end of each run. OMP_NUM_THREADS (and MKL_NUM_THREADS)
+is --threads in both, CUDA_VISIBLE_DEVICES is empty (CPU), HF_HUB_OFFLINE=1 and HF_DATASETS_OFFLINE=1.
 
 Then, unless --probe-runs 0, one more run of each command under benchmarks/pref_probe.py (clocks on the Trainer's
 train and TRL's GRPOTrainer methods, none on finetune's code): each step's seconds, for grpo split into sampling
 (GRPOTrainer._generate), scoring (the rest of _generate_and_score_completions: rewards, reference log-probabilities,
 advantages) and training (forward, backward, optimizer), the checkpoints' seconds, and the time before and after the
-training loop. TRL 1.16's GRPOTrainer logs `step_time` itself (its training_step: generation plus forward and
-backward, no optimizer step), no split; it is reported beside the probe's figures."""
+training loop, with the process's CPU seconds of a step and of the loop. TRL 1.16's GRPOTrainer logs `step_time`
+itself (its training_step: generation plus forward and backward, no optimizer step), no split; it is reported beside
+the probe's figures."""
 
 EPILOG = """\
 examples:
@@ -225,13 +228,16 @@ TRAIN_LOSS = re.compile(r"'train_loss': '?([0-9.eE+-]+)")
 
 
 def execute(command: list[str], env: dict, log: Path) -> dict:
-    """Run a command to its end, output to log; its wall seconds and the load average before and after."""
-    load_start, started = os.getloadavg(), time.time()
+    """Run a command to its end, output to log; its wall seconds, its CPU seconds (user + system, of the process and
+    the ones it waited for: what it computed, whatever else the machine ran) and the load average before and after."""
+    load_start, started, usage = os.getloadavg(), time.time(), resource.getrusage(resource.RUSAGE_CHILDREN)
     begin = time.perf_counter()
     with log.open("w") as f:
         code = subprocess.run(command, cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT).returncode
     wall = time.perf_counter() - begin
-    return {"exit_code": code, "wall_s": wall, "started": started, "ended": time.time(),
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime - usage.ru_utime + after.ru_stime - usage.ru_stime
+    return {"exit_code": code, "wall_s": wall, "cpu_s": cpu, "started": started, "ended": time.time(),
             "loadavg_start": list(load_start), "loadavg_end": list(os.getloadavg()), "log": str(log)}  # fmt: skip
 
 

@@ -10,9 +10,10 @@ classes both commands build their trainer from, never on finetune's code (which 
 
   transformers.Trainer.train      wrapped to add one TrainerCallback, StepClock, to the trainer it trains: each
                                   optimizer step's seconds from on_step_begin to on_step_end (forward and backward
-                                  passes, a grpo step's generation, the optimizer step), and when the training loop
-                                  began and ended; also the trainer's own _save_checkpoint (ours: finetune's atomic
-                                  one; TRL's script: TRL's), timed on that one instance
+                                  passes, a grpo step's generation, the optimizer step) and its CPU seconds (the
+                                  process's, time.process_time), and when the training loop began and ended (and
+                                  the process's CPU seconds then); also the trainer's own _save_checkpoint (ours:
+                                  finetune's atomic one; TRL's script: TRL's), timed on that one instance
   trl.GRPOTrainer (grpo)          _generate_and_score_completions: a step's completions sampled and scored (the
                                   rewards, the old and the reference model's log-probabilities, the advantages);
                                   inside it _generate (the sampling: tokenizing, model.generate, decoding) and
@@ -22,9 +23,10 @@ classes both commands build their trainer from, never on finetune's code (which 
   transformers.Trainer.save_model (the command's own save_model call, not a checkpoint's)
 
 OUT.json: the marks init_begin, init_end, train_begin, train_end, save_begin and save_end (time.time(): pref_bench
-lays them beside the start and end it took of the process), "steps": [{"step", "seconds", "generate_and_score",
-"generate", "rewards"}] and "checkpoints": [seconds, ...]; written when training returns and when the model is
-saved. The wrappers cost a perf_counter pair per call, a few calls a step; pref_bench's timed runs go without them.
+lays them beside the start and end it took of the process), train_begin_cpu and train_end_cpu, "steps": [{"step",
+"seconds", "cpu", "generate_and_score", "generate", "rewards"}] and "checkpoints": [seconds, ...]; written when
+training returns and when the model is saved. The wrappers cost a perf_counter pair per call, a few calls a step;
+pref_bench's timed runs go without them.
 """
 
 from __future__ import annotations
@@ -79,17 +81,17 @@ def install(record: Record) -> None:
 
     class StepClock(TrainerCallback):
         def on_train_begin(self, args, state, control, **kwargs):
-            record.marks["train_begin"] = time.time()
+            record.marks["train_begin"], record.marks["train_begin_cpu"] = time.time(), time.process_time()
 
         def on_step_begin(self, args, state, control, **kwargs):
-            record.current, self.started = {}, time.perf_counter()
+            record.current, self.started, self.cpu = {}, time.perf_counter(), time.process_time()
 
         def on_step_end(self, args, state, control, **kwargs):
-            seconds = time.perf_counter() - self.started
-            record.steps.append({"step": state.global_step, "seconds": seconds, **record.current})
+            seconds, cpu = time.perf_counter() - self.started, time.process_time() - self.cpu
+            record.steps.append({"step": state.global_step, "seconds": seconds, "cpu": cpu, **record.current})
 
         def on_train_end(self, args, state, control, **kwargs):
-            record.marks["train_end"] = time.time()
+            record.marks["train_end"], record.marks["train_end_cpu"] = time.time(), time.process_time()
 
     for name, key in GRPO_METHODS.items():
         setattr(trl.GRPOTrainer, name, timed(getattr(trl.GRPOTrainer, name), functools.partial(record.add, key)))

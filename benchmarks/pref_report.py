@@ -25,6 +25,8 @@ def split(probe: dict, run: dict) -> dict:
     return {
         "steps": n,
         "step_s": total / n,
+        "step_cpu_s": sum(s.get("cpu", 0.0) for s in steps) / n,  # the process's CPU seconds in a step
+        "loop_cpu_s": probe["train_end_cpu"] - probe["train_begin_cpu"] if "train_end_cpu" in probe else None,
         "first_step_s": steps[0]["seconds"],
         "median_step_s": report.median([s["seconds"] for s in steps]),
         "sampling_s": sample / n if generated else None,
@@ -52,7 +54,7 @@ def summarize(runs: list[dict]) -> dict:
     """Medians per tool over the timed runs (not the probe runs), and the ratios ours/theirs: of the medians, and of
     each repeat's pair (ours i, theirs i)."""
     timed = {t: [r for r in runs if r["tool"] == t and not r["probe"]] for t in LABELS}
-    keys = ("wall_s", "train_s", "steps_per_s", "steps", "trl_step_time_s")
+    keys = ("wall_s", "cpu_s", "train_s", "steps_per_s", "steps", "trl_step_time_s")
     medians = {t: {k: report.median([r.get(k) for r in rs]) for k in keys} for t, rs in timed.items()}
     for tool, rs in timed.items():
         medians[tool]["runs"] = len(rs)
@@ -66,8 +68,10 @@ def summarize(runs: list[dict]) -> dict:
         "ratio_steps_per_s": ratio(medians["ours"]["steps_per_s"], medians["trl"]["steps_per_s"]),
         "ratio_train_s": ratio(medians["ours"]["train_s"], medians["trl"]["train_s"]),
         "ratio_wall_s": ratio(medians["ours"]["wall_s"], medians["trl"]["wall_s"]),
+        "ratio_cpu_s": ratio(medians["ours"]["cpu_s"], medians["trl"]["cpu_s"]),
         "paired_steps_per_s": [ratio(a.get("steps_per_s"), b.get("steps_per_s")) for a, b in pairs],
         "paired_wall_s": [ratio(a["wall_s"], b["wall_s"]) for a, b in pairs],
+        "paired_cpu_s": [ratio(a.get("cpu_s"), b.get("cpu_s")) for a, b in pairs],
     }
 
 
@@ -79,19 +83,21 @@ def print_run(r: dict) -> None:
     kind = "probe" if r["probe"] else "run"
     status = "" if r["exit_code"] == 0 else f"  EXIT {r['exit_code']}: see the log"
     print(f"[pref_bench] {r['task']} {LABELS[r['tool']]:<21} {kind} {r['name'].rsplit('-', 1)[-1]:>6}: wall "
-          f"{r['wall_s']:6.1f} s, train {report.fmt(r['train_s'], '6.2f')} s, {r['steps']} steps, "
+          f"{r['wall_s']:6.1f} s (cpu {report.fmt(r.get('cpu_s'), '.1f')} s), train "
+          f"{report.fmt(r['train_s'], '6.2f')} s, {r['steps']} steps, "
           f"{report.fmt(r['steps_per_s'], '.2f')} steps/s; load {load(r['loadavg_start'])} -> "
           f"{load(r['loadavg_end'])}{status}", flush=True)  # fmt: skip
 
 
 def runs_table(data: dict) -> str:
-    header = ["task", "tool", "run", "wall s", "train s", "steps", "steps/s", "load 1m start", "load 1m end"]
+    header = ["task", "tool", "run", "wall s", "cpu s", "train s", "steps", "steps/s", "load 1m start", "load 1m end"]
     rows = [
         [
             task,
             LABELS[r["tool"]],
             r["name"].rsplit("-", 1)[-1],
             report.fmt(r["wall_s"], ".1f"),
+            report.fmt(r.get("cpu_s"), ".1f"),
             report.fmt(r["train_s"], ".2f"),
             report.fmt(r["steps"], "d"),
             report.fmt(r["steps_per_s"], ".2f"),
@@ -105,18 +111,20 @@ def runs_table(data: dict) -> str:
 
 
 def summary_table(data: dict) -> str:
-    header = ["task", "tool", "runs", "steps", "wall s", "train s", "steps/s", "ours/theirs steps/s",
-              "ours/theirs wall"]  # fmt: skip
+    header = ["task", "tool", "runs", "steps", "wall s", "cpu s", "train s", "steps/s", "ours/theirs steps/s",
+              "ours/theirs wall", "ours/theirs cpu"]  # fmt: skip
     rows = []
     for task, t in data["tasks"].items():
         s = t["summary"]
         for tool, m in s["median"].items():
-            ours = tool == "ours"
+
+            def ratio(key, ours=tool == "ours", s=s):
+                return report.fmt(s.get(key), ".2f") + "x" if ours else ""
+
             rows.append([task, LABELS[tool], str(m["runs"]), report.fmt(m["steps"], ".0f"),
-                         report.fmt(m["wall_s"], ".1f"), report.fmt(m["train_s"], ".2f"),
-                         report.fmt(m["steps_per_s"], ".2f"),
-                         report.fmt(s["ratio_steps_per_s"], ".2f") + "x" if ours else "",
-                         report.fmt(s["ratio_wall_s"], ".2f") + "x" if ours else ""])  # fmt: skip
+                         report.fmt(m["wall_s"], ".1f"), report.fmt(m.get("cpu_s"), ".1f"),
+                         report.fmt(m["train_s"], ".2f"), report.fmt(m["steps_per_s"], ".2f"),
+                         ratio("ratio_steps_per_s"), ratio("ratio_wall_s"), ratio("ratio_cpu_s")])  # fmt: skip
     return report.render(header, rows, left=2)
 
 
@@ -130,18 +138,19 @@ def probed(data: dict):
 
 def step_table(data: dict) -> str | None:
     """A step's mean seconds and, for grpo, its parts, with their share of the step."""
-    header = ["task", "tool", "steps", "step s", "sampling", "scoring", "training", "TRL step_time s",
-              "checkpoints s", "other in loop s", "loop s"]  # fmt: skip
+    header = ["task", "tool", "steps", "step s", "step cpu s", "sampling", "scoring", "training",
+              "TRL step_time s", "checkpoints s", "other in loop s", "loop s", "loop cpu s"]  # fmt: skip
     rows = []
     for task, label, p in probed(data):
 
         def part(key, p=p):
             return "-" if p[key] is None else f"{p[key]:.3f} ({p[key] / p['step_s']:.0%})"
 
-        rows.append([task, label, str(p["steps"]), f"{p['step_s']:.3f}", part("sampling_s"), part("scoring_s"),
-                     part("training_s"), report.fmt(p["trl_step_time_s"], ".3f"),
-                     f"{p['checkpoints_s']:.2f} ({p['checkpoints']})", f"{p['other_in_loop_s']:.2f}",
-                     f"{p['loop_s']:.2f}"])  # fmt: skip
+        rows.append([task, label, str(p["steps"]), f"{p['step_s']:.3f}", f"{p['step_cpu_s']:.3f}",
+                     part("sampling_s"), part("scoring_s"), part("training_s"),
+                     report.fmt(p["trl_step_time_s"], ".3f"), f"{p['checkpoints_s']:.2f} ({p['checkpoints']})",
+                     f"{p['other_in_loop_s']:.2f}", f"{p['loop_s']:.2f}",
+                     report.fmt(p["loop_cpu_s"], ".2f")])  # fmt: skip
     return report.render(header, rows, left=2) if rows else None
 
 
@@ -210,7 +219,8 @@ def print_report(data: dict) -> None:
         s = t["summary"]
         per = ", ".join(report.fmt(x, ".2f") for x in s["paired_steps_per_s"])
         wall = ", ".join(report.fmt(x, ".2f") for x in s["paired_wall_s"])
-        print(f"  {task}: steps/s ours/theirs {per}; wall ours/theirs {wall}")
+        cpu = ", ".join(report.fmt(x, ".2f") for x in s.get("paired_cpu_s", []))
+        print(f"  {task}: steps/s ours/theirs {per}; wall ours/theirs {wall}; cpu ours/theirs {cpu}")
     print()
     for task, t in data["tasks"].items():
         print("\n".join(matched_lines(task, t["matched"])))

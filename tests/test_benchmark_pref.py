@@ -151,21 +151,22 @@ def test_a_finished_runs_figures_are_read_from_its_own_files(tmp_path):
 
 PROBE = {
     "init_begin": 105.0, "init_end": 106.0, "train_begin": 107.0, "train_end": 111.0, "save_begin": 112.0,
-    "save_end": 112.5, "checkpoints": [0.2, 0.3],
-    "steps": [{"step": 1, "seconds": 2.0, "generate_and_score": 1.0, "generate": 0.6, "rewards": 0.1},
-              {"step": 2, "seconds": 1.0, "generate_and_score": 0.5, "generate": 0.3, "rewards": 0.1}],
+    "save_end": 112.5, "checkpoints": [0.2, 0.3], "train_begin_cpu": 7.0, "train_end_cpu": 10.5,
+    "steps": [{"step": 1, "seconds": 2.0, "cpu": 1.5, "generate_and_score": 1.0, "generate": 0.6, "rewards": 0.1},
+              {"step": 2, "seconds": 1.0, "cpu": 0.9, "generate_and_score": 0.5, "generate": 0.3, "rewards": 0.1}],
 }  # fmt: skip
 
 
 def test_the_probe_splits_a_grpo_step_and_the_whole_command():
     run = {"started": 100.0, "ended": 114.0, "wall_s": 14.0, "trl_step_time_s": 1.4}
     p = pref_report.split(PROBE, run)
+    assert (p["step_cpu_s"], p["loop_cpu_s"]) == (pytest.approx(1.2), 3.5)
     assert p["step_s"] == 1.5 and p["sampling_s"] == pytest.approx(0.45) and p["scoring_s"] == pytest.approx(0.3)
     assert p["training_s"] == pytest.approx(0.75) and p["rewards_s"] == pytest.approx(0.1)
     assert (p["loop_s"], p["checkpoints_s"], p["other_in_loop_s"]) == (4.0, 0.5, pytest.approx(0.5))
     parts = [p[k] for _, k in pref_report.TIMELINE[:-1]]
     assert parts == [5.0, 1.0, 1.0, 4.0, 1.0, 0.5, 1.5] and sum(parts) == p["wall_s"]
-    dpo = pref_report.split({**PROBE, "steps": [{"step": 1, "seconds": 0.1}]}, run)
+    dpo = pref_report.split({**PROBE, "steps": [{"step": 1, "seconds": 0.1, "cpu": 0.1}]}, run)
     assert dpo["sampling_s"] is None and dpo["training_s"] == 0.1
     assert "error" in pref_report.split({"steps": []}, run)
 
@@ -189,8 +190,8 @@ def test_the_probe_runs_a_command_as_its_own_process_would(tmp_path, capsys, mon
 def fixed_report() -> dict:
     def run(tool, name, wall, train, probe=False):
         return {"task": "grpo", "tool": tool, "name": f"grpo-{tool}-{name}", "probe": probe, "exit_code": 0,
-                "wall_s": wall, "train_s": train, "steps": 60, "steps_per_s": 60 / train, "trl_step_time_s": 0.1,
-                "loadavg_start": [1.5, 1, 1], "loadavg_end": [2.25, 1, 1]}  # fmt: skip
+                "wall_s": wall, "cpu_s": wall / 2, "train_s": train, "steps": 60, "steps_per_s": 60 / train,
+                "trl_step_time_s": 0.1, "loadavg_start": [1.5, 1, 1], "loadavg_end": [2.25, 1, 1]}  # fmt: skip
 
     runs = [run("ours", "1", 20.0, 10.0), run("trl", "1", 10.0, 8.0), run("ours", "2", 22.0, 12.0),
             run("trl", "2", 12.0, 12.0), run("ours", "probe1", 30.0, 9.0, True)]  # fmt: skip
@@ -217,12 +218,14 @@ def test_the_tables_come_from_the_report_alone(capsys):
     assert s["median"]["ours"]["train_s"] == 11.0 and s["median"]["trl"]["train_s"] == 10.0  # probe runs left out
     assert s["median"]["ours"]["runs"] == 2
     assert s["ratio_wall_s"] == pytest.approx(21 / 11) and s["ratio_train_s"] == pytest.approx(1.1)
+    assert s["ratio_cpu_s"] == pytest.approx(21 / 11)
     assert s["paired_steps_per_s"] == [pytest.approx(0.8), pytest.approx(1.0)]
     pref_report.print_report(data)
     out = capsys.readouterr().out
-    assert "grpo | ours (finetune train) |    2 |    60 |   21.0 |   11.00 |    5.50 |               0.88x |" in out
-    assert "grpo: steps/s ours/theirs 0.80, 1.00; wall ours/theirs 2.00, 1.83" in out
+    assert "| ours (finetune train) |    2 |    60 |   21.0 |  10.5 |   11.00 |    5.50 |               0.88x |" in out
+    assert "grpo: steps/s ours/theirs 0.80, 1.00; wall ours/theirs 2.00, 1.83; cpu ours/theirs 2.00, 1.83" in out
     assert "read back by TRL's datasets unchanged: yes" in out and "(unexpected: none)" in out
     assert "load average at start 1.00, at end 3.00" in out and "|          1.50 |        2.25" in out
+    assert "|     2 |  1.500 |      1.200 |" in out and "|   4.00 |       3.50" in out  # step and loop, cpu
     assert "0.450 (30%)" in out and "0.300 (20%)" in out and "0.750 (50%)" in out  # sampling, scoring, training
     assert "|             5.00 |         1.00 |            1.00 | 4.00 |" in out  # the time line's first parts
