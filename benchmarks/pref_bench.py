@@ -174,8 +174,9 @@ def trl_command(task: str, flags: dict) -> list[str]:
     return [sys.executable, str(trl_script(task)), *flag_args(flags)]
 
 
-def child_env(threads: int, config: str, overrides: list[str]) -> dict:
-    """The environment of every run, both tools."""
+def child_env(threads: int, grpo_config: str | None, overrides: list[str]) -> dict:
+    """The environment of every run, both tools (with grpo's config for benchmarks/pref_rewards.py)."""
+    rewards = {CONFIG_ENV: grpo_config, SET_ENV: json.dumps(overrides)} if grpo_config else {}
     return {
         **os.environ,
         "OMP_NUM_THREADS": str(threads),
@@ -185,8 +186,7 @@ def child_env(threads: int, config: str, overrides: list[str]) -> dict:
         "HF_DATASETS_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",
         "PYTHONUNBUFFERED": "1",
-        CONFIG_ENV: config,
-        SET_ENV: json.dumps(overrides),
+        **rewards,
     }
 
 
@@ -362,7 +362,7 @@ def plan_task(task: str, args, work: Path) -> dict:
 
     return {"task": task, "config": config, "steps": args.steps, "threads": args.threads, "work": work,
             "model": model_path(cfg), "cfg": cfg, "data_dir": data_dir, "command": command,
-            "env": child_env(args.threads, config, args.overrides)}  # fmt: skip
+            "env": child_env(args.threads, config if task == "grpo" else None, args.overrides)}  # fmt: skip
 
 
 def run_task(plan: dict, args) -> dict:
@@ -391,7 +391,13 @@ def main(args) -> int:
     if not args.dry_run:
         shutil.rmtree(work, ignore_errors=True)
         (work / "logs").mkdir(parents=True)
-    plans = {task: plan_task(task, args, work) for task in args.tasks}
+    from finetune.errors import UserError
+
+    try:
+        plans = {task: plan_task(task, args, work) for task in args.tasks}
+    except UserError as e:  # a config that does not load, a starting run not made yet: what finetune train says
+        print(f"pref_bench: {e}", file=sys.stderr)
+        return 2
     if args.dry_run:
         for task, plan in plans.items():
             for tool in TOOLS:

@@ -52,6 +52,24 @@ def test_ours_is_the_config_with_its_steps_set(tmp_path):
                            str(tmp_path / "run")]  # fmt: skip
 
 
+def test_both_tools_run_in_one_environment():
+    env = pref_bench.child_env(1, "configs/grpo.yaml", ["reward.weights=[1,1]"])
+    assert (env["OMP_NUM_THREADS"], env["MKL_NUM_THREADS"], env["CUDA_VISIBLE_DEVICES"]) == ("1", "1", "")
+    assert env["HF_HUB_OFFLINE"] == env["HF_DATASETS_OFFLINE"] == "1"
+    assert env["PREF_BENCH_GRPO_CONFIG"] == "configs/grpo.yaml"  # for benchmarks/pref_rewards.py in TRL's script
+    assert env["PREF_BENCH_GRPO_SET"] == '["reward.weights=[1,1]"]'
+    assert "PREF_BENCH_GRPO_CONFIG" not in pref_bench.child_env(2, None, [])
+
+
+def test_a_config_that_cannot_run_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(REPO)
+    argv = ["--dry-run", "--tasks", "dpo", "--set", "model.from_run=runs/not-made", "--out", str(tmp_path / "r.json")]
+    assert pref_bench.main(pref_bench.parse_args(argv)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pref_bench: --set model.from_run: runs/not-made is not a finished run")
+    assert err.count("\n") == 1
+
+
 def test_flags_are_written_as_trls_parser_reads_them():
     flags = {"bf16": False, "reward_funcs": ["a.b", "a.c"], "reward_weights": [0.5, 0.5], "beta": 0.1}
     assert pref_bench.flag_args(flags) == [
