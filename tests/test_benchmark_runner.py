@@ -15,14 +15,15 @@ from benchmarks.runner import main
 def test_the_runner_lists_every_benchmark(capsys):
     assert main([]) == 2  # no name: the list, and a usage error
     listed = capsys.readouterr().out
-    assert set(BENCHMARKS) == {"throughput", "scale", "serve"}
+    assert set(BENCHMARKS) == {"throughput", "scale", "serve", "pref_bench"}
     assert all(f"  {name} " in listed for name in BENCHMARKS), listed
 
 
 def test_an_unknown_benchmark_is_one_line_and_exit_2(capsys):
     assert main(["nope", "--epochs", "1"]) == 2
     err = capsys.readouterr().err
-    assert err.strip() == "python -m benchmarks: unknown benchmark 'nope'; allowed: throughput, scale, serve"
+    allowed = "throughput, scale, serve, pref_bench"
+    assert err.strip() == f"python -m benchmarks: unknown benchmark 'nope'; allowed: {allowed}"
 
 
 @pytest.mark.parametrize("name", sorted(BENCHMARKS))
