@@ -22,9 +22,10 @@ from devtools.nodes import Nodes
 
 @task(
     help={
-        "variant": "cpu | cuda (default cpu) | vllm (vLLM's server image, finetune:vllm: invoke serve --vllm)",
+        "variant": "cpu | cuda (default cpu) | vllm-server (vLLM's server image, finetune:vllm-server: invoke serve "
+        "--vllm)",
         "target": "runtime (training image) | dev (tools, JupyterLab: devcontainer, invoke lab); default runtime "
-        "(vllm: its own target, serve-vllm)",
+        "(vllm-server: its own target, serve-vllm)",
         "tag": "image tag (default: <variant> or <variant>-dev, under image.registry/image.name from invoke.yaml)",
         "push": "push to image.registry (builds with docker buildx)",
         "no_cache": "build every layer again (the download caches stay)",
@@ -218,7 +219,7 @@ def clean(c, volume=False, build_cache=False):
 
 @task(
     help={
-        "variant": "lock only this variant (cpu, cuda, dev, vllm); repeatable",
+        "variant": "lock only this variant (cpu, cuda, dev, vllm-server); repeatable",
         "check": "only check freshness",
         "upgrade": "every package to the newest version its range allows (default: keep the pinned ones)",
     },
@@ -285,8 +286,8 @@ def export(c, run="runs/default", out=None, format="hf", dtype=None, quant=None,
         "new key printed once); a flag is visible in `ps` and your shell history: prefer the variable",
         "docker": "in the CPU runtime image, the model folder mounted read-only (no .venv needed)",
         "gpu": "in the CUDA runtime image with the host's GPUs (transformers on the GPU; implies --docker)",
-        "vllm": "vLLM's OpenAI server in its own image (finetune:vllm) with the host's GPUs (implies --gpu); a run is "
-        "exported first to RUN-hf (finetune export --force: an earlier export there is replaced)",
+        "vllm": "vLLM's OpenAI server in its own image (finetune:vllm-server) with the host's GPUs (implies --gpu); a "
+        "run is exported first to RUN-hf (finetune export --force: an earlier export there is replaced)",
     }
 )
 def serve(

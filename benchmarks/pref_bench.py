@@ -78,8 +78,8 @@ examples:
   .venv/bin/python -m benchmarks pref_bench --dry-run           # the commands, nothing run
   .venv/bin/python -m benchmarks pref_bench --print benchmarks/results/pref_bench.json   # a report's tables again
 
-needs: runs/default (make train) for dpo, runs/default-100 for grpo (finetune train configs/default.yaml --set
-training.max_steps=100 --output-dir runs/default-100). The runs, their logs and the data TRL's scripts read go to
+needs: runs/default (make train) for dpo, runs/default-200 for grpo (finetune train configs/default.yaml --set
+training.max_steps=200 --output-dir runs/default-200). The runs, their logs and the data TRL's scripts read go to
 <out folder>/pref_bench/ (emptied first). On a shared host the figures are as noisy as the load average printed
 beside each run: compare ratios from one invocation, not figures across invocations."""
 

@@ -23,10 +23,10 @@ REPO = Path(__file__).resolve().parents[1]
 TARGETS = ("runtime", "dev")
 # Images of a server of their own: variant -> its docker/Dockerfile target. Each installs its own lock
 # (environments/<variant>, a server kind in environments/spec.py) on the CUDA base, and is tagged with the variant
-# alone (finetune:vllm). WARM_IMPORTS: what its env stage imports to write bytecode for (the Dockerfile's default is
-# what a training run imports, which a server environment does not hold).
-SERVERS = {"vllm": "serve-vllm"}
-SERVER_WARM_IMPORTS = {"vllm": "import torch, transformers, vllm"}
+# alone (finetune:vllm-server). WARM_IMPORTS: what its env stage imports to write bytecode for (the Dockerfile's
+# default is what a training run imports, which a server environment does not hold).
+SERVERS = {"vllm-server": "serve-vllm"}
+SERVER_WARM_IMPORTS = {"vllm-server": "import torch, transformers, vllm"}
 WORKSPACE = "/workspace"  # the image's working directory: configs/, data/, runs/ live (or are mounted) here
 LAB_PORT = 8888  # JupyterLab inside its container (`invoke lab`), and the host port it is published on by default
 TENSORBOARD_PORT = 6006  # TensorBoard inside its container (`invoke tensorboard`), and its default host port
@@ -58,7 +58,7 @@ def check_variant(cfg, variant: str) -> None:
 
 
 def default_target(variant: str) -> str:
-    """runtime, or a server variant's one target (vllm: serve-vllm)."""
+    """runtime, or a server variant's one target (vllm-server: serve-vllm)."""
     return SERVERS.get(variant, "runtime")
 
 

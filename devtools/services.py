@@ -85,7 +85,7 @@ def mlflow(c, port: int, host: str, root: str | None, workers: int) -> None:
 
 def serve_in_container(c, model: str, port: int, host: str, gpu: bool, api_key: str | None, vllm: bool = False):
     """`finetune serve` in the runtime image (CUDA's with --gpu), or with vllm vLLM's OpenAI server in its own image
-    (finetune:vllm, on the GPUs): the run or export mounted read-only, the server's port published on host:port,
+    (finetune:vllm-server, on the GPUs): the run or export mounted read-only, the server's port published on host:port,
     always behind an API key: the one given, else a new one printed once (as the lab's token). Inside its container
     the server listens on the container's own interface, which is what --publish reaches; who else reaches it is the
     host address's business, warned about like every service."""
@@ -97,7 +97,8 @@ def serve_in_container(c, model: str, port: int, host: str, gpu: bool, api_key: 
     name = path.name  # vLLM's served model name: the run's (runs/<name>) or the export's folder name
     if vllm and run:  # vLLM loads a transformers folder, not a run
         path = export_for_vllm(c, path)
-    variant, target = ("vllm", containers.SERVERS["vllm"]) if vllm else ("cuda" if gpu else "cpu", "runtime")
+    variant = "vllm-server" if vllm else "cuda" if gpu else "cpu"
+    target = containers.SERVERS.get(variant, "runtime")
     image = images.ensure_image(c, variant, target).name
     exposed = f"whoever reaches it with the API key uses the model; {tunnel(port)}"
     if vllm:  # vLLM's security guide: its key guards its API routes (/v1 ...), not every route of the server

@@ -147,7 +147,7 @@ def includes_requirements(found: list, value: list) -> str | None:
 # --- the facts ----------------------------------------------------------------------------------------------------
 
 CPU_ENV = "environments/cpu/environment.yml"
-VLLM_ENV = "environments/vllm/environment.yml"
+VLLM_ENV = "environments/vllm-server/environment.yml"
 IMAGE_PIN = r"[\w./-]+:[\w.-]+@sha256:[0-9a-f]{64}"
 # every lock but a layer's (a layer takes its base's python) carries the pin in its `# conda:` header
 LOCKS_WITH_PYTHON = [str(p.relative_to(REPO)) for p in sorted(REPO.glob("environments/*/pip.*.lock"))]

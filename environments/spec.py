@@ -25,10 +25,12 @@ HERE = Path(__file__).resolve().parent
 #   runtime  what a training run imports (cpu, cuda): one list of packages (environments/facts.py: the cuda list holds
 #            the cpu list); torch is the version the cpu environment pins, the +cpu build where the variant is cpu
 #   layer    installed on top of its base's lock (LAYERS) and locked against it: only what the base lacks
-#   server   a program of its own in an image of its own (vllm: docker/Dockerfile's serve-vllm): its pip list pins that
-#            one program exactly, which brings its own torch (PyPI's: the CUDA build on linux) and the rest; none of
-#            our packages are in it, so it needs none of the runtime's versions
-KINDS = {"cpu": "runtime", "cuda": "runtime", "dev": "layer", "vllm": "server"}
+#   server   a program of its own in an image of its own (vllm-server: docker/Dockerfile's serve-vllm): its pip list
+#            pins that one program exactly, which brings its own torch (PyPI's: the CUDA build on linux) and the
+#            rest; none of our packages are in it, so it needs none of the runtime's versions
+# Not "vllm": a folder environments/vllm is a namespace package `vllm` wherever environments/ is on the import path
+# (pytest's pythonpath), and TRL then takes vLLM for installed and fails to import its GRPO trainer.
+KINDS = {"cpu": "runtime", "cuda": "runtime", "dev": "layer", "vllm-server": "server"}
 LAYERS = {"dev": "cpu"}  # a layer is installed on top of its base's lock and locked against it
 # Platforms no image is built for, only the host .venv (`make venv`): the variants it installs are locked for them
 # as well as for environment.yml's `platforms:` (the image platforms).

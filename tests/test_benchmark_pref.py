@@ -106,7 +106,7 @@ def test_trls_script_gets_the_training_arguments_our_run_builds(task, tmp_path):
     assert {k: (a[k], b.get(k)) for k in a if a[k] != b.get(k)} == {}
     assert (b["bf16"], b["fp16"], b["activation_checkpointing"], b["max_steps"]) == (False, False, False, 12)
     assert script_args.dataset_name == str(tmp_path / "data")
-    expected_model = {"dpo": "runs/default/model", "grpo": "runs/default-100/model"}[task]
+    expected_model = {"dpo": "runs/default/model", "grpo": "runs/default-200/model"}[task]
     assert parsed[2].model_name_or_path == expected_model and parsed[2].dtype == "float32"
     if task == "grpo":
         assert script_args.reward_funcs == ["benchmarks.pref_rewards.exact_match", "benchmarks.pref_rewards.char_match"]
@@ -215,7 +215,7 @@ def fixed_report() -> dict:
             run("trl", "2", 12.0, 12.0), run("ours", "probe1", 30.0, 9.0, True)]  # fmt: skip
     runs[-1]["probe_split"] = pref_report.split(PROBE, {"started": 100.0, "ended": 114.0, "wall_s": 14.0})
     matched = {
-        "threads": 1, "model": "runs/default-100/model",
+        "threads": 1, "model": "runs/default-200/model",
         "data_rows": {"rows": 4000, "source": "data/reversal/train.jsonl", "sha256": "ab" * 32,
                       "trl_reads_same_rows": True},
         "steps": {"requested": 60, "ours": [60, 60, 60], "trl": [60, 60]},

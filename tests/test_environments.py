@@ -40,7 +40,7 @@ def test_every_variant_has_its_locks():
         assert env["channels"] == ["conda-forge"], f"{env_file}: conda-forge only"
         for platform in env["platforms"]:
             assert (env_file.parent / f"pip.{platform}.lock").exists(), (env_file, platform)
-    assert {p.parent.name for p in LOCKS} >= {"cpu", "cuda", "dev", "vllm"}
+    assert {p.parent.name for p in LOCKS} >= {"cpu", "cuda", "dev", "vllm-server"}
     assert sorted(spec.KINDS) == spec.variants()  # every variant declared, with the kind whose rules it follows
 
 
@@ -106,9 +106,9 @@ def test_cpu_lock_has_the_cpu_torch_and_cuda_lock_the_cuda_build():
 
 def test_the_vllm_lock_is_vllm_alone_with_the_torch_it_pins_from_pypi():
     """A server environment (spec.KINDS): its one program pinned, PyPI's CUDA torch (never +cpu), none of ours."""
-    env = yaml.safe_load((ENVS / "vllm" / "environment.yml").read_text())
+    env = yaml.safe_load((ENVS / "vllm-server" / "environment.yml").read_text())
     [pin] = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
-    vllm = parse_lock(ENVS / "vllm" / "pip.linux-64.lock")
+    vllm = parse_lock(ENVS / "vllm-server" / "pip.linux-64.lock")
     assert pin == f"vllm=={vllm['vllm']['version']}" and env["platforms"] == ["linux-64"]
     assert "+" not in vllm["torch"]["version"] and "nvidia-cuda-runtime" in vllm
     cpu = parse_lock(ENVS / "cpu" / "pip.linux-64.lock")
@@ -119,12 +119,12 @@ def test_the_vllm_lock_is_vllm_alone_with_the_torch_it_pins_from_pypi():
 def test_a_server_environment_pins_its_one_program_and_every_variant_is_declared(tmp_path):
     copy = tmp_path / "environments"
     shutil.copytree(ENVS, copy)
-    env_file = copy / "vllm" / "environment.yml"
+    env_file = copy / "vllm-server" / "environment.yml"
     env_file.write_text(env_file.read_text().replace("vllm==0.33.0", "vllm>=0.33"))
     proc = run_lock(copy / "lock.py", "--check")
     assert proc.returncode == 1 and "a server environment pins its one program (name==version)" in proc.stderr
     shutil.copytree(copy / "cuda", copy / "rocm")
-    env_file.write_text((ENVS / "vllm" / "environment.yml").read_text())
+    env_file.write_text((ENVS / "vllm-server" / "environment.yml").read_text())
     proc = run_lock(copy / "lock.py", "--check")
     assert proc.returncode == 1 and "environments/rocm/ is not declared: add it to KINDS" in proc.stderr, proc.stderr
 
@@ -168,7 +168,7 @@ def test_lock_writer_reproduces_each_committed_lock_from_what_uv_printed(tmp_pat
     printed = {  # what uv printed for each: for a layer, its base's packages too; for aarch64, no torch
         ("cpu", "linux-64"): packages("cpu/pip.linux-64.lock"),
         ("cuda", "linux-64"): packages("cuda/pip.linux-64.lock"),
-        ("vllm", "linux-64"): packages("vllm/pip.linux-64.lock"),
+        ("vllm-server", "linux-64"): packages("vllm-server/pip.linux-64.lock"),
         ("cpu", "linux-aarch64"): packages("cpu/pip.linux-aarch64.lock", drop={"torch"}),
         ("cpu", "osx-arm64"): packages("cpu/pip.osx-arm64.lock"),
         ("dev", "osx-arm64"): sorted(
@@ -317,7 +317,7 @@ def test_every_copy_of_a_fact_agrees_with_its_one_source(fact):
             "docs/serve.md",
             "(vLLM 0.33.0 alone",
             "(vLLM 0.34.0 alone",
-            "0.34.0, but environments/vllm/environment.yml vllm== is 0.33.0",
+            "0.34.0, but environments/vllm-server/environment.yml vllm== is 0.33.0",
         ),
         ("pyproject.toml", '    "tqdm>=4.66",\n', "", "pyproject.toml [project].dependencies: lacks tqdm>=4.66"),
         ("environments/cuda/environment.yml", "peft>=0.21,<1", "peft>=0.22,<1", "lacks peft>=0.21,<1"),

@@ -87,7 +87,7 @@ def test_a_folder_that_is_neither_a_run_nor_an_export_is_one_line_exit_2(tmp_pat
     assert docker_calls(tmp_path) == [], "nothing built or run"
 
 
-# --- `invoke serve --vllm`: vLLM's OpenAI server in its own image (environments/vllm, docker/Dockerfile serve-vllm) ---
+# --- `invoke serve --vllm`: vLLM's OpenAI server in its own image (environments/vllm-server, Dockerfile serve-vllm) ---
 
 
 def an_export(tmp_path: Path) -> Path:
@@ -113,9 +113,9 @@ def test_vllm_exports_the_run_then_serves_the_export_read_only_with_the_gpus_on_
     assert f"{run.parent / 'my run-hf'}:/mnt/model:ro" in mounts and f"{run}:/mnt/model:ro" not in mounts
     assert argv[argv.index("--gpus") + 1] == "all" and "--ipc=host" in argv
     assert argv[argv.index("VLLM_API_KEY") - 1] == "--env"  # by name: docker reads it from its environment
-    tail = argv[argv.index("finetune:vllm") :]
+    tail = argv[argv.index("finetune:vllm-server") :]
     assert tail == [
-        "finetune:vllm",
+        "finetune:vllm-server",
         "vllm",
         "serve",
         "/mnt/model",

@@ -93,8 +93,8 @@ def test_the_hosts_thread_settings_reach_the_container(tmp_path):
     [
         (["build", "--variant", "tpu"], "--variant 'tpu': allowed: cpu, cuda"),
         (["build", "--target", "prod"], "--target 'prod': allowed: runtime, dev"),
-        (["build", "--variant", "vllm", "--target", "dev"], "--target 'dev': allowed: runtime, dev (a server variant"),
-        (["verify-image", "--variant", "vllm"], "--variant vllm: allowed: cpu, cuda (the training images)"),
+        (["build", "--variant", "vllm-server", "--target", "dev"], "--target 'dev': allowed: runtime, dev (a server"),
+        (["verify-image", "--variant", "vllm-server"], "--variant vllm-server: allowed: cpu, cuda (the training"),
         (
             ["train", "--docker", "--gpu", "--gpus", "two"],
             "--gpus 'two': allowed: all, or device ids as nvidia-smi numbers them",
