@@ -138,3 +138,13 @@ def test_loss_plot_takes_negative_losses_and_plots_grpo_rewards_beside_them(tmp_
         only_loss = plot_loss([{k: r[k] for k in ("step", "loss")} for r in rows], tmp_path / "plain.png", "t")
     height = lambda path: int.from_bytes(path.read_bytes()[20:24], "big")  # noqa: E731 (PNG's IHDR height)
     assert height(png) > height(only_loss)  # the reward panel is drawn below the loss, not dropped
+
+
+def test_the_manifest_records_the_versions_a_preference_run_depends_on():
+    """dpo, kto and grpo runs train through trl on datasets: the manifest names their versions as it does torch's."""
+    from importlib import metadata
+
+    from finetune.manifest import versions
+
+    found = versions()
+    assert found["trl"] == metadata.version("trl") and found["datasets"] == metadata.version("datasets"), found

@@ -16,6 +16,7 @@ import finetune
 from finetune.urls import strip_userinfo
 
 PACKAGES = ["finetune", "torch", "transformers", "peft", "accelerate", "tokenizers", "safetensors", "numpy"]
+PACKAGES += ["trl", "datasets"]  # dpo, kto and grpo train through them (not imported: read from their metadata)
 LOCK_GLOB = "environments/*/*.lock*"  # the pinned-environment lockfiles, where the repository has them
 
 
