@@ -202,6 +202,15 @@ def test_parquet_and_arrow_folders_are_read_in_the_cpu_runtime_image(workspace, 
     assert len(jsonl) == 200 and parquet == jsonl and arrow == jsonl, out[:2000]
 
 
+def test_matplotlib_finds_its_cache_folder_writable_in_the_cpu_runtime_image(workspace, runtime_image):
+    """Every run draws loss.png: matplotlib warned on each ("~/.cache/matplotlib is not a writable directory") while
+    ~/.cache was root's (made as the HF cache volume's parent); it is the image user's now."""
+    code = "import matplotlib.pyplot; import matplotlib; print(matplotlib.get_cachedir())"
+    proc = workspace.engine("run", "--rm", runtime_image["image"], "python", "-c", code)
+    assert "not a writable directory" not in proc.stderr, proc.stderr
+    assert proc.stdout.strip() == "/home/finetune/.cache/matplotlib", (proc.stdout, proc.stderr)
+
+
 def test_a_runs_imports_have_bytecode(workspace, runtime_image):
     """The image ships .pyc only for what a run imports (size); check a run's imports are among them (start time)."""
     code = run_imports_bytecode_check("/opt/env/")
