@@ -190,7 +190,9 @@ def _holds_a_file(folder: Path) -> bool:
     return any(files for _, _, files in os.walk(folder))
 
 
-FAULT = [*SHORT, "--set", "training.save_steps=2", "--set", "training.save_total_limit=2"]  # 30 saves
+# A save every step, 60 in all: room for the 24 kills also when a busy machine lets some kills land a few saves late
+# (with a save every 2 steps, 30 saves, run (p) of tests/README.md reached the last one after 21 kills)
+FAULT = [*SHORT, "--set", "training.save_steps=1", "--set", "training.save_total_limit=2"]
 FAULT_TRIALS = 24  # kill -9 at this many random points of checkpoint saves (the issue asks for at least 20)
 
 
@@ -216,7 +218,7 @@ def test_kill_9_at_random_points_of_checkpoint_saves_never_loses_the_run(tmp_pat
     # landed and the final run had nothing to resume (seen with a full suite and image builds beside it): the reach
     # doubles after three kills in a row that all hit a save in progress.
     reach = 0.12
-    for trial in range(FAULT_TRIALS):  # 30 saves: even if every kill landed after a save, 24 kills fit
+    for trial in range(FAULT_TRIALS):  # 60 saves: 24 kills fit even if some land a few saves late
         before = {c.name for c in checkpoints.checkpoints(out)} if out.exists() else set()
         assert "checkpoint-60" not in before, f"the run reached its last checkpoint after {trial} kills"
         started = time.time()
