@@ -292,11 +292,10 @@ def _check_preference(cfg: RunConfig, fail) -> None:
         fail(key, f"does not apply to task {cfg.task} (its rows are read by layout: docs/preference.md)")
     if cfg.tokenizer.build_from_data:
         fail("tokenizer.build_from_data", f"task {cfg.task} keeps the tokenizer of the model it starts from")
-    beta = cfg.preference.beta
-    if cfg.task == "grpo" and not (math.isfinite(beta) and beta >= 0):  # TRL's grpo default is 0: no reference model
-        fail("preference.beta", f"got {beta}; allowed: a number >= 0 for task grpo (0: no reference model)")
-    if cfg.task != "grpo" and not (math.isfinite(beta) and beta > 0):
-        fail("preference.beta", f"got {beta}; allowed: a number > 0")
+    beta, grpo = cfg.preference.beta, cfg.task == "grpo"  # TRL's grpo default is 0: no reference model
+    if not (math.isfinite(beta) and (beta >= 0 if grpo else beta > 0)):
+        allowed = "a number >= 0 for task grpo (0: no reference model)" if grpo else "a number > 0"
+        fail("preference.beta", f"got {beta}; allowed: {allowed}")
     if cfg.task != "grpo":
         if cfg.reward.functions:
             fail("reward.functions", f"got {cfg.reward.functions}; allowed: none for task {cfg.task} (grpo only)")
