@@ -145,6 +145,9 @@ def build_command(
         "GIT_REVISION": revision,
         "LOCK_DIGEST": lock_digest(locks_for(variant, target)),
         "SOURCE_URL": strip_userinfo(source_url),  # a remote's user:token@ would be in ps, the label and manifests
+        "APT_SNAPSHOT": cfg.image.apt_snapshot.date,
+        "APT_SNAPSHOT_DEBIAN": cfg.image.apt_snapshot.debian,
+        "APT_SNAPSHOT_UBUNTU": cfg.image.apt_snapshot.ubuntu,
     }
     if variant in SERVER_WARM_IMPORTS:
         args["WARM_IMPORTS"] = SERVER_WARM_IMPORTS[variant]
@@ -154,6 +157,7 @@ def build_command(
     # a cached step (Podman 4.3.1's cache kept the LABEL step of an earlier GIT_REVISION/LOCK_DIGEST). The
     # Dockerfile's LABELs, from the same build args, serve builds made without invoke (plain docker build, CI).
     labels = {"org.opencontainers.image.revision": revision, "org.finetune.lock-digest": args["LOCK_DIGEST"]}
+    labels["org.finetune.apt-snapshot"] = args["APT_SNAPSHOT"] or "none (the bases' own sources)"
     cmd += [a for key, value in labels.items() for a in ("--label", f"{key}={value}")]
     if build.ca_bundle:  # a build secret: mounted for the RUNs that download, never stored in a layer
         cmd += ["--secret", f"id=ca-bundle,src={build.ca_bundle}"]

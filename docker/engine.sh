@@ -5,8 +5,10 @@
 #   docker/engine.sh up     install docker.io + debootstrap if missing, start dockerd on a private socket, wait
 #   docker/engine.sh base   make the local Debian base image (debootstrap -> docker import): a stand-in for pulling
 #   docker/engine.sh base trixie   the same for another Debian suite (local/debian:trixie; the newcomer tests)
+#   docker/engine.sh snapshot   start the stand-in for snapshot.debian.org (tests/container/standin/snapshot_server.py:
+#                           today's mirror under snapshot URLs) on this host's address, and print its URL
 #   docker/engine.sh env    print `export DOCKER_HOST=...` for the private socket
-#   docker/engine.sh down   stop the dockerd this script started
+#   docker/engine.sh down   stop the dockerd and the snapshot stand-in this script started
 #
 # State lives in $FINETUNE_ENGINE_DIR (default /tmp/finetune-engine). BuildKit is used through Debian's client
 # (/usr/bin/docker, DOCKER_BUILDKIT=1): the newer client on PATH may lack the buildx plugin.
@@ -66,7 +68,32 @@ base() {
   say "made $BASE_IMAGE ($(client image inspect -f '{{.Size}}' "$BASE_IMAGE") bytes)"
 }
 
+snapshot() {  # one per engine, on a fixed port: every test build passes the same APT_SNAPSHOT_DEBIAN (one layer cache)
+  local port=${FINETUNE_SNAPSHOT_PORT:-3148} host url
+  host=$(hostname -I | awk '{print $1}')  # not 127.0.0.1: builds run in their own network namespace
+  url="http://$host:$port/archive"
+  mkdir -p "$STATE"
+  if ! curl -fsS -o /dev/null "$url/debian/20000101T000000Z/dists/$SUITE/Release" 2>/dev/null; then
+    say "starting the snapshot.debian.org stand-in on $url (log $STATE/snapshot.log)"
+    setsid python3 "$(dirname "$0")/../tests/container/standin/snapshot_server.py" --port "$port" \
+      --upstream "$(mirror | sed -E 's#/debian/?$##')" --log "$STATE/snapshot.log" >>"$STATE/snapshot.log" 2>&1 \
+      </dev/null &
+    echo $! >"$STATE/snapshot.pid"
+    for _ in $(seq 1 40); do
+      curl -fsS -o /dev/null "$url/debian/20000101T000000Z/dists/$SUITE/Release" 2>/dev/null && break
+      sleep 0.5
+    done
+  fi
+  curl -fsS -o /dev/null "$url/debian/20000101T000000Z/dists/$SUITE/Release" \
+    || { say "the snapshot stand-in does not answer on $url; its log:"; tail -5 "$STATE/snapshot.log" >&2; exit 1; }
+  echo "$url"
+}
+
 down() {
+  if [ -f "$STATE/snapshot.pid" ] && kill "$(cat "$STATE/snapshot.pid")" 2>/dev/null; then
+    say "stopped the snapshot stand-in $(cat "$STATE/snapshot.pid")"
+    rm -f "$STATE/snapshot.pid"
+  fi
   if [ -f "$STATE/dockerd.pid" ] && kill "$(cat "$STATE/dockerd.pid")" 2>/dev/null; then
     say "stopped dockerd $(cat "$STATE/dockerd.pid")"
   else
@@ -77,7 +104,8 @@ down() {
 case "${1:-}" in
   up) up ;;
   base) base ;;
+  snapshot) snapshot ;;
   env) echo "export DOCKER_HOST=unix://$SOCK DOCKER_BUILDKIT=1" ;;
   down) down ;;
-  *) sed -n '2,12p' "$0"; exit 2 ;;
+  *) sed -n '2,14p' "$0"; exit 2 ;;
 esac

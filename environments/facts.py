@@ -154,15 +154,22 @@ LOCKS_WITH_PYTHON = [str(p.relative_to(REPO)) for p in sorted(REPO.glob("environ
 LOCKS_WITH_PYTHON = [p for p in LOCKS_WITH_PYTHON if p.split("/")[1] not in LAYERS]
 
 
-def base_image(name: str, arg: str) -> Fact:
+def build_arg(name: str, key: str, arg: str, shape: str, reads: str = "") -> Fact:
+    """invoke.yaml's image.KEY, passed by `invoke build` as --build-arg ARG; the Dockerfile's ARG default copies it."""
     return Fact(
-        f"base image: {name}",
-        f"invoke.yaml image.base_images.{name}",
-        source_yaml("invoke.yaml", f"image.base_images.{name}"),
+        name,
+        f"invoke.yaml image.{key}",
+        source_yaml("invoke.yaml", f"image.{key}"),
         [in_text("docker/Dockerfile", f"ARG {arg} default", rf"^ARG {arg}=(\S+)$")],
-        readers=["devtools/containers.py (build_command: --build-arg, what `invoke build` and the tests build)"],
-        shape=IMAGE_PIN,
+        readers=[
+            f"devtools/containers.py (build_command: --build-arg{reads}, what `invoke build` and the tests build)"
+        ],
+        shape=shape,
     )
+
+
+def base_image(name: str, arg: str) -> Fact:
+    return build_arg(f"base image: {name}", f"base_images.{name}", arg, IMAGE_PIN)
 
 
 FACTS = [
@@ -263,6 +270,14 @@ FACTS = [
         ],
         readers=["devtools/doctor.py, devtools/gpu.py (through invoke's config)"],
         shape=r"\d+\.\d+(\.\d+)?",
+    ),
+    *(
+        build_arg(f"apt snapshot: {key}", f"apt_snapshot.{key}", arg, shape, " and the org.finetune.apt-snapshot label")
+        for key, arg, shape in (
+            ("date", "APT_SNAPSHOT", r"\d{8}T\d{6}Z"),
+            ("debian", "APT_SNAPSHOT_DEBIAN", r"https?://\S+"),
+            ("ubuntu", "APT_SNAPSHOT_UBUNTU", r"https?://\S+"),
+        )
     ),
     base_image("miniforge", "MINIFORGE_IMAGE"),
     base_image("cpu", "CPU_BASE_IMAGE"),

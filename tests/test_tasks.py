@@ -129,6 +129,7 @@ def test_build_passes_pins_user_and_lock_digest_and_the_ca_bundle_as_a_secret(tm
     assert labels == {
         "org.opencontainers.image.revision": args["GIT_REVISION"],
         "org.finetune.lock-digest": args["LOCK_DIGEST"],
+        "org.finetune.apt-snapshot": args["APT_SNAPSHOT"],  # the date apt installed from (issue 29)
     }
 
 

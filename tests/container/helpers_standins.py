@@ -1,6 +1,7 @@
 """Stand-ins for what this project's CI machines cannot reach (FINETUNE_TEST_STANDINS=auto|1|0): the Debian base made
 with debootstrap, tests/container/standin for the Miniforge base, the +cpu torch wheel from this machine's wheel
-folder (see conftest.py).
+folder (see conftest.py), and for snapshot.debian.org today's mirror under snapshot URLs
+(tests/container/standin/snapshot_server.py, started by `docker/engine.sh snapshot`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ HERE = Path(__file__).resolve().parent
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 STANDIN_MINIFORGE = "local/miniforge-standin:test"
 STANDIN_DEBIAN = "local/debian:bookworm"
+SHIPPED_SNAPSHOT = yaml.safe_load((REPO / "invoke.yaml").read_text())["image"]["apt_snapshot"]
 
 
 def _use_standins(engine: Engine) -> bool:
@@ -85,11 +87,18 @@ def standins(engine: Engine, tmp_path_factory) -> dict:
         assert base.returncode == 0, base.stderr[-3000:]
         ctx = _standin_context(tmp_path_factory.mktemp("standin") / "ctx")
         engine("build", "--quiet", "--build-arg", f"BASE_IMAGE={STANDIN_DEBIAN}", "--tag", STANDIN_MINIFORGE, ctx)
-    FIGURES["stand-ins"] = f"{STANDIN_DEBIAN} (debootstrap), {STANDIN_MINIFORGE} (tests/container/standin)"
+        snapshot = subprocess.run(["bash", str(ENGINE_SH), "snapshot"], env=engine.env, capture_output=True, text=True)
+        assert snapshot.returncode == 0, snapshot.stderr[-3000:]
+    FIGURES["stand-ins"] = (
+        f"{STANDIN_DEBIAN} (debootstrap), {STANDIN_MINIFORGE} (tests/container/standin), snapshot.debian.org: "
+        f"{snapshot.stdout.strip()} (today's mirror, tests/container/standin/snapshot_server.py)"
+    )
     return {
         "image": {
             "base_images": {"miniforge": STANDIN_MINIFORGE, "cpu": STANDIN_DEBIAN},
             "torch_find_links": "",  # the +cpu wheel comes from docker/wheelhouse/ (below)
             "ca_bundle": CA_BUNDLE if Path(CA_BUNDLE).exists() else "",
+            # the shipped date, Debian's snapshots from the stand-in (the Ubuntu bases are Debian stand-ins too)
+            "apt_snapshot": {**SHIPPED_SNAPSHOT, "debian": snapshot.stdout.strip()},
         }
     }

@@ -61,6 +61,7 @@ def test_devcontainer_up_then_exec_runs_the_unit_tests_and_a_tiny_training(works
     if image:
         extra |= {"MINIFORGE_IMAGE": image["base_images"]["miniforge"], "CPU_BASE_IMAGE": image["base_images"]["cpu"]}
         extra["TORCH_FIND_LINKS"] = image["torch_find_links"]
+        extra["APT_SNAPSHOT_DEBIAN"] = image["apt_snapshot"]["debian"]
     conf["build"] |= {
         "dockerfile": "../../docker/Dockerfile",
         "context": "../..",

@@ -36,7 +36,7 @@ def test_runtime_image_runs_as_the_non_root_build_user(workspace, runtime_image)
     assert "/home/finetune/.cache/huggingface" in (info["Config"]["Volumes"] or {})
 
 
-def test_labels_name_revision_variant_and_lock_digest(workspace, runtime_image):
+def test_labels_name_revision_variant_lock_digest_and_apt_snapshot(workspace, runtime_image):
     labels = workspace.engine.inspect(runtime_image["image"])["Config"]["Labels"]
     head = subprocess.run(
         ["git", "-c", f"safe.directory={workspace.root}", "rev-parse", "HEAD"],
@@ -48,6 +48,7 @@ def test_labels_name_revision_variant_and_lock_digest(workspace, runtime_image):
     assert labels["org.opencontainers.image.revision"] == head
     assert labels["org.finetune.variant"] == "cpu" and labels["org.finetune.target"] == "runtime"
     assert re.fullmatch(r"sha256:[0-9a-f]{64}", labels["org.finetune.lock-digest"])
+    assert labels["org.finetune.apt-snapshot"] == INVOKE_YAML["image"]["apt_snapshot"]["date"]  # issue 29
 
 
 @pytest.fixture(scope="module")
