@@ -15,6 +15,7 @@ import shlex
 from invoke import Collection, Exit, task
 
 from devtools import containers, deploy, images, launch, services
+from devtools import reproduce as rebuild
 from devtools.checks import table
 from devtools.doctor import run_checks
 from devtools.nodes import Nodes
@@ -71,6 +72,22 @@ def verify_image(c, variant="cpu", target="runtime", workdir=None, bases=None, k
     """Build the image twice from scratch (two empty Podman storages) and compare: exit 0 when the digests are
     equal, 1 naming the first layer and files that differ."""
     images.verify_image(c, variant, target, workdir, bases, keep)
+
+
+@task(
+    help={
+        "run": "a run folder whose manifest records its image (trained with invoke train --docker in an image built "
+        "with invoke build --reproducible)",
+        "image_only": "compare the digests only; do not re-run the run in the rebuilt image",
+        "bases": "load the base images from this archive into the empty storage (where no registry is reachable)",
+        "workdir": "an empty folder for the worktree and the storage (default: a new temporary one)",
+        "keep": "keep the worktree, the storage and the rebuilt image there",
+    }
+)
+def reproduce(c, run, image_only=False, bases=None, workdir=None, keep=False):
+    """Rebuild the image a run recorded (its commit and time, from scratch in an empty Podman storage), say whether
+    its digest is the run's; when it is, re-run the run in it (finetune reproduce: metrics and image compared)."""
+    rebuild.reproduce(c, run, bases, workdir, image_only, keep)
 
 
 @task(
@@ -311,7 +328,7 @@ def serve(
 
 
 ns = Collection(
-    build, verify_image, train, shell, test, lab, tensorboard, doctor, clean, lock, env, bench, export, serve
+    build, verify_image, reproduce, train, shell, test, lab, tensorboard, doctor, clean, lock, env, bench, export, serve
 )
 ns.add_collection(deploy.ns)
 

@@ -7,7 +7,8 @@ checks that there is no cycle):
                        the tar extractor deploy.fetch runs), checks.py (a Check and the doctor's table)
   questions to a host  engines.py (client, engine, rootless, CDI), gpu.py (driver, toolkit), gpu_loss.py, each
                        through a `probe(cmd)` it is given; doctor.py (the doctor's checks)
-  actions (c.run)      images.py (probes, build, ensure_image), launch.py (invoke train: .venv or a container),
+  actions (c.run)      images.py (probes, build, ensure_image), reproduce.py (invoke reproduce: rebuild a run's
+                       image, compare its digest, re-run in it), launch.py (invoke train: .venv or a container),
                        services.py (shell, JupyterLab, TensorBoard, MLflow), deploy.py (a remote Docker host over SSH)
   user-facing          tasks.py (each task: parse its flags, call one of the above, report) and deploy.py's
                        `invoke deploy.*` tasks; checks.table is what `invoke doctor` prints

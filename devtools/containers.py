@@ -158,6 +158,8 @@ def build_command(
     # Dockerfile's LABELs, from the same build args, serve builds made without invoke (plain docker build, CI).
     labels = {"org.opencontainers.image.revision": revision, "org.finetune.lock-digest": args["LOCK_DIGEST"]}
     labels["org.finetune.apt-snapshot"] = args["APT_SNAPSHOT"] or "none (the bases' own sources)"
+    if build.epoch is not None:  # what `invoke reproduce` rebuilds with; and the mark of a reproducible build
+        labels["org.finetune.source-date-epoch"] = str(build.epoch)
     cmd += [a for key, value in labels.items() for a in ("--label", f"{key}={value}")]
     if build.ca_bundle:  # a build secret: mounted for the RUNs that download, never stored in a layer
         cmd += ["--secret", f"id=ca-bundle,src={build.ca_bundle}"]

@@ -153,3 +153,23 @@ def test_normalize_drops_what_names_one_builds_containers_and_keeps_the_rest():
         "container_config": {"Hostname": ""},
         "history": [{"created_by": "ARG X"}, {"comment": "FROM localhost/debian:x"}],
     }
+
+
+def test_reproduces_image_verdict_compares_digests_in_either_form_and_says_when_it_cannot():
+    from finetune.manifest import image_verdict
+
+    digest = "sha256:" + "c" * 64
+    run = {"image_id": digest, "image": "finetune:cpu", "labels": {"org.opencontainers.image.revision": "abc123"}}
+    assert image_verdict(run, {"image_id": "c" * 64}) == (f"image: the same as the run's ({digest})", True)
+    assert image_verdict({**run, "image_id": "c" * 64}, {"image_id": digest})[1] is True
+    line, same = image_verdict(run, {"image_id": "d" * 64})
+    assert same is False and line == (
+        f"image: NOT the run's: this one is sha256:{'d' * 64}, the run's was finetune:cpu {digest}, revision abc123"
+    )
+    line, same = image_verdict(run, None)
+    assert same is None and line.startswith(f"image: the run's was finetune:cpu {digest}, revision abc123; this")
+    assert "invoke reproduce RUN rebuilds it" in line
+    assert image_verdict(None, {"image_id": digest}) == (
+        "image: the run was made outside a container: no image to compare",
+        None,
+    )

@@ -86,6 +86,23 @@ def test_reproduce_reports_a_mismatch(tmp_path, reference_run):
     assert proc.returncode == 1 and "NOT reproduced" in proc.stdout
 
 
+def test_reproduce_in_another_image_than_the_runs_fails_though_the_metrics_match(tmp_path, reference_run):
+    """Issue 29: a run made in an image records its digest; re-run in another image, `reproduce` says so and exits 1
+    (the same image: tests/container/test_reproduce_image.py, for real)."""
+    run = tmp_path / "in-image"
+    shutil.copytree(reference_run, run)
+    manifest = read_json(run / "manifest.json")
+    recorded = {"image_id": "sha256:" + "a" * 64, "image": "finetune:cpu", "labels": {"org.finetune.variant": "cpu"}}
+    (run / "manifest.json").write_text(json.dumps({**manifest, "container": recorded}))
+    env = cli_env() | {"FINETUNE_IMAGE_ID": "b" * 64, "FINETUNE_IMAGE": "finetune:cpu"}  # Podman's form: bare hex
+    cmd = [sys.executable, "-m", "finetune", "reproduce", run, "--output-dir", tmp_path / "again"]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1, explain(proc)
+    assert "reproduced: metrics match exactly" in proc.stdout
+    line = f"image: NOT the run's: this one is sha256:{'b' * 64}, the run's was finetune:cpu sha256:{'a' * 64}"
+    assert proc.stdout.rstrip().endswith(line + ", revision ?"), proc.stdout[-2000:]
+
+
 def test_torchrun_two_processes_match_one(tmp_path, reference_run):
     out = tmp_path / "ddp"
     run_cli(

@@ -113,7 +113,9 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' (default: $FINETUNE_API_KEY)")
     v.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
-    r = sub.add_parser("reproduce", help="re-run a run from its manifest and compare metrics")
+    r = sub.add_parser(
+        "reproduce", help="re-run a run from its manifest; compare metrics, and the image when both ran in one"
+    )
     r.add_argument("run_dir")
     r.add_argument("--output-dir", help="where the re-run goes (default: <run_dir>-reproduce)")
     r.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
@@ -239,6 +241,7 @@ def cmd_serve(args) -> int:
 
 
 def cmd_reproduce(args) -> int:
+    from finetune.manifest import container, image_verdict
     from finetune.run import train
 
     run_dir = Path(args.run_dir)
@@ -249,6 +252,8 @@ def cmd_reproduce(args) -> int:
     before = json.loads(before_path.read_text())
     if manifest.get("git", {}).get("dirty"):
         print("[finetune] note: the original run was made from a dirty tree; code may differ", flush=True)
+    image_line, same_image = image_verdict(manifest.get("container"), container())
+    print(f"[finetune] {image_line}", flush=True)
     out = Path(args.output_dir or f"{str(run_dir).rstrip('/')}-reproduce")
     after, code = train(cfg, out, argv=sys.argv, body=preference_body(cfg))
     if code:
@@ -259,7 +264,8 @@ def cmd_reproduce(args) -> int:
         print(f"{k:<15}{a!s:>22}{b!s:>22}  {'yes' if same else 'NO'}")
     ok = all(r[3] for r in rows)
     print("reproduced: metrics match exactly" if ok else "NOT reproduced: metrics differ")
-    return 0 if ok else 1
+    print(image_line)  # again under the table: the verdict's two halves together
+    return 0 if ok and same_image is not False else 1
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -99,6 +99,31 @@ def container() -> dict | None:
     }
 
 
+def image_digest(image_id: str | None) -> str | None:
+    """An image id as Docker writes it (sha256:<hex>); Podman's inspect gives the bare hex of the same digest."""
+    return None if not image_id else image_id if image_id.startswith("sha256:") else f"sha256:{image_id}"
+
+
+def image_verdict(recorded: dict | None, current: dict | None) -> tuple[str, bool | None]:
+    """`finetune reproduce`'s image line: is the re-run in the image the run recorded (manifest container, issue 29)?
+    (line, True: the same digest | False: another | None: not checked: either side outside a container)."""
+    if not recorded or not recorded.get("image_id"):
+        return "image: the run was made outside a container: no image to compare", None
+    was = image_digest(recorded["image_id"])
+    labels = recorded.get("labels") or {}
+    built = f"{recorded.get('image') or 'image'} {was}, revision {labels.get('org.opencontainers.image.revision', '?')}"
+    if not current or not current.get("image_id"):
+        return (
+            f"image: the run's was {built}; this re-run is outside a container, so the image is not compared "
+            "(invoke reproduce RUN rebuilds it from that commit and re-runs in it)",
+            None,
+        )
+    now = image_digest(current["image_id"])
+    if now == was:
+        return f"image: the same as the run's ({was})", True
+    return f"image: NOT the run's: this one is {now}, the run's was {built}", False
+
+
 def _safe_labels(labels: dict) -> dict:
     """The image's labels without URL credentials: an image built from a remote like https://user:token@host/...
     before tasks.py stripped them carries the token in org.opencontainers.image.source."""

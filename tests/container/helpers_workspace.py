@@ -202,3 +202,18 @@ def _invoke_venv(venv: Path, src: Path) -> None:
         check=True,
     ).stdout.strip()
     (Path(purelib) / "finetune-src.pth").write_text(f"{src}\n")
+
+
+def rootful_podman_checkout(workspace: Workspace, top: Path, task: str) -> Path:
+    """For the tests of a task that builds with rootful Podman (verify-image, reproduce): top/repo, a root-owned copy
+    of the workspace as committed (earlier container tests edit tracked files there, which would make the image's
+    revision "<head>-dirty"). Skips, in one line, without root or Podman."""
+    if os.getuid() != 0:
+        pytest.skip(f"{task}'s test runs rootful Podman: it needs root")
+    if not shutil.which("podman") or subprocess.run(["podman", "--version"], capture_output=True).returncode:
+        pytest.skip(f"{task} needs `podman` (Debian: apt-get install podman)")
+    root = top / "repo"
+    fresh_copy(workspace.root, root)
+    subprocess.run(["chown", "-R", "0:0", str(root)], check=True)
+    subprocess.run(["git", "-c", "safe.directory=*", "checkout", "--quiet", "--", "."], cwd=root, check=True)
+    return root

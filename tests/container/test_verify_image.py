@@ -23,7 +23,7 @@ from conftest import explain
 from devtools.images import verify_runroot
 
 from .conftest import FIGURES
-from .helpers_workspace import fresh_copy
+from .helpers_workspace import rootful_podman_checkout
 
 pytestmark = [pytest.mark.container, pytest.mark.slow, pytest.mark.podman_build]  # its own CI step
 
@@ -34,15 +34,8 @@ def digests(out: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def checkout(engine, standins, workspace, tmp_path_factory):
-    if os.getuid() != 0:
-        pytest.skip("verify-image's test runs rootful Podman: it needs root")
-    if not shutil.which("podman") or subprocess.run(["podman", "--version"], capture_output=True).returncode:
-        pytest.skip("verify-image needs `podman` (Debian: apt-get install podman)")
     top = tmp_path_factory.mktemp("verify-image")
-    root = top / "repo"
-    fresh_copy(workspace.root, root)
-    subprocess.run(["chown", "-R", "0:0", str(root)], check=True)
-    subprocess.run(["git", "-c", "safe.directory=*", "checkout", "--quiet", "--", "."], cwd=root, check=True)
+    root = rootful_podman_checkout(workspace, top, "verify-image")
     settings = {"docker": {"client": "podman"}, "image": dict(workspace.settings.get("image", {}))}
     args = []
     if standins:  # the stand-in bases, loaded into each fresh storage under fully qualified names
