@@ -13,8 +13,9 @@ checks that there is no cycle):
   user-facing          tasks.py (each task: parse its flags, call one of the above, report) and deploy.py's
                        `invoke deploy.*` tasks; checks.table is what `invoke doctor` prints
 
-devtools uses a few pure-stdlib modules of the finetune package (finetune.names, finetune.urls, finetune.errors) so
-that a name or URL rule lives in one place. The package comes from the environment invoke runs in: .venv has it
-installed (editable, with devtools: pyproject.toml); a Python with only invoke gets the checkout's src/ on its path
-(PYTHONPATH=src, as the images workflow sets it).
+devtools uses a few pure-stdlib modules of the finetune package (finetune.names, finetune.urls, finetune.errors,
+finetune.imageids) so that a name, path or URL rule lives in one place (tests/test_import_layers.py checks they
+import nothing else). The package comes from the environment invoke runs in: .venv has it installed (editable, with
+devtools: pyproject.toml); a Python with only invoke gets the checkout's src/ on its path (PYTHONPATH=src, as the
+images workflow sets it).
 """

@@ -20,7 +20,7 @@ from invoke import Exit
 
 from devtools import containers
 from devtools.images import gpu_check, image_facts, probe, resolve_engine, verify_runroot
-from finetune.manifest import image_digest
+from finetune.imageids import image_digest
 
 
 def recorded_image(run: Path) -> dict:

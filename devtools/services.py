@@ -15,6 +15,7 @@ from pathlib import Path
 from devtools import containers, images, launch
 from devtools.containers import show
 from devtools.images import stop
+from finetune.names import default_export_dir
 
 
 def published(host: str, port: int, inside: int, exposed: str) -> list[str]:
@@ -122,9 +123,7 @@ def export_for_vllm(c, run: Path) -> Path:
     """The run's transformers folder, written first by .venv's `finetune export` as `invoke export` runs it, where
     that command writes it by default (RUN-hf, beside the run); an earlier export there is replaced (--force), so the
     served folder is always the run as it is now."""
-    from finetune.export import default_out  # only here: the other tasks need none of finetune's export
-
-    out = default_out(run, "hf")
+    out = default_export_dir(run, "hf")
     cmd = [launch.venv_bin(c, "finetune"), "export", str(run), "--format", "hf", "--out", str(out), "--force"]
     c.run(shlex.join(cmd), pty=False)
     return out

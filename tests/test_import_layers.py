@@ -5,6 +5,7 @@ only fails later. Read from the source (ast), nothing is imported."""
 from __future__ import annotations
 
 import ast
+import sys
 
 from conftest import REPO
 
@@ -59,3 +60,31 @@ def test_first_party_modules_import_in_one_direction():
 
 def test_the_cycle_check_finds_a_cycle_hidden_in_a_function():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c", "a"]]
+
+
+def all_imports(path) -> set[str]:
+    """Every top-level package a module imports, at any depth in it (a function's import runs too)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found |= {node.module, *(f"{node.module}.{a.name}" for a in node.names)}
+    return found
+
+
+def test_tasks_and_devtools_use_only_standard_library_modules_of_the_package():
+    """invoke runs where only invoke and pyyaml are installed (a Python with invoke, the images workflow, the container
+    tests' checkout), so what devtools takes from src/finetune must import nothing but the standard library: an
+    import of finetune.manifest (torch) once broke `invoke build` there."""
+    allowed = set(sys.stdlib_module_names) | {"finetune", "__future__"}
+    users = [REPO / "tasks.py", *sorted((REPO / "devtools").glob("*.py"))]
+    used = {m for f in users for m in all_imports(f) if m.startswith("finetune.")}
+    modules = {m for m in used if (REPO / "src" / (m.replace(".", "/") + ".py")).is_file()}
+    assert modules >= {"finetune.names", "finetune.urls", "finetune.errors"}, used  # the imports were read
+    for module in sorted(modules):
+        path = REPO / "src" / (module.replace(".", "/") + ".py")
+        outside = {m.split(".")[0] for m in all_imports(path)} - allowed
+        inner = {m for m in all_imports(path) if m.startswith("finetune.")}
+        assert not outside, f"{module} (used by devtools or tasks.py) imports {sorted(outside)}"
+        assert inner <= modules | {"finetune"}, f"{module} imports {sorted(inner - modules)}: check those too"

@@ -18,14 +18,10 @@ from finetune import checkpoints, safefiles
 from finetune.card import model_card
 from finetune.config import GENERATIVE_TASKS
 from finetune.errors import UserError
+from finetune.names import default_export_dir
 from finetune.runmodel import GENERATE_MAX_NEW_TOKENS, load_model, load_run
 
 DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
-
-
-def default_out(run_dir: Path, fmt: str) -> Path:
-    """runs/<name>-hf or runs/<name>-gguf, beside the run (not inside it: a run folder holds what training wrote)."""
-    return run_dir.parent / f"{run_dir.resolve().name}-{fmt}"
 
 
 def check_target(out: Path, force: bool) -> None:
@@ -44,7 +40,7 @@ def export_run(run_dir: Path, out: Path | None, fmt: str, dtype: str | None, qua
     transformers_logging.disable_progress_bar()  # loading and writing bars for a few files: the result line says it
     if fmt == "gguf" and cfg.task not in GENERATIVE_TASKS:
         raise UserError(f"{run_dir}: GGUF holds causal language models for llama.cpp; this run is {cfg.task}")
-    out = Path(out) if out else default_out(run_dir, fmt)
+    out = Path(out) if out else default_export_dir(run_dir, fmt)
     check_target(out, force)
     summary_path = run_dir / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 import finetune
+from finetune.imageids import image_digest
 from finetune.urls import strip_userinfo
 
 PACKAGES = ["finetune", "torch", "transformers", "peft", "accelerate", "tokenizers", "safetensors", "numpy"]
@@ -97,11 +98,6 @@ def container() -> dict | None:
         "image": os.environ.get("FINETUNE_IMAGE"),
         "labels": _safe_labels(labels) if labels else None,
     }
-
-
-def image_digest(image_id: str | None) -> str | None:
-    """An image id as Docker writes it (sha256:<hex>); Podman's inspect gives the bare hex of the same digest."""
-    return None if not image_id else image_id if image_id.startswith("sha256:") else f"sha256:{image_id}"
 
 
 def image_verdict(recorded: dict | None, current: dict | None) -> tuple[str, bool | None]:

@@ -1,4 +1,5 @@
-"""The one rule for names that become paths, container names or shell words: run names, deploy names.
+"""The one rule for names that become paths, container names or shell words: run names, deploy names; and where an
+export goes by default (`finetune export`, and `invoke serve --vllm`, which runs it: one rule, stdlib only).
 
 A name is 1-100 characters of letters, digits, `.`, `_` and `-`, starting with a letter or digit. That keeps it one
 path component under runs/ (no `/`, no `..`, never empty), one word in any shell (nothing to quote), a valid Docker
@@ -8,6 +9,7 @@ container name after the `finetune-` prefix, and never an option (no leading `-`
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 ALLOWED = "1-100 of letters, digits, '.', '_', '-', starting with a letter or digit"
@@ -28,3 +30,8 @@ def check_name(value, what: str = "name") -> str:
     if problem:
         raise ValueError(f"{what}: {problem}")
     return value
+
+
+def default_export_dir(run_dir: Path, fmt: str) -> Path:
+    """runs/<name>-hf or runs/<name>-gguf, beside the run (not inside it: a run folder holds what training wrote)."""
+    return run_dir.parent / f"{run_dir.resolve().name}-{fmt}"
