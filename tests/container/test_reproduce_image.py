@@ -49,7 +49,8 @@ def checkout(engine, standins, workspace, tmp_path_factory):
     config.write_text(yaml.safe_dump(settings))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DOCKER_", "INVOKE_", "SOURCE_DATE_EPOCH"))}
     nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]  # as tests/container/test_podman.py: torch's workers
-    (top / "containers.conf").write_text(f'[containers]\ndefault_ulimits = ["nofile={nofile}:{nofile}"]\n')
+    limits = f'default_ulimits = ["nofile={nofile}:{nofile}", "nproc=4096:4096"]'
+    (top / "containers.conf").write_text(f"[containers]\n{limits}\n")
     env["CONTAINERS_CONF"] = str(top / "containers.conf")
     invoke = [str(workspace.root.parent / "invoke-venv" / "bin" / "invoke"), "-f", str(config)]
 
