@@ -75,6 +75,9 @@ def reproduce(c, run_dir: str, bases: str | None, workdir: str | None, image_onl
     work = Path(workdir or (f"{tempfile.gettempdir()}/finetune-reproduce-XXXX" if dry else tempfile.mkdtemp()))
     work = work.resolve()
     c.run(f"mkdir -p {work}/tmp && git worktree add --detach {work}/src {shlex.quote(revision)}")
+    # docker/wheelhouse/ (not in git: a local copy of locked wheels) is an input too; every wheel there must match a
+    # sha256 in the lock, so it supplies the same files or the build fails
+    c.run(f"cp -a docker/wheelhouse/. {work}/src/docker/wheelhouse/")
     try:
         same = rebuild_and_compare(c, run, image, (revision, epoch, variant, target), work, bases, image_only)
     finally:

@@ -99,6 +99,7 @@ def test_dry_plan_rebuilds_the_commit_from_scratch_with_the_recorded_time_then_r
     lines = proc.stdout.splitlines()
     work = tmp_path / "w"
     assert lines[0] == f"mkdir -p {work}/tmp && git worktree add --detach {work}/src {HEAD}"
+    assert lines[1] == f"cp -a docker/wheelhouse/. {work}/src/docker/wheelhouse/"  # locked wheels, not in git
     build = next(line for line in lines if " -m invoke " in line)
     assert build.startswith(f"cd {work}/src && SOURCE_DATE_EPOCH=1764900000 TMPDIR={work}/tmp ")
     assert f"INVOKE_DOCKER_CLIENT={work}/podman" in build  # a Podman of its own: the empty storage below
