@@ -16,6 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import yaml
 from invoke import Exit
 
 from devtools import containers
@@ -97,14 +98,21 @@ def rebuild_and_compare(c, run: Path, image: dict, inputs: tuple, work: Path, ba
     c.run(f"printf %s {shlex.quote(script)} > {podman} && chmod 755 {podman}")
     if bases:
         c.run(f"{podman} load --quiet --input {shlex.quote(bases)}")
-    # That commit's own `invoke build` (its invoke.yaml: its pins and apt snapshot), with your overrides (-f, ~/, env)
-    config = getattr(c.config, "_runtime_path", None)  # the -f file invoke was started with, if any
-    nested = [sys.executable, "-m", "invoke", *(["-f", str(Path(config).resolve())] if config else [])]
-    nested += ["build", "--variant", variant, "--target", target, "--tag", f"reproduce-{variant}"]
-    env = f"SOURCE_DATE_EPOCH={epoch} TMPDIR={work}/tmp INVOKE_DOCKER_CLIENT={podman} PYTHONPATH={work}/src/src"
-    c.run(f"cd {work}/src && {env} {shlex.join([*nested, '--reproducible', '--no-cache'])}")
+    # That commit's own `invoke build` (its invoke.yaml: its pins and apt snapshot), with your overrides (~/, env, and
+    # the -f file invoke was started with, if any) and docker.client this Podman: in a -f file of its own, since
+    # invoke ranks a -f file above the environment
+    given = getattr(c.config, "_runtime_path", None)
+    settings = (yaml.safe_load(Path(given).read_text()) or {}) if given else {}
+    settings["docker"] = {**settings.get("docker", {}), "client": str(podman)}
+    c.run(f"printf %s {shlex.quote(yaml.safe_dump(settings))} > {work}/invoke.yaml")
+    nested = [sys.executable, "-m", "invoke", "-f", f"{work}/invoke.yaml", "build", "--variant", variant]
+    nested += ["--target", target, "--tag", f"reproduce-{variant}", "--reproducible", "--no-cache"]
+    env = f"SOURCE_DATE_EPOCH={epoch} TMPDIR={work}/tmp PYTHONPATH={work}/src/src"
+    c.run(f"cd {work}/src && {env} {shlex.join(nested)}")
     tag = containers.image_name(c, variant, target, f"reproduce-{variant}")
     rebuilt = probe(c, f"{podman} image inspect --format '{{{{.Id}}}}' {tag}").stdout.strip()
+    if not rebuilt and not c.config.run.dry:
+        raise Exit(f"reproduce: the rebuild left no image {tag} in {work}/storage (its log is above)", code=2)
     was, now = image_digest(image["image_id"]), image_digest(rebuilt) if rebuilt else "(dry run: not built)"
     print(f"reproduce: {run}'s image, rebuilt from {revision[:12]} with SOURCE_DATE_EPOCH={epoch} in {work}")
     print(f"  recorded  {was}\n  rebuilt   {now}")

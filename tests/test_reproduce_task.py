@@ -102,8 +102,10 @@ def test_dry_plan_rebuilds_the_commit_from_scratch_with_the_recorded_time_then_r
     assert lines[1] == f"cp -a docker/wheelhouse/. {work}/src/docker/wheelhouse/"  # locked wheels, not in git
     build = next(line for line in lines if " -m invoke " in line)
     assert build.startswith(f"cd {work}/src && SOURCE_DATE_EPOCH=1764900000 TMPDIR={work}/tmp ")
-    assert f"INVOKE_DOCKER_CLIENT={work}/podman" in build  # a Podman of its own: the empty storage below
-    assert build.endswith("build --variant cpu --target runtime --tag reproduce-cpu --reproducible --no-cache")
+    # a Podman of its own (the empty storage below), in a -f file: invoke ranks -f above INVOKE_* variables
+    assert f"-m invoke -f {work}/invoke.yaml build --variant cpu --target runtime --tag reproduce-cpu" in build
+    assert f"client: {work}/podman" in proc.stdout
+    assert build.endswith(" --reproducible --no-cache")
     assert f"exec podman --root {work}/storage --runroot " in proc.stdout
     assert f"  recorded  sha256:{'a' * 64}" in lines
     rerun = next(line for line in lines if " run --rm " in line)
