@@ -33,8 +33,8 @@ COMPILE_RUN = [
 ]
 # The layers of docker/Dockerfile's cc and cxx stages, as `docker history` shows their instructions
 COMPILER_LAYERS = {
-    "gcc + libc6-dev": re.compile(r"install -y --no-install-recommends gcc libc6-dev"),
-    "g++": re.compile(r"install -y --no-install-recommends g\+\+ "),
+    "gcc + libc6-dev": re.compile(r"/mnt/install gcc libc6-dev(\s|$)"),  # docker/apt/install (issue 29)
+    "g++": re.compile(r"/mnt/install g\+\+(\s|$)"),
     "torch C++ headers": re.compile(r"COPY /opt/cxx-headers/ /"),
 }
 
