@@ -148,6 +148,23 @@ def verify_runroot(work: Path) -> Path:
     return Path(tempfile.gettempdir()) / f"finetune-verify-{hashlib.sha256(str(work).encode()).hexdigest()[:8]}"
 
 
+def check_inputs(bases: str | None, workdir: str | None, holds: str = "") -> None:
+    """verify-image's and reproduce's --bases (an archive) and --workdir (new or empty): exit 2 in one line."""
+    if bases and not Path(bases).is_file():
+        raise Exit(f"--bases {bases}: no such file (an image archive from docker save or podman save)", code=2)
+    if workdir and Path(workdir).exists() and any(Path(workdir).iterdir()):
+        raise Exit(f"--workdir {workdir}: not empty; allowed: a new or empty folder{holds}", code=2)
+
+
+def work_folder(c, workdir: str | None, prefix: str) -> Path:
+    """--workdir, else a new temporary folder (under --dry, its name only: nothing is made)."""
+    if workdir:
+        return Path(workdir).resolve()
+    if c.config.run.dry:
+        return Path(tempfile.gettempdir()) / f"{prefix}XXXXXXXX"
+    return Path(tempfile.mkdtemp(prefix=prefix))
+
+
 def verify_image(c, variant: str, target: str, workdir: str | None, bases: str | None, keep: bool) -> None:
     """Build the image twice from scratch, each in an empty Podman storage of its own (no layer cache, no cache
     mounts: fresh builder state) with the same inputs and SOURCE_DATE_EPOCH, save both, and compare them
@@ -160,18 +177,10 @@ def verify_image(c, variant: str, target: str, workdir: str | None, bases: str |
         raise Exit(str(err), code=2) from None
     if variant in containers.SERVERS:  # measured once by hand (docs/serve.md), too big to build twice here
         raise Exit(f"--variant {variant}: allowed: {', '.join(c.image.variants)} (the training images)", code=2)
-    if bases and not Path(bases).is_file():
-        raise Exit(f"--bases {bases}: no such file (an image archive from docker save or podman save)", code=2)
-    if workdir and Path(workdir).exists() and any(Path(workdir).iterdir()):
-        raise Exit(f"--workdir {workdir}: not empty; allowed: a new or empty folder (both storages go there)", code=2)
+    check_inputs(bases, workdir, " (both storages go there)")
     epoch = source_date_epoch(c)
     reproducible_client(c)
-    if workdir:
-        work = Path(workdir).resolve()
-    elif c.config.run.dry:
-        work = Path(tempfile.gettempdir()) / "finetune-verify-XXXXXXXX"
-    else:
-        work = Path(tempfile.mkdtemp(prefix="finetune-verify-"))
+    work = work_folder(c, workdir, "finetune-verify-")
     print(f"verify-image: {variant} {target}, SOURCE_DATE_EPOCH={epoch}, two builds in {work}", flush=True)
     podman, saved = shlex.quote(c.docker.client), []
     run = verify_runroot(work)

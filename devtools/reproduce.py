@@ -13,14 +13,13 @@ import json
 import os
 import shlex
 import sys
-import tempfile
 from pathlib import Path
 
 import yaml
 from invoke import Exit
 
 from devtools import containers
-from devtools.images import gpu_check, image_facts, probe, resolve_engine, verify_runroot
+from devtools.images import check_inputs, gpu_check, image_facts, probe, resolve_engine, verify_runroot, work_folder
 from finetune.imageids import image_digest
 
 
@@ -65,16 +64,11 @@ def reproduce(c, run_dir: str, bases: str | None, workdir: str | None, image_onl
     revision, epoch, variant, target = rebuild_inputs(run, image)
     if not probe(c, f"git cat-file -e {shlex.quote(revision)}^{{commit}}").ok:
         raise Exit(f"commit {revision} (the image's) is not in this clone: git fetch, then reproduce again", code=2)
-    if bases and not Path(bases).is_file():
-        raise Exit(f"--bases {bases}: no such file (an image archive from docker save or podman save)", code=2)
     runs = (containers.REPO / c.finetune.runs_dir).resolve()
     if not image_only and not run.resolve().is_relative_to(runs):
         raise Exit(f"{run}: re-running in the image needs the run under {runs} (or --image-only)", code=2)
-    if workdir and Path(workdir).exists() and any(Path(workdir).iterdir()):
-        raise Exit(f"--workdir {workdir}: not empty; allowed: a new or empty folder", code=2)
-    dry = c.config.run.dry
-    work = Path(workdir or (f"{tempfile.gettempdir()}/finetune-reproduce-XXXX" if dry else tempfile.mkdtemp()))
-    work = work.resolve()
+    check_inputs(bases, workdir)
+    work = work_folder(c, workdir, "finetune-reproduce-").resolve()
     c.run(f"mkdir -p {work}/tmp && git worktree add --detach {work}/src {shlex.quote(revision)}")
     # docker/wheelhouse/ (not in git: a local copy of locked wheels) is an input too; every wheel there must match a
     # sha256 in the lock, so it supplies the same files or the build fails

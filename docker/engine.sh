@@ -72,20 +72,20 @@ snapshot() {  # one per engine, on a fixed port: every test build passes the sam
   local port=${FINETUNE_SNAPSHOT_PORT:-3148} host url
   host=$(hostname -I | awk '{print $1}')  # not 127.0.0.1: builds run in their own network namespace
   url="http://$host:$port/archive"
+  answers() { curl -fsS -o /dev/null "$url/debian/20000101T000000Z/dists/$SUITE/Release" 2>/dev/null; }
   mkdir -p "$STATE"
-  if ! curl -fsS -o /dev/null "$url/debian/20000101T000000Z/dists/$SUITE/Release" 2>/dev/null; then
+  if ! answers; then
     say "starting the snapshot.debian.org stand-in on $url (log $STATE/snapshot.log)"
     setsid python3 "$(dirname "$0")/../tests/container/standin/snapshot_server.py" --port "$port" \
       --upstream "$(mirror | sed -E 's#/debian/?$##')" --log "$STATE/snapshot.log" >>"$STATE/snapshot.log" 2>&1 \
       </dev/null &
     echo $! >"$STATE/snapshot.pid"
     for _ in $(seq 1 40); do
-      curl -fsS -o /dev/null "$url/debian/20000101T000000Z/dists/$SUITE/Release" 2>/dev/null && break
+      answers && break
       sleep 0.5
     done
   fi
-  curl -fsS -o /dev/null "$url/debian/20000101T000000Z/dists/$SUITE/Release" \
-    || { say "the snapshot stand-in does not answer on $url; its log:"; tail -5 "$STATE/snapshot.log" >&2; exit 1; }
+  answers || { say "the snapshot stand-in does not answer on $url; its log:"; tail -5 "$STATE/snapshot.log" >&2; exit 1; }
   echo "$url"
 }
 
